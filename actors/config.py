@@ -1,0 +1,214 @@
+"""vdsmd configuration: a TOML file plus command-line flags, over PROTOCOL.md's defaults.
+
+Each TOML table maps onto one frozen dataclass below; an unknown table or key, or a value of
+the wrong type, is a clear startup error naming it. Flags given on the command line win over
+the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from messaging import endpoints
+
+
+def _root() -> bool:
+    return os.geteuid() == 0
+
+
+def default_state_dir() -> Path:
+    if _root():
+        return Path("/var/lib/vdsm")
+    return Path.home() / ".local" / "state" / "vdsm"
+
+
+def default_libvirt_uri() -> str:
+    return "qemu:///system" if _root() else "qemu:///session"
+
+
+def default_hooks_dir() -> Path:
+    return Path("/etc/vdsm/hooks") if _root() else default_state_dir() / "hooks"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = field(default_factory=default_state_dir)
+    run_dir: Path = field(default_factory=endpoints.default_run_dir)
+    host_id: int = 1
+    log_level: str = "INFO"
+    log_file: str = ""  # empty: stderr
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    endpoint: str = ""  # empty: ipc://<run_dir>/api.sock
+    workers: int = 16
+    max_pending: int = 1000
+    max_frame: int = 4 * 1024 * 1024
+    max_depth: int = 32
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    endpoint: str = ""  # empty: ipc://<run_dir>/events.sock
+    hwm: int = 10_000
+
+
+@dataclass(frozen=True)
+class CurveSection:
+    """CURVE keys; required for a tcp endpoint that is not loopback."""
+
+    server_secret: str = ""
+    authorized_keys: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_secret)
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    uri: str = field(default_factory=default_libvirt_uri)
+    reconnect_max: float = 5.0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    stats_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    hooks_dir: Path = field(default_factory=default_hooks_dir)
+    hook_timeout: float = 30.0
+    stats_interval: float = 2.0
+    call_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    monitor_interval: float = 10.0
+    monitor_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class SupervisionConfig:
+    max_restarts: int = 5
+    within: float = 60.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    fault_injection: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    curve: CurveSection = field(default_factory=CurveSection)
+    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    vm: VmConfig = field(default_factory=VmConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    @property
+    def api_endpoint(self) -> str:
+        return self.api.endpoint or f"ipc://{self.daemon.run_dir}/api.sock"
+
+    @property
+    def events_endpoint(self) -> str:
+        return self.events.endpoint or f"ipc://{self.daemon.run_dir}/events.sock"
+
+
+def _coerce(section: str, key: str, kind: Any, value: Any) -> Any:
+    where = f"[{section}] {key}"
+    if kind is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {kind}")
+
+
+def _section(cls: type[Any], name: str, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            names = ", ".join(sorted(known))
+            raise ConfigError(f"[{name}] has no setting {key!r} (known: {names})")
+    values = {}
+    for key, value in table.items():
+        kind = hints[key]
+        if isinstance(kind, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        values[key] = _coerce(name, key, kind, value)
+    return cls(**values)
+
+
+def from_mapping(data: dict[str, Any]) -> Config:
+    hints = typing.get_type_hints(Config)
+    known = {f.name for f in dataclasses.fields(Config)}
+    sections = {}
+    for name, table in data.items():
+        if name not in known:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted(known))})")
+        sections[name] = _section(hints[name], name, table)
+    return Config(**sections)
+
+
+def load(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return from_mapping(data)
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``config`` with some settings replaced (flags win over the file)."""
+    changes = {}
+    for name, given in sections.items():
+        values = {k: v for k, v in given.items() if v is not None}
+        if values:
+            changes[name] = dataclasses.replace(getattr(config, name), **values)
+    return dataclasses.replace(config, **changes)

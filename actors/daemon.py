@@ -1,0 +1,277 @@
+"""vdsmd: the composition root. Config, the supervision tree, the verb table, signals.
+
+Start order: event publisher, clock, the supervision tree (host services, storage, VMs),
+then the API server. Stop order is the reverse, in a ``finally``. Nothing here is global:
+every actor gets what it needs as constructor arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pykka
+import zmq
+
+from actors import api as actors_api
+from actors import config as configuration
+from actors.base import ActorContext, Ping, Runtime
+from actors.clock import Clock
+from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
+from actors.host import api as host_api
+from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
+from actors.host.stats import HostStatsActor
+from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
+from messaging import codec, curve
+from messaging.events import EventPublisher
+from messaging.schema import SCHEMA
+from messaging.server import ApiServer, Binding, ServerConfig
+
+log = logging.getLogger("vdsmd")
+
+ROOT = "/"
+
+
+class Daemon:
+    def __init__(self, config: configuration.Config) -> None:
+        self.config = config
+        self._context: zmq.Context[Any] | None = None
+        self._publisher: EventPublisher | None = None
+        self._clock: Clock | None = None
+        self._root: pykka.ActorRef[Supervisor] | None = None
+        self._server: ApiServer | None = None
+        self._auth: Any = None
+        self.directory = ActorDirectory()
+        self.libvirt = LibvirtHandle(config.libvirt.uri)
+
+    # --- start/stop ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        self._context = zmq.Context()
+        curve_config = self._curve_config()
+        if curve_config is not None:
+            self._auth = curve.start_authenticator(self._context, curve_config)
+        self._publisher = EventPublisher(
+            context=self._context, endpoint=cfg.events_endpoint, curve=curve_config,
+            hwm=cfg.events.hwm,
+        )
+        self._publisher.start()
+        self._clock = Clock()
+        self._clock.start()
+        runtime = Runtime(
+            events=self._publisher,
+            clock=self._clock,
+            directory=self.directory,
+            fault_injection=cfg.debug.fault_injection,
+        )
+        self._root = self._start_tree(runtime)
+        self._server = ApiServer(
+            context=self._context,
+            config=ServerConfig(
+                endpoint=cfg.api_endpoint,
+                limits=codec.Limits(max_frame=cfg.api.max_frame, max_depth=cfg.api.max_depth),
+                workers=cfg.api.workers,
+                max_pending=cfg.api.max_pending,
+                curve=curve_config,
+            ),
+            schema=SCHEMA,
+            bindings=self._bindings(runtime),
+        )
+        self._server.start()
+        log.info("vdsmd ready: api %s, events %s", self._server.bound_endpoint,
+                 self._publisher.bound_endpoint)
+
+    def stop(self) -> None:
+        log.info("vdsmd stopping")
+        if self._server is not None:
+            self._server.stop()
+        if self._root is not None:
+            try:
+                self._root.stop(block=True, timeout=60)
+            except pykka.Timeout:
+                log.error("the supervision tree did not stop within 60 s")
+        if self._clock is not None:
+            self._clock.stop()
+        if self._publisher is not None:
+            self._publisher.stop()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._context is not None:
+            self._context.term()
+        log.info("vdsmd stopped")
+
+    def _curve_config(self) -> curve.CurveConfig | None:
+        section = self.config.curve
+        if not section.enabled:
+            return None
+        if not section.authorized_keys:
+            raise configuration.ConfigError("[curve] server_secret needs authorized_keys too")
+        return curve.CurveConfig(Path(section.server_secret), Path(section.authorized_keys))
+
+    # --- the tree --------------------------------------------------------------------------
+
+    def _policy(self) -> RestartPolicy:
+        s = self.config.supervision
+        return RestartPolicy(s.max_restarts, s.within, s.backoff_initial, s.backoff_max)
+
+    def _start_tree(self, runtime: Runtime) -> pykka.ActorRef[Supervisor]:
+        policy = self._policy()
+        cfg = self.config
+
+        def supervisor(name: str, children: Sequence[ChildSpec]) -> ChildSpec:
+            return ChildSpec(
+                name,
+                lambda ctx: Supervisor.start(ctx, policy=policy, children=children),
+                cls="Supervisor",
+                start_timeout=60.0,
+                stop_timeout=60.0,
+            )
+
+        host_children = [
+            ChildSpec(
+                "libvirt",
+                lambda ctx: LibvirtActor.start(
+                    ctx,
+                    handle=self.libvirt,
+                    on_event=self._route_domain_event,
+                    reconnect_max=cfg.libvirt.reconnect_max,
+                ),
+                cls="LibvirtActor",
+            ),
+            ChildSpec(
+                "stats",
+                lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval),
+                cls="HostStatsActor",
+            ),
+        ]
+        children = [
+            supervisor("host", host_children),
+            supervisor("storage", []),
+            supervisor("vms", []),
+        ]
+        ctx = ActorContext(path=ROOT, runtime=runtime)
+        self.directory.put(
+            ActorInfo(path=ROOT, cls="Supervisor", state="starting", ref=None, supervisor=None)
+        )
+        root = Supervisor.start(ctx, policy=policy, children=children)
+        root.ask(Ping(), timeout=120)
+        self.directory.update(ROOT, state=RUNNING, ref=root)
+        return root
+
+    def _route_domain_event(self, event: DomainEvent) -> None:
+        info = self.directory.get(f"/vms/{event.uuid}")
+        if info is not None and info.ref is not None:
+            info.ref.tell(event)
+
+    # --- the verb table ----------------------------------------------------------------
+
+    def _bindings(self, runtime: Runtime) -> dict[str, Binding]:
+        table: dict[str, Binding] = {}
+        table.update(actors_api.bindings(runtime))
+        table.update(
+            host_api.bindings(
+                stats=ServiceRef(self.directory, "/host/stats"),
+                libvirt_handle=self.libvirt,
+                state_dir=self.config.daemon.state_dir,
+                extra_stats=self._extra_host_stats,
+            )
+        )
+        return table
+
+    def _extra_host_stats(self) -> dict[str, Any]:
+        vms = self.directory.children("/vms")
+        return {
+            "vmCount": len(vms),
+            "vmActive": sum(1 for v in vms if v.state == RUNNING),
+            "storageDomains": {},
+        }
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vdsmd", description="the node agent")
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--api", help="request/reply endpoint (ipc://PATH or tcp://HOST:PORT)")
+    parser.add_argument("--events", help="event endpoint")
+    parser.add_argument("--state-dir", type=Path, help="persistent state directory")
+    parser.add_argument("--run-dir", type=Path, help="runtime directory for ipc sockets")
+    parser.add_argument("--libvirt-uri", help="libvirt connection URI")
+    parser.add_argument("--host-id", type=int, help="this host's id in storage pools (1-2000)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> configuration.Config:
+    config = configuration.load(args.config)
+    return configuration.with_overrides(
+        config,
+        daemon={
+            "state_dir": args.state_dir,
+            "run_dir": args.run_dir,
+            "host_id": args.host_id,
+            "log_level": args.log_level,
+        },
+        api={"endpoint": args.api},
+        events={"endpoint": args.events},
+        libvirt={"uri": args.libvirt_uri},
+    )
+
+
+def setup_logging(config: configuration.Config) -> None:
+    handler: logging.Handler
+    if config.daemon.log_file:
+        handler = logging.FileHandler(config.daemon.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.daemon.log_level.upper())
+    logging.getLogger("pykka").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except configuration.ConfigError as e:
+        print(f"vdsmd: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+    except Exception as e:
+        log.exception("vdsmd failed to start: %s", e)
+        daemon.stop()
+        return 1
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

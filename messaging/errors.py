@@ -1,0 +1,281 @@
+"""The one exception tree of the agent.
+
+Every error that can reach a client is a :class:`VdsmError` subclass with a wire ``code`` (see
+PROTOCOL.md and docs/errors.md) and a message template filled from keyword arguments. The API
+server turns a ``VdsmError`` into an error reply; any other exception escaping a verb is a bug
+and becomes ``-32603`` with its traceback logged.
+
+Errors are split into permanent ones (asking again gives the same answer) and ``retryable``
+ones (a transient condition: the agent is recovering, libvirt reconnects, a domain is being
+checked). Clients may retry the latter after a short delay.
+
+The module lives in ``messaging`` because the codes are part of the wire contract; the actors
+raise these classes too, so there is exactly one tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class VdsmError(Exception):
+    """Base of every error the agent reports. Subclasses set ``code`` and ``template``."""
+
+    code: ClassVar[int] = -32603
+    template: ClassVar[str] = "internal error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, /, *, data: Any = None, **fields: Any) -> None:
+        self.fields = fields
+        self.data = data
+        if message is None:
+            try:
+                message = self.template.format(**fields)
+            except (KeyError, IndexError):
+                message = f"{self.template} {fields!r}"
+        self.message = message
+        super().__init__(message)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``error`` member of a reply."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+# --- protocol errors (JSON-RPC-like codes) ------------------------------------------------
+
+
+class ParseError(VdsmError):
+    code = -32700
+    template = "the frame is not valid msgpack: {reason}"
+
+
+class InvalidRequest(VdsmError):
+    code = -32600
+    template = "invalid request: {reason}"
+
+
+class MethodNotFound(VdsmError):
+    code = -32601
+    template = "no such method: {method}"
+
+
+class InvalidParams(VdsmError):
+    """A param is missing, unknown, of the wrong type or has an invalid value.
+
+    ``param`` is the dotted path of the offending value (``vmParams.drives[0].path``); the
+    message always names it.
+    """
+
+    code = -32602
+    template = "invalid param {param!r}: {reason}"
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(param=param, reason=reason, data={"param": param})
+        self.param = param
+        self.reason = reason
+
+
+class InternalError(VdsmError):
+    code = -32603
+    template = "internal error: {reason}"
+
+
+class RequestTimeout(VdsmError):
+    """The verb did not finish within its server-side timeout."""
+
+    code = -32603
+    template = "{method} did not finish within {timeout:g} s"
+    retryable = True
+
+
+class ServerBusy(VdsmError):
+    code = -32603
+    template = "the agent is overloaded ({pending} requests pending): try again shortly"
+    retryable = True
+
+
+# --- VM errors ------------------------------------------------------------------------
+
+
+class NoSuchVM(VdsmError):
+    code = 1
+    template = "no such VM: {vmID}"
+
+
+class VMExists(VdsmError):
+    code = 4
+    template = "a VM with id {vmID} already exists"
+
+
+class VMError(VdsmError):
+    """A VM verb failed for a reason of the VM or the hypervisor (code 5)."""
+
+    code = 5
+    template = "{reason}"
+
+
+class HookError(VdsmError):
+    code = 6
+    template = "hook {hook} failed: {reason}"
+
+
+class Recovering(VdsmError):
+    code = 100
+    template = "the agent is recovering after a restart: try again shortly"
+    retryable = True
+
+
+class LibvirtUnavailable(VdsmError):
+    code = 101
+    template = "libvirt is not connected ({reason}): the agent reconnects by itself"
+    retryable = True
+
+
+class ActorUnavailable(VdsmError):
+    code = 102
+    template = "the service {path} is not running ({reason})"
+    retryable = True
+
+
+class NoSuchActor(VdsmError):
+    code = 103
+    template = "no actor at {path}"
+
+
+class Forbidden(VdsmError):
+    code = 104
+    template = "{what} is disabled on this host ({how})"
+
+
+class NotImplementedOnHost(VdsmError):
+    code = -32601
+    template = "{method} is declared but not implemented on this host"
+
+
+# --- storage errors (200-299) -----------------------------------------------------------
+
+
+class StorageError(VdsmError):
+    code = 200
+    template = "storage error: {reason}"
+
+
+class NoSuchStorageDomain(StorageError):
+    code = 201
+    template = "no such storage domain: {sdUUID}"
+
+
+class NoSuchStoragePool(StorageError):
+    code = 202
+    template = "no such storage pool: {spUUID}"
+
+
+class NoSuchImage(StorageError):
+    code = 203
+    template = "no such image: {imgUUID} in domain {sdUUID}"
+
+
+class NoSuchVolume(StorageError):
+    code = 204
+    template = "no such volume: {volUUID} in image {imgUUID} of domain {sdUUID}"
+
+
+class StorageDomainExists(StorageError):
+    code = 205
+    template = "storage domain {sdUUID} already exists"
+
+
+class VolumeExists(StorageError):
+    code = 206
+    template = "volume {volUUID} already exists in image {imgUUID}"
+
+
+class StoragePoolExists(StorageError):
+    code = 207
+    template = "storage pool {spUUID} already exists"
+
+
+class StorageDomainInvalid(StorageError):
+    code = 208
+    template = "storage domain {sdUUID} is not valid: {reason}"
+    retryable = True
+
+
+class NotSPM(StorageError):
+    code = 209
+    template = "this host is not the SPM of pool {spUUID}"
+
+
+class StorageConnectionError(StorageError):
+    code = 210
+    template = "cannot connect {connection}: {reason}"
+
+
+class NoSpace(StorageError):
+    code = 211
+    template = "not enough space in {where}: {reason}"
+
+
+class StorageCommandError(StorageError):
+    code = 212
+    template = "{command} failed (exit {rc}): {reason}"
+
+
+class StorageDomainNotAttached(StorageError):
+    code = 213
+    template = "storage domain {sdUUID} is not attached to pool {spUUID}"
+
+
+class StoragePoolNotConnected(StorageError):
+    code = 214
+    template = "storage pool {spUUID} is not connected"
+
+
+class StorageTimeout(StorageError):
+    code = 215
+    template = "storage did not answer within {timeout:g} s: {reason}"
+    retryable = True
+
+
+class LeaseError(StorageError):
+    code = 216
+    template = "lease {lease}: {reason}"
+
+
+# --- network errors (300-399) -----------------------------------------------------------
+
+
+class NetworkError(VdsmError):
+    code = 300
+    template = "network configuration error: {reason}"
+
+
+# --- task errors (400-499) --------------------------------------------------------------
+
+
+class TaskError(VdsmError):
+    code = 400
+    template = "task error: {reason}"
+
+
+class NoSuchTask(TaskError):
+    code = 401
+    template = "no such task: {taskID}"
+
+
+class TaskNotFinished(TaskError):
+    code = 402
+    template = "task {taskID} is not finished (state {state})"
+
+
+class TaskStateError(TaskError):
+    code = 403
+    template = "task {taskID} cannot {action} in state {state}"
+
+
+class TaskAborted(TaskError):
+    code = 404
+    template = "task {taskID} was aborted: {reason}"

@@ -1,0 +1,82 @@
+"""Verb declarations and the schema that holds them.
+
+A :class:`Verb` names a method, its params (as :class:`~messaging.schema.types.Field`), what
+it returns, its 2011 aliases and its server-side timeout. The :class:`Schema` looks verbs up
+by name or alias and validates a request's params. Handlers are bound separately (by the
+daemon), so this package describes the wire and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from messaging.errors import InvalidParams, MethodNotFound
+from messaging.schema.types import Field, check_fields
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    doc: str
+    params: tuple[Field, ...] = ()
+    result: str = "true"
+    aliases: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.params})
+
+    @property
+    def namespace(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    def check_params(self, params: Mapping[Any, Any]) -> dict[str, Any]:
+        """Validate a request's params: a new dict with defaults filled in, or InvalidParams."""
+        if not isinstance(params, Mapping):
+            raise InvalidParams("params", "expected a map")
+        return check_fields(self.params, self.by_name, params, "")
+
+
+class Schema:
+    """All declared verbs, by name and by alias."""
+
+    def __init__(self, verbs: Iterable[Verb]) -> None:
+        self._verbs: dict[str, Verb] = {}
+        self._names: dict[str, str] = {}
+        for verb in verbs:
+            if verb.name in self._names:
+                raise ValueError(f"verb {verb.name} declared twice")
+            self._verbs[verb.name] = verb
+            self._names[verb.name] = verb.name
+            for alias in verb.aliases:
+                if alias in self._names:
+                    raise ValueError(f"alias {alias} of {verb.name} is already taken")
+                self._names[alias] = verb.name
+
+    def __iter__(self) -> Any:
+        return iter(self._verbs.values())
+
+    def __len__(self) -> int:
+        return len(self._verbs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def lookup(self, method: str) -> Verb:
+        """The verb called ``method`` (a name or an alias), or MethodNotFound."""
+        try:
+            return self._verbs[self._names[method]]
+        except KeyError:
+            raise MethodNotFound(method=method[:128]) from None
+
+    def namespaces(self) -> list[str]:
+        return sorted({v.namespace for v in self._verbs.values()})

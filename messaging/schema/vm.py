@@ -1,0 +1,158 @@
+"""VM verbs: lifecycle, devices, monitoring. vmParams is declared here once."""
+
+from messaging.schema.types import (
+    Bool,
+    Enum,
+    Field,
+    Int,
+    ListOf,
+    MapOf,
+    Path,
+    Str,
+    Struct,
+    Uuid,
+)
+from messaging.schema.verbs import Verb
+
+VM_ID = Field("vmID", Uuid(), doc="the VM's UUID")
+
+DRIVE = Struct(
+    (
+        Field("path", Path(), required=False, doc="a file or block device (or empty: no media)"),
+        Field("poolID", Uuid(), required=False, doc="storage pool of the volume"),
+        Field("domainID", Uuid(), required=False, doc="storage domain of the volume"),
+        Field("imageID", Uuid(), required=False, doc="image of the volume"),
+        Field("volumeID", Uuid(), required=False, doc="the volume"),
+        Field("format", Enum(("cow", "raw")), required=False, default="raw"),
+        Field("iface", Enum(("virtio", "ide", "scsi", "sata", "fdc")), required=False),
+        Field("device", Enum(("disk", "cdrom", "floppy")), required=False, default="disk"),
+        Field("readonly", Bool(), required=False, default=False),
+        Field("serial", Str(max_len=20, pattern=r"[A-Za-z0-9_-]*"), required=False),
+        Field("thresholdMiB", Int(min=1), required=False, doc="thin-provisioning watermark"),
+    ),
+    name="drive",
+)
+
+NIC = Struct(
+    (
+        Field("bridge", Str(min_len=1, max_len=15, pattern=r"[A-Za-z0-9_.-]+")),
+        Field("macAddr", Str(pattern=r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}"), required=False),
+        Field("nicModel", Enum(("virtio", "e1000", "rtl8139")), required=False, default="virtio"),
+    ),
+    name="nic",
+)
+
+VM_PARAMS = Struct(
+    (
+        Field("vmName", Str(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.+-]+")),
+        Field("memSize", Int(min=16, max=4 * 1024 * 1024), doc="MiB"),
+        Field("smp", Int(min=1, max=512), required=False, default=1),
+        Field("emulator", Enum(("kvm", "qemu")), required=False, default="kvm"),
+        Field("kernel", Path(min_len=1), required=False),
+        Field("initrd", Path(min_len=1), required=False),
+        Field("kernelArgs", Str(max_len=4096), required=False),
+        Field("drives", ListOf(DRIVE, max_len=64), required=False, default=[]),
+        Field("nics", ListOf(NIC, max_len=32), required=False, default=[]),
+        Field("display", Enum(("vnc", "none")), required=False, default="none"),
+        Field("restoreState", Path(min_len=1), required=False),
+        Field("custom", MapOf(Str(max_len=4096), max_len=64), required=False, default={}),
+    ),
+    name="vmParams",
+)
+
+VERBS = (
+    Verb(
+        "VM.create",
+        "Define and start a VM (or restore one from a hibernation file with restoreState).",
+        params=(VM_ID, Field("vmParams", VM_PARAMS)),
+        result="{vmID, status}",
+        aliases=("create",),
+        timeout=120.0,
+    ),
+    Verb("VM.destroy", "Power the VM off at once.", (VM_ID,), aliases=("destroy",), timeout=60.0),
+    Verb("VM.pause", "Pause the guest's vCPUs.", (VM_ID,), aliases=("pause",)),
+    Verb("VM.cont", "Resume a paused VM.", (VM_ID,), aliases=("continue",)),
+    Verb("VM.reset", "Hard-reset the guest.", (VM_ID,)),
+    Verb(
+        "VM.shutdown",
+        "ACPI power-off; if the guest is still up after delay seconds, destroy it.",
+        (
+            VM_ID,
+            Field("delay", Int(min=0, max=3600), required=False, default=30),
+            Field("message", Str(max_len=1024), required=False, default=""),
+        ),
+        aliases=("shutdown",),
+    ),
+    Verb(
+        "VM.setTicket",
+        "Set the display (VNC) password, valid for ttl seconds.",
+        (VM_ID, Field("password", Str(max_len=8)), Field("ttl", Int(min=0, max=10**7))),
+        aliases=("setVmTicket",),
+    ),
+    Verb(
+        "VM.changeCD",
+        "Insert a CD-ROM image (an empty path ejects).",
+        (VM_ID, Field("path", Path())),
+        aliases=("changeCD",),
+    ),
+    Verb(
+        "VM.changeFloppy",
+        "Insert a floppy image (an empty path ejects).",
+        (VM_ID, Field("path", Path())),
+        aliases=("changeFloppy",),
+    ),
+    Verb(
+        "VM.hibernate",
+        "Save the VM's state to hiberVolHandle; the VM ends Down.",
+        (VM_ID, Field("hiberVolHandle", Path(min_len=1))),
+        aliases=("hibernate",),
+        timeout=300.0,
+    ),
+    Verb(
+        "VM.migrate",
+        "Live-migrate the VM to another host; progress streams as VM_migration_status.",
+        (
+            VM_ID,
+            Field("dst", Str(min_len=1, max_len=512), doc="libvirt URI of the destination"),
+            Field("method", Enum(("online",)), required=False, default="online"),
+            Field("downtime", Int(min=1, max=60000), required=False, doc="ms"),
+            Field("timeout", Int(min=1, max=86400), required=False, doc="s"),
+            Field("migrateURI", Str(max_len=512), required=False, doc="data channel URI"),
+        ),
+        aliases=("migrate",),
+    ),
+    Verb(
+        "VM.getStats",
+        "Statistics of one VM.",
+        (VM_ID,),
+        result="list with one VM stats map",
+        aliases=("getVmStats",),
+        timeout=10.0,
+    ),
+    Verb(
+        "VM.desktopLogin",
+        "Ask the guest agent to log a user in.",
+        (VM_ID, Field("domain", Str()), Field("username", Str()), Field("password", Str())),
+        aliases=("desktopLogin",),
+    ),
+    Verb("VM.desktopLogoff", "Ask the guest agent to log the user off.", (VM_ID,),
+         aliases=("desktopLogoff",)),
+    Verb("VM.desktopLock", "Ask the guest agent to lock the screen.", (VM_ID,),
+         aliases=("desktopLock",)),
+    Verb(
+        "Host.getVMList",
+        "The VMs of this host.",
+        (Field("fullStatus", Bool(), required=False, default=False),),
+        result="list of {vmID, status} (full stats when fullStatus)",
+        aliases=("list",),
+        timeout=10.0,
+    ),
+    Verb(
+        "Host.getAllVmStats",
+        "Statistics of every VM, from one bulk libvirt call.",
+        result="list of VM stats maps",
+        aliases=("getAllVmStats",),
+        timeout=10.0,
+    ),
+)
+

@@ -1,0 +1,321 @@
+"""The request/reply API server: one ROUTER socket, owned by one thread.
+
+The socket thread decodes and validates every frame against the schema, then either runs the
+handler inline (only for handlers declared non-blocking, such as ``Host.ping``) or hands it
+to a bounded pool of worker threads. Workers never touch the socket: they put the outcome on
+a queue and wake the socket thread through a pipe that sits in the same poller. So a slow
+verb cannot delay another client's ``Host.ping``, and every request has a deadline: when it
+passes, the client gets a timeout error and a late result is dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from messaging import codec, endpoints
+from messaging.curve import CurveConfig, apply_server
+from messaging.errors import (
+    InternalError,
+    NotImplementedOnHost,
+    RequestTimeout,
+    ServerBusy,
+    VdsmError,
+)
+from messaging.schema.verbs import Schema, Verb
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A verb's implementation. ``inline`` handlers run on the socket thread: never block."""
+
+    handler: Handler
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    endpoint: str
+    limits: codec.Limits = codec.DEFAULT_LIMITS
+    workers: int = 16
+    max_pending: int = 1000
+    curve: CurveConfig | None = None
+    # The hard cap ZeroMQ enforces itself (it drops the peer's connection beyond it);
+    # frames between limits.max_frame and this get an error reply.
+    hard_frame_factor: int = 4
+
+
+@dataclass
+class _Pending:
+    envelope: list[bytes]
+    request: codec.Request
+    verb: Verb
+    deadline: float
+    done: bool = False
+
+
+class ApiServer:
+    def __init__(
+        self,
+        *,
+        context: zmq.Context[Any],
+        config: ServerConfig,
+        schema: Schema,
+        bindings: Mapping[str, Binding],
+    ) -> None:
+        unknown = set(bindings) - {v.name for v in schema}
+        if unknown:
+            raise ValueError(f"bindings for undeclared verbs: {sorted(unknown)}")
+        self._context = context
+        self._config = config
+        self._schema = schema
+        self._bindings = dict(bindings)
+        self._endpoint = endpoints.parse(config.endpoint)
+        if not self._endpoint.is_loopback() and config.curve is None:
+            raise ValueError(
+                f"refusing to serve {config.endpoint} without CURVE keys: it is not loopback"
+            )
+        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="api-worker")
+        self._results: queue.SimpleQueue[tuple[int, Any, VdsmError | None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._pending: dict[int, _Pending] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._tokens = itertools.count(1)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self.bound_endpoint: str | None = None
+        self.stats = {"requests": 0, "errors": 0, "timeouts": 0, "dropped": 0}
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind and start serving; raises if the endpoint cannot be bound."""
+        self._thread = threading.Thread(target=self._run, name="api-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the API server did not start")
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the thread will wake anyway) or closed (stopping)
+
+    # --- the socket thread ----------------------------------------------------------------
+
+    def _bind(self) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = self._context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(
+            zmq.MAXMSGSIZE, self._config.limits.max_frame * self._config.hard_frame_factor
+        )
+        sock.sndhwm = 10_000
+        sock.rcvhwm = 10_000
+        if self._config.curve is not None:
+            apply_server(sock, self._config.curve)
+        endpoints.prepare_ipc(self._endpoint)
+        try:
+            sock.bind(self._config.endpoint)
+        except zmq.ZMQError:
+            sock.close()
+            raise
+        endpoints.secure_ipc(self._endpoint)
+        self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return sock
+
+    def _run(self) -> None:
+        try:
+            sock = self._bind()
+        except Exception as e:  # noqa: BLE001 - reported to start()'s caller
+            self._start_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        log.info("API server listening on %s", self.bound_endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                events = dict(poller.poll(self._poll_timeout()))
+                if sock in events:
+                    self._drain_socket(sock)
+                if self._wake_r in events:
+                    self._drain_wake()
+                self._send_results(sock)
+                self._expire(sock)
+        except Exception:
+            log.exception("API server loop failed")
+            raise
+        finally:
+            sock.close(linger=0)
+            log.info("API server stopped")
+
+    def _poll_timeout(self) -> int:
+        if not self._deadlines:
+            return 1000
+        delay = self._deadlines[0][0] - time.monotonic()
+        return max(0, min(1000, int(delay * 1000) + 1))
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _drain_socket(self, sock: zmq.Socket[Any]) -> None:
+        # Bounded batch, so replies and deadlines are served even under a flood.
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle_frames(sock, frames)
+
+    def _handle_frames(self, sock: zmq.Socket[Any], frames: list[bytes]) -> None:
+        self.stats["requests"] += 1
+        if len(frames) < 2:
+            self._drop("a message without an envelope", frames)
+            return
+        envelope, body = frames[:-1], frames[-1]
+        value: Any = None
+        try:
+            value = codec.decode(body, self._config.limits)
+            request = codec.parse_request(value)
+            verb = self._schema.lookup(request.method)
+            params = verb.check_params(request.params)
+            binding = self._bindings.get(verb.name)
+            if binding is None:
+                raise NotImplementedOnHost(method=verb.name)
+        except VdsmError as e:
+            self.stats["errors"] += 1
+            log.warning("refused request from %s: %s", _peer(envelope), e.message)
+            self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
+            return
+        if binding.inline:
+            outcome, error = _call(binding.handler, params, verb.name)
+            if request.id is not None:
+                self._reply_outcome(sock, envelope, request.id, outcome, error)
+            return
+        if len(self._pending) >= self._config.max_pending:
+            error = ServerBusy(pending=len(self._pending))
+            self._reply(sock, envelope, codec.error_reply(request.id, error))
+            return
+        token = next(self._tokens)
+        deadline = time.monotonic() + verb.timeout
+        self._pending[token] = _Pending(envelope, request, verb, deadline)
+        heapq.heappush(self._deadlines, (deadline, token))
+        self._executor.submit(self._work, token, binding.handler, params, verb.name)
+
+    def _work(self, token: int, handler: Handler, params: dict[str, Any], name: str) -> None:
+        outcome, error = _call(handler, params, name)
+        self._results.put((token, outcome, error))
+        self._wake()
+
+    def _send_results(self, sock: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                token, outcome, error = self._results.get_nowait()
+            except queue.Empty:
+                return
+            pending = self._pending.pop(token, None)
+            if pending is None:
+                log.info("dropping the late result of request %s (already timed out)", token)
+                continue
+            pending.done = True
+            if pending.request.id is not None:
+                self._reply_outcome(sock, pending.envelope, pending.request.id, outcome, error)
+
+    def _expire(self, sock: zmq.Socket[Any]) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token = heapq.heappop(self._deadlines)
+            pending = self._pending.pop(token, None)
+            if pending is None:
+                continue
+            self.stats["timeouts"] += 1
+            error = RequestTimeout(method=pending.verb.name, timeout=pending.verb.timeout)
+            log.warning("%s", error.message)
+            if pending.request.id is not None:
+                self._reply(sock, pending.envelope, codec.error_reply(pending.request.id, error))
+
+    def _reply_outcome(
+        self,
+        sock: zmq.Socket[Any],
+        envelope: list[bytes],
+        request_id: codec.RequestId,
+        outcome: Any,
+        error: VdsmError | None,
+    ) -> None:
+        if error is not None:
+            self._reply(sock, envelope, codec.error_reply(request_id, error))
+        else:
+            self._reply(sock, envelope, codec.result_reply(request_id, outcome))
+
+    def _reply(self, sock: zmq.Socket[Any], envelope: list[bytes], reply: dict[str, Any]) -> None:
+        try:
+            body = codec.encode(reply)
+        except (TypeError, ValueError, OverflowError) as e:
+            log.error("cannot encode the reply to %r: %s", reply.get("id"), e)
+            error = InternalError(reason="the result could not be encoded")
+            body = codec.encode(codec.error_reply(reply.get("id"), error))
+        try:
+            sock.send_multipart([*envelope, body], zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            # EHOSTUNREACH: the client went away; EAGAIN: it does not read its replies.
+            self.stats["dropped"] += 1
+            log.info("reply to %s dropped: %s", _peer(envelope), e)
+
+    def _drop(self, what: str, frames: list[bytes]) -> None:
+        self.stats["dropped"] += 1
+        log.warning("dropped %s (%d frames)", what, len(frames))
+
+
+def _call(handler: Handler, params: dict[str, Any], name: str) -> tuple[Any, VdsmError | None]:
+    """Run a handler inside the error boundary: (result, None) or (None, error)."""
+    try:
+        return handler(params), None
+    except VdsmError as e:
+        return None, e
+    except Exception as e:
+        log.exception("internal error in %s", name)
+        return None, InternalError(reason=f"{type(e).__name__} in {name}; see the agent log")
+
+
+def _peer(envelope: list[bytes]) -> str:
+    return envelope[0].hex() if envelope else "?"
