@@ -71,7 +71,7 @@ def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
             max_bin_len=limits.max_frame,
             max_array_len=limits.max_container_len,
             max_map_len=limits.max_container_len,
-            max_ext_len=0,
+            max_ext_len=limits.max_str_len,
         )
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError, UnicodeDecodeError) as e:

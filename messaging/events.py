@@ -64,8 +64,8 @@ class EventPublisher:
         self._queue.put((topic, {**payload, "notify_time": time.monotonic()}))
 
     def _run(self) -> None:
+        sock = self._context.socket(zmq.PUB)
         try:
-            sock = self._context.socket(zmq.PUB)
             sock.linger = 0
             sock.sndhwm = self._hwm
             if self._curve is not None:
@@ -75,6 +75,7 @@ class EventPublisher:
             endpoints.secure_ipc(self._endpoint)
             self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except Exception as e:  # noqa: BLE001 - reported to start()'s caller
+            sock.close(linger=0)
             self._start_error = e
             self._ready.set()
             return

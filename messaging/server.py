@@ -138,22 +138,22 @@ class ApiServer:
 
     def _bind(self) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self._context.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(
-            zmq.MAXMSGSIZE, self._config.limits.max_frame * self._config.hard_frame_factor
-        )
-        sock.sndhwm = 10_000
-        sock.rcvhwm = 10_000
-        if self._config.curve is not None:
-            apply_server(sock, self._config.curve)
-        endpoints.prepare_ipc(self._endpoint)
         try:
+            sock.linger = 0
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(
+                zmq.MAXMSGSIZE, self._config.limits.max_frame * self._config.hard_frame_factor
+            )
+            sock.sndhwm = 10_000
+            sock.rcvhwm = 10_000
+            if self._config.curve is not None:
+                apply_server(sock, self._config.curve)
+            endpoints.prepare_ipc(self._endpoint)
             sock.bind(self._config.endpoint)
-        except zmq.ZMQError:
-            sock.close()
+            endpoints.secure_ipc(self._endpoint)
+        except BaseException:
+            sock.close(linger=0)
             raise
-        endpoints.secure_ipc(self._endpoint)
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 

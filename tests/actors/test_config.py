@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors import config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_defaults_follow_protocol_md() -> None:
+    cfg = config.Config()
+    assert cfg.api_endpoint == "ipc:///run/vdsm/api.sock"
+    assert cfg.events_endpoint == "ipc:///run/vdsm/events.sock"
+    assert cfg.daemon.state_dir == Path("/var/lib/vdsm")
+    assert cfg.libvirt.uri == "qemu:///system"
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "v.toml"
+    path.write_text('[api]\nendpoint = "tcp://127.0.0.1:4444"\nworkers = 4\n'
+                    '[storage]\nmonitor_interval = 1\n[daemon]\nstate_dir = "/tmp/s"\n')
+    cfg = config.load(path)
+    assert cfg.api_endpoint == "tcp://127.0.0.1:4444"
+    assert cfg.api.workers == 4
+    assert cfg.storage.monitor_interval == 1.0
+    assert cfg.daemon.state_dir == Path("/tmp/s")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[nope]\na = 1\n", "unknown section"),
+        ("[api]\nbogus = 1\n", "no setting 'bogus'"),
+        ("[api]\nworkers = 'many'\n", "expected an integer"),
+        ("[debug]\nfault_injection = 1\n", "true or false"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "v.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(tmp_path / "absent.toml")
+
+
+def test_flags_win_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "v.toml"
+    path.write_text('[api]\nendpoint = "ipc:///a"\n')
+    cfg = config.with_overrides(config.load(path), api={"endpoint": "ipc:///b", "workers": None})
+    assert cfg.api_endpoint == "ipc:///b"
+    assert cfg.api.workers == 16

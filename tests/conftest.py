@@ -1,0 +1,25 @@
+"""Shared fixtures: a real vdsmd process on temporary endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykka
+import pytest
+
+from tests.harness import Vdsmd, running_vdsmd
+
+
+@pytest.fixture
+def vdsmd(tmp_path: Path) -> Iterator[Vdsmd]:
+    """A vdsmd with default settings (fault injection on, for supervision tests)."""
+    with running_vdsmd(tmp_path / "vdsmd", config="[debug]\nfault_injection = true\n") as d:
+        yield d
+
+
+@pytest.fixture
+def stop_all_actors() -> Iterator[None]:
+    """Every in-process actor test stops all actors in teardown, even when it fails."""
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
