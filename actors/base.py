@@ -167,7 +167,7 @@ class SupervisedActor(pykka.ThreadingActor):
             "class": type(self).__name__,
             "generation": self.ctx.generation,
             "recentMessages": self.recent_messages(),
-            "state": self.describe(),
+            "detail": self.describe(),
         }
 
     def _safe_teardown(self) -> None:

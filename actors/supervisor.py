@@ -25,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pykka
@@ -57,7 +57,13 @@ class RestartPolicy:
         return float(min(self.backoff_max, self.backoff_initial * 2**recent_restarts))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"strategy": "one_for_one", **asdict(self)}
+        return {
+            "strategy": "one_for_one",
+            "maxRestarts": self.max_restarts,
+            "within": self.within,
+            "backoffInitial": self.backoff_initial,
+            "backoffMax": self.backoff_max,
+        }
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import zmq
 from messaging import codec, endpoints
 from messaging.curve import ClientCurve, apply_client
 from messaging.schema import SCHEMA
-from messaging.schema.types import Struct
+from messaging.schema.types import MISSING, Struct
 from messaging.schema.verbs import Verb
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
@@ -197,7 +197,8 @@ def verb_help(verb: Verb) -> str:
         lines.append("  params:")
         for f in verb.params:
             flag = "required" if f.required else "optional"
-            default = "" if f.required or f.default is None else f", default {f.default!r}"
+            default = "" if f.required or f.default in (None, MISSING) \
+                else f", default {f.default!r}"
             doc = f" - {f.doc}" if f.doc else ""
             lines.append(f"    {f.name} ({f.type.describe()}, {flag}{default}){doc}")
             if isinstance(f.type, Struct):

@@ -56,3 +56,8 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
     cfg = config.with_overrides(config.load(path), api={"endpoint": "ipc:///b", "workers": None})
     assert cfg.api_endpoint == "ipc:///b"
     assert cfg.api.workers == 16
+
+
+def test_the_shipped_example_holds_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "contrib" / "vdsmd.toml"
+    assert config.load(example) == config.Config()

@@ -112,3 +112,12 @@ def test_validation_only_raises_protocol_errors(method: str, params: dict[str, A
         SCHEMA.lookup(method).check_params(params)
     except VdsmError as e:
         assert e.code == -32602
+
+
+def test_api_docs_are_generated_from_the_schema() -> None:
+    from pathlib import Path
+
+    from messaging.apidoc import render
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+    assert docs.read_text() == render(), "run: python -m messaging.apidoc > docs/api.md"

@@ -1,0 +1,70 @@
+"""Render docs/api.md from the schema: ``python -m messaging.apidoc > docs/api.md``."""
+
+from __future__ import annotations
+
+import sys
+
+from messaging import errors
+from messaging.schema import SCHEMA
+from messaging.schema.types import MISSING, Field, ListOf, Struct
+
+
+def _params(fields: tuple[Field, ...], indent: str = "") -> list[str]:
+    lines = []
+    for f in fields:
+        flag = "required" if f.required else "optional"
+        default = ""
+        if not f.required and f.default is not MISSING and f.default is not None:
+            default = f", default `{f.default!r}`"
+        doc = f" — {f.doc}" if f.doc else ""
+        lines.append(f"{indent}- `{f.name}` ({f.type.describe()}, {flag}{default}){doc}")
+        inner = f.type.item if isinstance(f.type, ListOf) else f.type
+        if isinstance(inner, Struct):
+            lines += _params(inner.fields, indent + "  ")
+    return lines
+
+
+def _error_table() -> list[str]:
+    rows = ["| code | class | message template |", "| --- | --- | --- |"]
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.VdsmError)]
+    for cls in sorted(classes, key=lambda c: (c.code, c.__name__)):
+        retry = " (retryable)" if cls.retryable else ""
+        rows.append(f"| {cls.code} | `{cls.__name__}`{retry} | {cls.template} |")
+    return rows
+
+
+def render() -> str:
+    lines = [
+        "# API reference",
+        "",
+        "Generated from `messaging/schema/` by `python -m messaging.apidoc`; do not edit.",
+        "The wire format, events and security rules are in PROTOCOL.md.",
+        "",
+    ]
+    for namespace in SCHEMA.namespaces():
+        lines += [f"## {namespace}", ""]
+        for verb in (v for v in SCHEMA if v.namespace == namespace):
+            lines.append(f"### `{verb.name}`")
+            lines.append("")
+            lines.append(verb.doc)
+            lines.append("")
+            if verb.aliases:
+                lines.append(f"Aliases: {', '.join(f'`{a}`' for a in verb.aliases)}. ")
+            lines.append(f"Server-side timeout: {verb.timeout:g} s.")
+            lines.append("")
+            if verb.params:
+                lines.append("Params:")
+                lines.append("")
+                lines += _params(verb.params)
+            else:
+                lines.append("Params: none.")
+            lines.append("")
+            lines.append(f"Result: {verb.result}")
+            lines.append("")
+    lines += ["## Error codes", "", *_error_table(), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

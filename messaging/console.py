@@ -1,0 +1,304 @@
+"""vdsm-console: an interactive console for a person debugging a live agent.
+
+It shows the live actor tree (states, mailbox depths, restart counts, last failures),
+inspects one actor, watches the event stream and calls verbs. It talks to vdsmd over the
+same API as every client (Actors.list, Actors.inspect, the PUB stream): it has no back door.
+
+With a terminal it uses prompt-toolkit (history, completion of commands and actor paths);
+without one (a pipe) it reads commands line by line, which also makes it scriptable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
+
+from messaging import endpoints
+from messaging.client import CallTimeout, Client, ClientError, Subscriber, parse_value
+from messaging.schema import SCHEMA
+
+HELP = """\
+commands:
+  tree                      the actor tree: state, mailbox depth, restarts, uptime, failures
+  ls                        the same as a flat table
+  inspect PATH              one actor's own state, recent messages, supervisor policy
+  top [SECONDS]             redraw the tree every second (for SECONDS, default 10; Ctrl-C stops)
+  watch [PREFIX] [SECONDS]  print events whose topic starts with PREFIX (Ctrl-C stops)
+  failures                  actors that failed, restarted or were given up on
+  call VERB [name=value..]  call any verb, e.g. call Host.getStats
+  crash PATH [REASON]       fault injection (needs [debug] fault_injection = true)
+  help                      this text
+  quit                      leave (also Ctrl-D)
+"""
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def render_tree(actors: Sequence[dict[str, Any]]) -> str:
+    """The tree of Actors.list entries, children indented under their supervisor."""
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    for actor in actors:
+        by_parent.setdefault(actor.get("supervisor"), []).append(actor)
+    lines = [f"{'ACTOR':<56} {'STATE':<11} {'MBOX':>4} {'RST':>3} {'UP':>6}  LAST FAILURE"]
+    known = {a["path"] for a in actors}
+
+    def walk(parent: str | None, depth: int) -> None:
+        for actor in sorted(by_parent.get(parent, []), key=lambda a: a["path"]):
+            name = actor["path"] if depth == 0 else actor["path"].rsplit("/", 1)[-1]
+            label = f"{'  ' * depth}{name} ({actor['class']})"
+            failure = actor.get("lastFailure") or ""
+            if failure:
+                failure = f"{failure[:60]} ({_age(actor.get('lastFailureAgo', 0.0))} ago)"
+            lines.append(
+                f"{label:<56} {actor['state']:<11} {actor['mailbox']:>4} "
+                f"{actor['restarts']:>3} {_age(actor['uptime']):>6}  {failure}"
+            )
+            walk(actor["path"], depth + 1)
+
+    roots = [a for a in actors if a.get("supervisor") not in known]
+    for root in sorted(roots, key=lambda a: a["path"]):
+        by_parent.setdefault("__root__", []).append(root)
+    walk("__root__", 0)
+    return "\n".join(lines)
+
+
+def render_table(actors: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'PATH':<48} {'CLASS':<20} {'STATE':<11} {'MBOX':>4} {'RST':>3} {'UP':>6}"]
+    for a in actors:
+        lines.append(f"{a['path']:<48} {a['class']:<20} {a['state']:<11} {a['mailbox']:>4} "
+                     f"{a['restarts']:>3} {_age(a['uptime']):>6}")
+    return "\n".join(lines)
+
+
+def render_inspect(info: dict[str, Any]) -> str:
+    lines = [f"{info['path']}  ({info['class']}, {info['state']})"]
+    lines.append(f"  supervisor: {info.get('supervisor')}   restarts: {info['restarts']}   "
+                 f"mailbox: {info['mailbox']}   uptime: {_age(info['uptime'])}   "
+                 f"answering: {info.get('answering')}")
+    if info.get("lastFailure"):
+        lines.append(f"  last failure: {info['lastFailure']}")
+    if info.get("policy"):
+        p = info["policy"]
+        lines.append(f"  policy: {p.get('strategy')}, at most {p.get('maxRestarts')} restarts "
+                     f"in {p.get('within')}s, backoff {p.get('backoffInitial')}s.."
+                     f"{p.get('backoffMax')}s")
+    if info.get("children"):
+        lines.append(f"  children: {', '.join(info['children'])}")
+    if info.get("note"):
+        lines.append(f"  note: {info['note']}")
+    own = info.get("detail")
+    if isinstance(own, dict) and own:
+        lines.append("  state:")
+        text = json.dumps(own, indent=2, sort_keys=True, default=str)
+        lines += ["    " + line for line in text.splitlines()]
+    recent = info.get("recentMessages") or []
+    if recent:
+        lines.append("  recent messages (newest last):")
+        lines += [f"    {m['ago']:>8.3f}s ago  {m['message']}" for m in recent[-10:]]
+    return "\n".join(lines)
+
+
+class Console:
+    def __init__(self, api: str, events: str, out: TextIO = sys.stdout,
+                 timeout: float = 10.0) -> None:
+        self.api = api
+        self.events = events
+        self.out = out
+        self.client = Client(api, timeout=timeout)
+        self._paths: list[str] = []
+        self.commands: dict[str, Callable[[list[str]], None]] = {
+            "tree": self.cmd_tree,
+            "ls": self.cmd_ls,
+            "inspect": self.cmd_inspect,
+            "top": self.cmd_top,
+            "watch": self.cmd_watch,
+            "failures": self.cmd_failures,
+            "call": self.cmd_call,
+            "crash": self.cmd_crash,
+            "help": lambda args: self.say(HELP),
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- commands -----------------------------------------------------------------------
+
+    def actors(self) -> list[dict[str, Any]]:
+        actors: list[dict[str, Any]] = self.client.call("Actors.list")
+        self._paths = [a["path"] for a in actors]
+        return actors
+
+    def cmd_tree(self, _args: list[str]) -> None:
+        self.say(render_tree(self.actors()))
+
+    def cmd_ls(self, _args: list[str]) -> None:
+        self.say(render_table(self.actors()))
+
+    def cmd_inspect(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self.say("usage: inspect PATH")
+            return
+        self.say(render_inspect(self.client.call("Actors.inspect", {"path": args[0]})))
+
+    def cmd_failures(self, _args: list[str]) -> None:
+        bad = [a for a in self.actors() if a["restarts"] or a.get("lastFailure")
+               or a["state"] != "running"]
+        self.say(render_table(bad) if bad else "no failures")
+
+    def cmd_top(self, args: list[str]) -> None:
+        seconds = float(args[0]) if args else 10.0
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                self.say("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S") + "  (Ctrl-C stops)")
+                self.say(render_tree(self.actors()))
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            pass
+
+    def cmd_watch(self, args: list[str]) -> None:
+        prefix = args[0] if args else ""
+        seconds = float(args[1]) if len(args) > 1 else None
+        deadline = None if seconds is None else time.monotonic() + seconds
+        self.say(f"watching events {prefix or '(all)'} - Ctrl-C stops")
+        try:
+            with Subscriber(self.events, [prefix]) as sub:
+                while deadline is None or time.monotonic() < deadline:
+                    wait = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+                    event = sub.receive(min(0.5, wait))
+                    if event is None:
+                        continue
+                    topic, payload = event
+                    payload = {k: v for k, v in payload.items() if k != "notify_time"}
+                    self.say(f"{time.strftime('%H:%M:%S')} {topic} "
+                             f"{json.dumps(payload, sort_keys=True, default=str)}")
+        except KeyboardInterrupt:
+            pass
+
+    def cmd_call(self, args: list[str]) -> None:
+        if not args:
+            self.say("usage: call Namespace.verb [name=value ...]")
+            return
+        params = {}
+        for word in args[1:]:
+            name, sep, value = word.partition("=")
+            if not sep:
+                self.say(f"expected name=value, got {word!r}")
+                return
+            params[name] = parse_value(value)
+        result = self.client.call(args[0], params)
+        self.say(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+    def cmd_crash(self, args: list[str]) -> None:
+        if not args:
+            self.say("usage: crash PATH [REASON]")
+            return
+        params = {"path": args[0]}
+        if len(args) > 1:
+            params["reason"] = " ".join(args[1:])
+        self.client.call("Actors.crash", params)
+        self.say(f"sent a fault to {args[0]}")
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run_line(self, line: str) -> bool:
+        """Run one command line; False when the user wants to leave."""
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            self.say(f"cannot parse: {e}")
+            return True
+        if not words:
+            return True
+        name, args = words[0], words[1:]
+        if name in ("quit", "exit"):
+            return False
+        command = self.commands.get(name)
+        if command is None:
+            self.say(f"unknown command {name!r}; type help")
+            return True
+        try:
+            command(args)
+        except ClientError as e:
+            self.say(f"error {e.code}: {e.message}")
+        except CallTimeout as e:
+            self.say(f"no answer: {e}")
+        except ValueError as e:
+            self.say(f"bad argument: {e}")
+        return True
+
+    def completions(self) -> list[str]:
+        verbs = [v.name for v in SCHEMA]
+        return [*self.commands, "quit", *self._paths, *verbs]
+
+    def interactive(self) -> None:
+        from prompt_toolkit import PromptSession  # noqa: PLC0415 - only with a terminal
+        from prompt_toolkit.completion import WordCompleter  # noqa: PLC0415
+        from prompt_toolkit.history import InMemoryHistory  # noqa: PLC0415
+
+        session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+        self.say(f"vdsm-console on {self.api} - type help")
+        self.run_line("tree")
+        while True:
+            completer = WordCompleter(self.completions(), WORD=True)
+            try:
+                line = session.prompt("vdsm> ", completer=completer)
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                return
+            if not self.run_line(line):
+                return
+
+    def scripted(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            if not self.run_line(line.strip()):
+                return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vdsm-console", description=__doc__)
+    parser.add_argument("--api", default=os.environ.get("VDSM_API")
+                        or endpoints.default_api_endpoint())
+    parser.add_argument("--events", default=os.environ.get("VDSM_EVENTS")
+                        or endpoints.default_events_endpoint())
+    parser.add_argument("-c", "--command", action="append",
+                        help="run this command and exit (repeatable)")
+    args = parser.parse_args(argv)
+    console = Console(args.api, args.events)
+    try:
+        try:
+            console.client.call("Host.ping", timeout=5)
+        except (CallTimeout, ClientError) as e:
+            print(f"vdsm-console: vdsmd at {args.api} does not answer: {e}", file=sys.stderr)
+            return 1
+        if args.command:
+            console.scripted(args.command)
+        elif sys.stdin.isatty() and sys.stdout.isatty():
+            console.interactive()
+        else:
+            console.scripted(sys.stdin)
+    finally:
+        console.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
