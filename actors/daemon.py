@@ -27,7 +27,10 @@ from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.host import api as host_api
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
 from actors.host.stats import HostStatsActor
+from actors.storage.service import StorageSubsystem
+from actors.subsystem import Deps, Subsystem
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
+from actors.vm.service import VmSubsystem
 from messaging import codec, curve
 from messaging.events import EventPublisher
 from messaging.schema import SCHEMA
@@ -49,6 +52,7 @@ class Daemon:
         self._auth: Any = None
         self.directory = ActorDirectory()
         self.libvirt = LibvirtHandle(config.libvirt.uri)
+        self._subsystems: list[Subsystem] = []
 
     # --- start/stop ----------------------------------------------------------------------
 
@@ -72,6 +76,9 @@ class Daemon:
             directory=self.directory,
             fault_injection=cfg.debug.fault_injection,
         )
+        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
+        storage = StorageSubsystem(deps)
+        self._subsystems = [storage, VmSubsystem(deps, storage=storage)]
         self._root = self._start_tree(runtime)
         self._server = ApiServer(
             context=self._context,
@@ -86,6 +93,8 @@ class Daemon:
             bindings=self._bindings(runtime),
         )
         self._server.start()
+        for subsystem in self._subsystems:
+            subsystem.started()
         log.info("vdsmd ready: api %s, events %s", self._server.bound_endpoint,
                  self._publisher.bound_endpoint)
 
@@ -142,6 +151,7 @@ class Daemon:
                     ctx,
                     handle=self.libvirt,
                     on_event=self._route_domain_event,
+                    on_connect=[s.libvirt_connected for s in self._subsystems],
                     reconnect_max=cfg.libvirt.reconnect_max,
                 ),
                 cls="LibvirtActor",
@@ -154,8 +164,7 @@ class Daemon:
         ]
         children = [
             supervisor("host", host_children),
-            supervisor("storage", []),
-            supervisor("vms", []),
+            *(supervisor(s.name, s.children()) for s in self._subsystems),
         ]
         ctx = ActorContext(path=ROOT, runtime=runtime)
         self.directory.put(
@@ -167,9 +176,8 @@ class Daemon:
         return root
 
     def _route_domain_event(self, event: DomainEvent) -> None:
-        info = self.directory.get(f"/vms/{event.uuid}")
-        if info is not None and info.ref is not None:
-            info.ref.tell(event)
+        for subsystem in self._subsystems:
+            subsystem.domain_event(event)
 
     # --- the verb table ----------------------------------------------------------------
 
@@ -184,15 +192,18 @@ class Daemon:
                 extra_stats=self._extra_host_stats,
             )
         )
+        for subsystem in self._subsystems:
+            overlap = table.keys() & subsystem.bindings().keys()
+            if overlap:
+                raise RuntimeError(f"verbs bound twice: {sorted(overlap)}")
+            table.update(subsystem.bindings())
         return table
 
     def _extra_host_stats(self) -> dict[str, Any]:
-        vms = self.directory.children("/vms")
-        return {
-            "vmCount": len(vms),
-            "vmActive": sum(1 for v in vms if v.state == RUNNING),
-            "storageDomains": {},
-        }
+        extra: dict[str, Any] = {}
+        for subsystem in self._subsystems:
+            extra.update(subsystem.host_stats())
+        return extra
 
 
 # --- command line ---------------------------------------------------------------------------
