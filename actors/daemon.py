@@ -27,6 +27,7 @@ from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.host import api as host_api
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
 from actors.host.stats import HostStatsActor
+from actors.host.udev import UdevActor
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
@@ -161,6 +162,7 @@ class Daemon:
                 lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval),
                 cls="HostStatsActor",
             ),
+            ChildSpec("udev", UdevActor.start, cls="UdevActor"),
         ]
         children = [
             supervisor("host", host_children),
@@ -187,6 +189,7 @@ class Daemon:
         table.update(
             host_api.bindings(
                 stats=ServiceRef(self.directory, "/host/stats"),
+                udev=ServiceRef(self.directory, "/host/udev"),
                 libvirt_handle=self.libvirt,
                 state_dir=self.config.daemon.state_dir,
                 extra_stats=self._extra_host_stats,

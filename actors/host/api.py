@@ -12,6 +12,7 @@ from actors.directory import ServiceRef
 from actors.host import caps
 from actors.host.libvirtconn import LibvirtHandle
 from actors.host.stats import HostStatsActor
+from actors.host.udev import UdevActor
 from messaging.server import Binding
 
 STATS_TIMEOUT = 5.0
@@ -20,6 +21,7 @@ STATS_TIMEOUT = 5.0
 def bindings(
     *,
     stats: ServiceRef[HostStatsActor],
+    udev: ServiceRef[UdevActor],
     libvirt_handle: LibvirtHandle,
     state_dir: Path,
     extra_stats: Callable[[], dict[str, Any]],
@@ -40,6 +42,10 @@ def bindings(
         sample.update(extra_stats())
         return sample
 
+    def get_device_list(_params: dict[str, Any]) -> list[dict[str, Any]]:
+        devices: list[dict[str, Any]] = udev.proxy().devices().get(timeout=STATS_TIMEOUT)
+        return devices
+
     def get_hardware_info(_params: dict[str, Any]) -> dict[str, Any]:
         return caps.hardware_info()
 
@@ -48,4 +54,5 @@ def bindings(
         "Host.getCapabilities": Binding(get_capabilities),
         "Host.getStats": Binding(get_stats),
         "Host.getHardwareInfo": Binding(get_hardware_info),
+        "Host.getDeviceList": Binding(get_device_list),
     }
