@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
 
+# Refused requests are logged one line each, at most LOG_BURST per LOG_WINDOW seconds, so
+# that a flood of garbage cannot flood the log.
+LOG_BURST = 50
+LOG_WINDOW = 10.0
+
 
 @dataclass(frozen=True)
 class Binding:
@@ -104,6 +109,9 @@ class ApiServer:
         self._start_error: BaseException | None = None
         self.bound_endpoint: str | None = None
         self.stats = {"requests": 0, "errors": 0, "timeouts": 0, "dropped": 0}
+        self._log_window_start = 0.0
+        self._log_count = 0
+        self._log_suppressed = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -224,7 +232,7 @@ class ApiServer:
                 raise NotImplementedOnHost(method=verb.name)
         except VdsmError as e:
             self.stats["errors"] += 1
-            log.warning("refused request from %s: %s", _peer(envelope), e.message)
+            self._log_refusal(envelope, e.message)
             self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
             return
         if binding.inline:
@@ -300,6 +308,19 @@ class ApiServer:
             # EHOSTUNREACH: the client went away; EAGAIN: it does not read its replies.
             self.stats["dropped"] += 1
             log.info("reply to %s dropped: %s", _peer(envelope), e)
+
+    def _log_refusal(self, envelope: list[bytes], message: str) -> None:
+        """Log each refused request once, but at most LOG_BURST lines per LOG_WINDOW."""
+        now = time.monotonic()
+        if now - self._log_window_start > LOG_WINDOW:
+            if self._log_suppressed:
+                log.warning("%d more refused requests were not logged", self._log_suppressed)
+            self._log_window_start, self._log_count, self._log_suppressed = now, 0, 0
+        if self._log_count < LOG_BURST:
+            self._log_count += 1
+            log.warning("refused request from %s: %s", _peer(envelope), message)
+        else:
+            self._log_suppressed += 1
 
     def _drop(self, what: str, frames: list[bytes]) -> None:
         self.stats["dropped"] += 1
