@@ -117,6 +117,23 @@ class VMError(VdsmError):
     template = "{reason}"
 
 
+class GuestCallTimeout(VMError):
+    """A libvirt call into a VM did not return in time: qemu is not responding."""
+
+    template = "{call} on VM {vmID} did not return within {timeout:g} s: qemu is not responding"
+    retryable = True
+
+
+class GuestCallBusy(VMError):
+    """An earlier call of the same kind is still in flight (stuck): not starting another."""
+
+    template = (
+        "{call} on VM {vmID} not started: {pending} (a {kind} call) is still running after "
+        "{age:.1f} s; qemu is not responding"
+    )
+    retryable = True
+
+
 class HookError(VdsmError):
     code = 6
     template = "hook {hook} failed: {reason}"

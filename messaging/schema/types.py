@@ -7,6 +7,7 @@ same objects describe themselves for ``vdsm-client --help`` and docs/api.md.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import uuid
@@ -259,5 +260,6 @@ def check_fields(
         elif spec.required:
             raise InvalidParams(prefix + spec.name, "missing required param")
         elif spec.default is not MISSING:
-            result[spec.name] = spec.default
+            # a copy: a handler that mutates a default must not change the schema
+            result[spec.name] = copy.deepcopy(spec.default)
     return result

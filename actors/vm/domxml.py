@@ -1,0 +1,284 @@
+"""The libvirt domain XML of a VM, built with ``xml.etree`` from :class:`VmParams`.
+
+User values only ever become element text or attribute values, never markup. The vmParams are
+stored as JSON in ``<metadata>`` under :data:`METADATA_NS`, so that an agent restarted while
+its VMs run finds its own domains and their parameters again (:func:`parse_metadata`).
+
+Device names (``vda``, ``hdc``, ``fda``...) follow the drives' order per bus
+(:func:`disk_targets`); the stats and thin-provisioning code key disks by them.
+
+The other builders return the small device XML that ``dom.updateDeviceFlags`` takes to change
+CD-ROM/floppy media (:func:`change_media_xml`) and the VNC ticket
+(:func:`graphics_ticket_xml`); both start from the live domain XML so that the device they
+return matches the running one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET  # the XML comes from our builder or from libvirtd
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from actors.vm.params import Drive, Nic, VmParams
+
+METADATA_NS = "http://vdsm-actors.invalid/vm/1"
+METADATA_PREFIX = "vdsma"
+ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+
+#: An instant long past: a display password valid until then lets nobody in until
+#: VM.setTicket sets a real one.
+EXPIRED = 1.0
+
+_PREFIX = {"virtio": "vd", "ide": "hd", "scsi": "sd", "sata": "sd", "fdc": "fd"}
+_FORMAT = {"cow": "qcow2", "raw": "raw"}
+
+
+def is_block_device(path: str) -> bool:
+    """A path under /dev is a block device (a loop device, an LV, a multipath map)."""
+    return path.startswith("/dev/")
+
+
+def disk_targets(params: VmParams) -> dict[int, str]:
+    """The target device name of each drive, by drive index, in the order of the drives."""
+    counts: dict[str, int] = {}
+    targets: dict[int, str] = {}
+    for drive in params.drives:
+        prefix = _PREFIX[drive.bus]
+        number = counts.get(prefix, 0)
+        counts[prefix] = number + 1
+        targets[drive.index] = prefix + _letters(number)
+    return targets
+
+
+def _letters(number: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa, as libvirt and the kernel name disks."""
+    text = ""
+    number += 1
+    while number:
+        number, rest = divmod(number - 1, 26)
+        text = chr(ord("a") + rest) + text
+    return text
+
+
+def build_domain_xml(
+    params: VmParams,
+    *,
+    serial_log: str,
+    drive_paths: Mapping[int, str] | None = None,
+    vnc_listen: str = "127.0.0.1",
+) -> str:
+    """The domain XML to hand ``createXML``/``defineXML``.
+
+    ``serial_log`` is the file the guest's serial console is appended to. ``drive_paths``
+    gives the prepared path of each drive named by volume ids (by drive index); a drive named
+    by path uses its own. Raises ``ValueError`` when a volume drive has no prepared path.
+    """
+    paths = dict(drive_paths or {})
+    root = ET.Element("domain", type=params.emulator)
+    _text(root, "name", params.name)
+    _text(root, "uuid", params.vm_id)
+    _text(root, "memory", str(params.mem_mib), unit="MiB")
+    _text(root, "currentMemory", str(params.mem_mib), unit="MiB")
+    _text(root, "vcpu", str(params.smp), placement="static")
+    root.append(_os(params))
+    features = ET.SubElement(root, "features")
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    ET.SubElement(root, "clock", offset="utc")
+    _text(root, "on_poweroff", "destroy")
+    _text(root, "on_reboot", "restart")
+    _text(root, "on_crash", "destroy")
+
+    devices = ET.SubElement(root, "devices")
+    targets = disk_targets(params)
+    for drive in params.drives:
+        path = drive.path if drive.volume is None else paths.get(drive.index)
+        if path is None:
+            raise ValueError(f"drive {drive.index} is a volume without a prepared path")
+        devices.append(_disk(drive, path, targets[drive.index]))
+    if any(d.bus == "scsi" for d in params.drives):
+        ET.SubElement(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    for nic in params.nics:
+        devices.append(_interface(nic))
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path=serial_log, append="on")
+    ET.SubElement(serial, "target", port="0")
+    if params.display == "vnc":
+        devices.append(_vnc(vnc_listen))
+    balloon = ET.SubElement(devices, "memballoon", model="virtio")
+    ET.SubElement(balloon, "stats", period="5")
+
+    metadata = ET.SubElement(root, "metadata")
+    metadata.append(_metadata_element(params))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _text(parent: ET.Element, tag: str, text: str, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrs)
+    element.text = text
+    return element
+
+
+def _os(params: VmParams) -> ET.Element:
+    os_element = ET.Element("os")
+    _text(os_element, "type", "hvm")
+    if params.kernel is not None:
+        _text(os_element, "kernel", params.kernel)
+        if params.initrd is not None:
+            _text(os_element, "initrd", params.initrd)
+        if params.kernel_args is not None:
+            _text(os_element, "cmdline", params.kernel_args)
+    else:
+        ET.SubElement(os_element, "boot", dev="hd")
+    return os_element
+
+
+def _disk(drive: Drive, path: str, target: str) -> ET.Element:
+    block = is_block_device(path)
+    disk = ET.Element("disk", type="block" if block else "file", device=drive.device)
+    driver = ET.SubElement(disk, "driver", name="qemu", type=_FORMAT[drive.format])
+    if drive.device == "disk":
+        # Pause the guest on ENOSPC/EIO instead of failing its I/O: a thin volume is then
+        # extended and the VM resumed. cache=none keeps shared storage coherent (migration).
+        driver.set("cache", "none")
+        driver.set("io", "native" if block else "threads")
+        driver.set("error_policy", "stop")
+    else:
+        driver.set("error_policy", "report")
+    if path:
+        ET.SubElement(disk, "source", {"dev" if block else "file": path})
+    ET.SubElement(disk, "target", dev=target, bus=drive.bus)
+    if drive.readonly or drive.device == "cdrom":
+        ET.SubElement(disk, "readonly")
+    if drive.serial:
+        _text(disk, "serial", drive.serial)
+    return disk
+
+
+def _interface(nic: Nic) -> ET.Element:
+    interface = ET.Element("interface", type="bridge")
+    if nic.mac is not None:
+        ET.SubElement(interface, "mac", address=nic.mac)
+    ET.SubElement(interface, "source", bridge=nic.bridge)
+    ET.SubElement(interface, "model", type=nic.model)
+    return interface
+
+
+def _vnc(listen: str) -> ET.Element:
+    graphics = ET.Element(
+        "graphics",
+        type="vnc",
+        port="-1",
+        autoport="yes",
+        listen=listen,
+        passwd=secrets.token_urlsafe(6)[:8],
+        passwdValidTo=_timestamp(EXPIRED),
+    )
+    ET.SubElement(graphics, "listen", type="address", address=listen)
+    return graphics
+
+
+def _timestamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+
+
+# --- metadata ------------------------------------------------------------------------------
+
+
+def _metadata_element(params: VmParams) -> ET.Element:
+    vm = ET.Element(f"{{{METADATA_NS}}}vm")
+    stored = ET.SubElement(vm, f"{{{METADATA_NS}}}params")
+    stored.text = json.dumps(params.to_dict(), sort_keys=True)
+    return vm
+
+
+def metadata_xml(params: VmParams) -> str:
+    """The metadata element for ``dom.setMetadata(VIR_DOMAIN_METADATA_ELEMENT, xml,
+    METADATA_PREFIX, METADATA_NS, flags)`` after the stored params change (e.g. a new CD).
+
+    It carries no namespace: libvirt puts it in ``METADATA_NS`` itself (and refuses an
+    element that declares one: "failed to create a new XML namespace").
+    """
+    vm = ET.Element("vm")
+    stored = ET.SubElement(vm, "params")
+    stored.text = json.dumps(params.to_dict(), sort_keys=True)
+    return ET.tostring(vm, encoding="unicode")
+
+
+def parse_metadata(xml: str) -> dict[str, Any] | None:
+    """The vmParams stored in a domain XML, or in the element that
+    ``dom.metadata(VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)`` returns (libvirt hands that
+    one back without its namespace: ``<vm><params>...``).
+
+    None when a domain XML holds no metadata of ours (a domain this agent did not create).
+    Raises ``ValueError`` when it does but the content is not a JSON object.
+    """
+    root = ET.fromstring(xml)  # from libvirtd or our own builder
+    tag = f"{{{METADATA_NS}}}vm"
+    if root.tag in (tag, "vm"):
+        vm: ET.Element | None = root
+    else:
+        vm = root.find(f"metadata/{tag}")
+    if vm is None:
+        return None
+    stored = vm.find(f"{{{METADATA_NS}}}params")
+    if stored is None:
+        stored = vm.find("params")
+    if stored is None or not stored.text:
+        raise ValueError("the VM metadata has no params")
+    try:
+        params = json.loads(stored.text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"the stored VM params are not JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise ValueError("the stored VM params are not a JSON object")
+    return params
+
+
+# --- live device changes -------------------------------------------------------------------
+
+
+def change_media_xml(domain_xml: str, device: Literal["cdrom", "floppy"], path: str) -> str:
+    """The disk XML for ``dom.updateDeviceFlags`` that puts ``path`` in the first ``device``
+    drive of the (live) domain XML, or ejects its media when ``path`` is empty.
+
+    Raises ``LookupError`` when the domain has no such drive.
+    """
+    root = ET.fromstring(domain_xml)
+    found = root.find(f"devices/disk[@device='{device}']")
+    if found is None:
+        raise LookupError(f"the VM has no {device} drive")
+    disk = copy.deepcopy(found)
+    for tag in ("source", "backingStore"):
+        for child in disk.findall(tag):
+            disk.remove(child)
+    block = is_block_device(path)
+    disk.set("type", "block" if block else "file")
+    if path:
+        source = ET.Element("source", {"dev" if block else "file": path})
+        disk.insert(1 if disk.find("driver") is not None else 0, source)
+    return ET.tostring(disk, encoding="unicode")
+
+
+def graphics_ticket_xml(domain_xml: str, password: str, valid_to: float | None) -> str:
+    """The graphics XML for ``dom.updateDeviceFlags`` that sets the VNC password.
+
+    ``valid_to`` is a POSIX time (``time.time() + ttl``); None means no expiry. Raises
+    ``LookupError`` when the (live) domain XML has no VNC display.
+    """
+    root = ET.fromstring(domain_xml)
+    found = root.find("devices/graphics[@type='vnc']")
+    if found is None:
+        raise LookupError("the VM has no VNC display")
+    graphics = copy.deepcopy(found)
+    graphics.set("passwd", password)
+    if valid_to is None:
+        graphics.attrib.pop("passwdValidTo", None)
+    else:
+        graphics.set("passwdValidTo", _timestamp(valid_to))
+    return ET.tostring(graphics, encoding="unicode")
