@@ -134,6 +134,13 @@ class GuestCallBusy(VMError):
     retryable = True
 
 
+class VMBusy(VMError):
+    """Another operation on the VM is in progress (and not stuck): try again once it ends."""
+
+    template = "VM {vmID} is busy: {operation} is in progress ({age:.1f} s); try again shortly"
+    retryable = True
+
+
 class HookError(VdsmError):
     code = 6
     template = "hook {hook} failed: {reason}"
@@ -260,6 +267,42 @@ class StorageTimeout(StorageError):
 class LeaseError(StorageError):
     code = 216
     template = "lease {lease}: {reason}"
+
+
+class VolumeHasChildren(StorageError):
+    code = 217
+    template = "volume {volUUID} has children ({children}): delete them first"
+
+
+class VolumeInUse(StorageError):
+    code = 218
+    template = "volume {volUUID} is in use ({reason})"
+
+
+class VolumeIllegal(StorageError):
+    code = 219
+    template = "volume {volUUID} is not legal ({legality}): {reason}"
+
+
+class MetadataConflict(StorageError):
+    code = 220
+    template = "metadata of {what} changed meanwhile (generation {found}, expected {expected})"
+    retryable = True
+
+
+class StorageNotSupported(StorageError):
+    code = 221
+    template = "not supported on this host: {reason}"
+
+
+class IncorrectVolumeFormat(StorageError):
+    code = 222
+    template = "{reason}"
+
+
+class ImageInUse(StorageError):
+    code = 223
+    template = "image {imgUUID} is in use: {reason}"
 
 
 # --- network errors (300-399) -----------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Real storage for tests: loop devices, ext4 mounts and frozen filesystems, always cleaned up.
+
+Every helper is a context manager whose ``finally`` undoes what it did (thaw, unmount,
+detach), so a failing test leaves no loop device, mount or frozen filesystem behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CMD_TIMEOUT = 30
+
+
+def sh(*args: str, timeout: float = CMD_TIMEOUT, check: bool = True) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result.stdout
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+@contextlib.contextmanager
+def loop_device(path: Path) -> Iterator[str]:
+    """``path`` attached to a loop device, detached at the end."""
+    device = sh("losetup", "--find", "--show", str(path)).strip()
+    try:
+        yield device
+    finally:
+        sh("losetup", "--detach", device, check=False)
+
+
+def _unmount(mountpoint: Path) -> None:
+    for _attempt in range(20):
+        result = subprocess.run(["umount", str(mountpoint)], capture_output=True, timeout=30,
+                                check=False)
+        if result.returncode == 0 or not is_mounted(mountpoint):
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "--lazy", str(mountpoint)], timeout=30, check=False)
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = str(mountpoint.resolve())
+    with Path("/proc/self/mounts").open() as f:
+        return any(line.split()[1] == target for line in f)
+
+
+@contextlib.contextmanager
+def ext4(tmp: Path, size: int = 64 << 20, name: str = "fs") -> Iterator[Path]:
+    """A fresh ext4 filesystem on a loop device, mounted at ``tmp/<name>.mnt``."""
+    image = sparse_file(tmp / f"{name}.img", size)
+    mountpoint = tmp / f"{name}.mnt"
+    mountpoint.mkdir()
+    with loop_device(image) as device:
+        sh("mkfs.ext4", "-q", "-m", "0", device, timeout=60)
+        sh("mount", device, str(mountpoint))
+        try:
+            yield mountpoint
+        finally:
+            _unmount(mountpoint)
+
+
+@contextlib.contextmanager
+def frozen(mountpoint: Path) -> Iterator[None]:
+    """The filesystem at ``mountpoint`` frozen (every write to it blocks) until the end."""
+    sh("fsfreeze", "--freeze", str(mountpoint))
+    try:
+        yield
+    finally:
+        sh("fsfreeze", "--unfreeze", str(mountpoint), check=False)
+
+
+def loop_devices_of(directory: Path) -> list[str]:
+    """Loop devices whose backing file lies under ``directory`` (for leak checks)."""
+    found = []
+    prefix = str(directory.resolve()) + "/"
+    for node in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (node / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing.startswith(prefix):
+            found.append(f"/dev/{node.name}")
+    return found
+

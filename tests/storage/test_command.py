@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actors.storage.command import Aborter, display, run, stderr_tail
+from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
+
+
+@pytest.mark.timeout(10)
+def test_run_captures_output() -> None:
+    result = run(["sh", "-c", "echo out; echo err >&2"], timeout=5)
+    assert result.rc == 0
+    assert result.out == "out\n"
+    assert result.err == "err\n"
+    assert result.args[0] == "sh"
+
+
+@pytest.mark.timeout(10)
+def test_arguments_are_never_a_shell() -> None:
+    result = run(["echo", "$(id)", ";", "ls"], timeout=5)
+    assert result.out == "$(id) ; ls\n"
+
+
+@pytest.mark.timeout(10)
+def test_failure_raises_with_rc_and_stderr_tail() -> None:
+    with pytest.raises(StorageCommandError) as info:
+        run(["sh", "-c", "echo first >&2; echo 'the reason' >&2; exit 3"], timeout=5)
+    err = info.value
+    assert err.code == 212
+    assert err.fields["rc"] == 3
+    assert err.fields["reason"] == "first; the reason"
+    assert "exit 3" in err.message
+
+
+@pytest.mark.timeout(10)
+def test_ok_codes_and_no_check() -> None:
+    assert run(["sh", "-c", "exit 2"], timeout=5, ok_codes=(0, 2)).rc == 2
+    assert run(["false"], timeout=5, check=False).rc == 1
+
+
+@pytest.mark.timeout(10)
+def test_stdin_and_locale() -> None:
+    assert run(["cat"], timeout=5, stdin=b"data").stdout == b"data"
+    assert run(["sh", "-c", "echo $LC_ALL"], timeout=5).out == "C\n"
+
+
+@pytest.mark.timeout(15)
+def test_timeout_kills_the_process_group() -> None:
+    started = time.monotonic()
+    with pytest.raises(StorageTimeout) as info:
+        run(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.5, name="sleeper")
+    assert time.monotonic() - started < 5
+    assert info.value.retryable
+    assert "sleeper" in info.value.message
+
+
+@pytest.mark.timeout(15)
+def test_abort_from_another_thread_kills_the_command() -> None:
+    aborter = Aborter("task-1")
+    timer = threading.Timer(0.3, aborter.abort, kwargs={"reason": "Task.stop"})
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TaskAborted) as info:
+            run(["sleep", "30"], timeout=20, abort=aborter)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5
+    assert info.value.fields == {"taskID": "task-1", "reason": "Task.stop"}
+
+
+@pytest.mark.timeout(10)
+def test_aborted_before_start_runs_nothing() -> None:
+    aborter = Aborter()
+    aborter.abort()
+    assert aborter.aborted
+    with pytest.raises(TaskAborted):
+        run(["true"], timeout=5, abort=aborter)
+
+
+@pytest.mark.timeout(5)
+def test_stderr_tail_and_display() -> None:
+    assert stderr_tail(b"a\n\n  b  \n") == "a; b"
+    assert stderr_tail(b"x" * 1000, limit=10) == "x" * 10
+    assert display(["a b", "c"]) == "'a b' c"
+    assert display(["x" * 500], limit=20).endswith("...")
