@@ -56,7 +56,8 @@ class Vdsmd:
             *self.extra_args,
         ]
 
-    def start(self, timeout: float = 30.0) -> Vdsmd:
+    def start_process(self) -> None:
+        """Start the process without waiting for it to answer."""
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONPATH": str(TOP)}
         self.proc = subprocess.Popen(
@@ -64,6 +65,10 @@ class Vdsmd:
             start_new_session=True,
         )
         log.close()
+
+    def start(self, timeout: float = 30.0) -> Vdsmd:
+        self.start_process()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
