@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -88,7 +89,21 @@ def prepare_ipc(endpoint: Endpoint) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=IPC_DIR_MODE)
     os.chmod(path.parent, IPC_DIR_MODE)
     if path.is_socket():
-        path.unlink()
+        if _listening(path):
+            raise OSError(errno.EADDRINUSE, f"another process is serving {endpoint.url}")
+        path.unlink()  # stale: left by a process that died
+
+
+def _listening(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def secure_ipc(endpoint: Endpoint) -> None:

@@ -376,3 +376,16 @@ def _curve_ping(api: str, curve: Any) -> bool:
             return bool(c.call("Host.ping"))
     except CallTimeout:
         return False
+
+
+def test_a_second_daemon_on_the_same_endpoint_is_refused(vdsmd: Vdsmd, tmp_path: Path) -> None:
+    second = Vdsmd(tmp_path / "second")
+    second.api = vdsmd.api
+    try:
+        second.start_process()
+        assert second.proc is not None
+        assert second.proc.wait(30) == 1
+        assert "another process is serving" in second.log()
+    finally:
+        second.kill()
+    assert vdsmd.call("Host.ping") is True
