@@ -90,16 +90,42 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class VmConfig:
+    """VM settings. Timeouts bound calls into qemu (through libvirt) that may hang."""
+
     hooks_dir: Path = field(default_factory=default_hooks_dir)
-    hook_timeout: float = 30.0
-    stats_interval: float = 2.0
-    call_timeout: float = 10.0
+    hook_timeout: float = 30.0  # per hook executable
+    stats_interval: float = 2.0  # one bulk stats call per interval
+    stats_timeout: float = 1.0  # a bulk call stuck longer is abandoned and re-issued at once
+    call_timeout: float = 10.0  # pause, cont, reset, shutdown, setTicket, media changes
+    start_timeout: float = 60.0  # createXML / restore (plus the hooks' own timeouts)
+    destroy_timeout: float = 30.0  # libvirt gives a stuck qemu 10 s after SIGTERM
+    save_timeout: float = 240.0  # VM.hibernate writing the guest's memory
+    powering_up: float = 10.0  # a started VM is "Powering up" this long, then "Up"
 
 
 @dataclass(frozen=True)
 class StorageConfig:
-    monitor_interval: float = 10.0
-    monitor_timeout: float = 10.0
+    """Storage settings. Every wait on storage I/O is bounded by one of these timeouts."""
+
+    monitor_interval: float = 10.0  # one probe per domain per interval
+    monitor_timeout: float = 10.0  # a probe running longer makes its domain invalid (215)
+    call_timeout: float = 25.0  # a verb waits this long for storage I/O, then answers 215
+    mount_timeout: float = 60.0  # one mount/umount command (killed past it)
+    io_workers: int = 8  # threads for domain I/O of the verbs (info, prepare, create...)
+    io_per_domain: int = 2  # of which at most this many on one domain (a hung one: 224)
+    task_workers: int = 4  # threads running tasks (volume creation, deletion, attach...)
+    file_preallocation: str = "falloc"  # file domains' preallocated volumes: falloc | full
+
+    def __post_init__(self) -> None:
+        if self.file_preallocation not in ("falloc", "full"):
+            raise ConfigError(f"[storage] file_preallocation: {self.file_preallocation!r} is "
+                              "not falloc or full")
+        for name in ("monitor_interval", "monitor_timeout", "call_timeout", "mount_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[storage] {name} must be positive")
+        for name in ("io_workers", "io_per_domain", "task_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[storage] {name} must be at least 1")
 
 
 @dataclass(frozen=True)

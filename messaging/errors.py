@@ -305,6 +305,30 @@ class ImageInUse(StorageError):
     template = "image {imgUUID} is in use: {reason}"
 
 
+class StorageBusy(StorageError):
+    """Earlier operations on the same storage are still running (stuck on a hung mount?)."""
+
+    code = 224
+    template = ("{what} has {pending} operation(s) still running (the oldest for {age:.0f} s): "
+                "try again later")
+    retryable = True
+
+
+class StorageDomainAttached(StorageError):
+    code = 225
+    template = "storage domain {sdUUID} is attached to pool {spUUID}"
+
+
+class StorageDomainNotActive(StorageError):
+    code = 227
+    template = "storage domain {sdUUID} is not active in pool {spUUID} ({status})"
+
+
+class WrongMasterVersion(StorageError):
+    code = 226
+    template = "master domain {sdUUID} of pool {spUUID} is at version {found}, not {expected}"
+
+
 # --- network errors (300-399) -----------------------------------------------------------
 
 

@@ -25,6 +25,8 @@ TIMEOUT = 30.0
 ATTACH_ATTEMPTS = 5
 """``--find`` races with other attachers; a lost race (EBUSY) is retried this many times."""
 _DELETED = " (deleted)"
+DETACH_WAIT = 5.0
+"""Seconds a detach waits for a device still held open by someone else to go."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,16 @@ def detach(device: str, *, timeout: float = TIMEOUT) -> None:
         log.debug("%s is already detached", device)
         return
     run([LOSETUP, "--detach", f"/dev/{name}"], timeout=timeout)
+    # A device someone still has open (udev's blkid, another agent reading its label) is
+    # only marked for auto-clear: wait until it is really free, so that a prepare right
+    # after this cannot pick up a device about to vanish.
+    deadline = time.monotonic() + DETACH_WAIT
+    while _read(SYS_BLOCK / name / "loop" / "backing_file") is not None:
+        if time.monotonic() >= deadline:
+            log.warning("%s is still in use %g s after its detach: it goes when released",
+                        device, DETACH_WAIT)
+            return
+        time.sleep(0.02)
     log.info("detached %s", device)
 
 

@@ -110,6 +110,12 @@ class DomainProbe:
         with self._lock:
             return self._thread is not None
 
+    @property
+    def outstanding_since(self) -> float | None:
+        """``time.monotonic()`` when the outstanding probe began; None when there is none."""
+        with self._lock:
+            return self._started if self._thread is not None else None
+
     def start(self) -> bool:
         """Start a probe unless one is outstanding (then False: no pile-up). Never blocks."""
         with self._lock:

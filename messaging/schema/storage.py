@@ -45,7 +45,8 @@ VERBS = (
         "StoragePool.connectStorageServer",
         "Connect storage: mount an NFS export or a posix filesystem, or check a local dir.",
         CONNECT_PARAMS,
-        result="list of {id, status} (status 0 on success, else an error code)",
+        result="list of {id, status, message?} (status 0 on success, else the error code of "
+        "that connection and its message)",
         aliases=("connectStorageServer",),
         timeout=180.0,
     ),
@@ -53,7 +54,7 @@ VERBS = (
         "StoragePool.disconnectStorageServer",
         "Undo connectStorageServer for the given connections.",
         CONNECT_PARAMS,
-        result="list of {id, status}",
+        result="list of {id, status, message?}",
         aliases=("disconnectStorageServer",),
         timeout=180.0,
     ),
@@ -63,7 +64,9 @@ VERBS = (
         (
             SD_ID,
             Field("domainType", Enum(DOMAIN_TYPES)),
-            Field("typeArgs", Str(min_len=1, max_len=1024), doc="path (file/loop) or VG name"),
+            Field("typeArgs", Str(min_len=1, max_len=1024),
+                  doc="file and loop domains: the connection string of a connected "
+                  "localfs/posixfs/nfs connection; iscsi/fcp: the VG name"),
             Field("name", Str(min_len=1, max_len=64)),
             Field("domainClass", Enum(("data", "iso")), required=False, default="data"),
             Field("version", Int(min=1, max=5), required=False, default=5),
@@ -75,14 +78,16 @@ VERBS = (
         "StorageDomain.getInfo",
         "A storage domain's metadata.",
         (SD_ID,),
-        result="map",
+        result="map: uuid, name, type, class, version, pool (list), role, generation, "
+        "remotePath, master_ver, lver, spm_id",
         aliases=("getStorageDomainInfo",),
     ),
     Verb(
         "StorageDomain.getStats",
         "A storage domain's space and health.",
         (SD_ID,),
-        result="map",
+        result="map: disktotal, diskfree (bytes), monitored, and when monitored its last "
+        "check as in Host.getStorageRepoStats",
         aliases=("getStorageDomainStats",),
     ),
     Verb(
@@ -148,7 +153,9 @@ VERBS = (
         "StoragePool.getInfo",
         "The pool's metadata and its domains.",
         (SP_ID,),
-        result="map",
+        result="{info: {name, master_uuid, master_ver, domains, spm_id, lver, pool_status, "
+        "spUUID, hostID}, dominfo: {sdUUID: {status, alerts, isoprefix, valid?, code?, "
+        "version?}}}",
         aliases=("getStoragePoolInfo",),
     ),
     Verb(
@@ -219,13 +226,14 @@ VERBS = (
         "Image.prepare",
         "Make a volume (and its chain) ready for a VM: returns the path to use.",
         VOLUME_IDS,
-        result="{path, chain, ...}",
+        result="{path, volType (file|block), format, device, chain: [{imageID, volumeID, "
+        "path}]}",
         aliases=("prepareVolume", "prepareImage"),
         timeout=60.0,
     ),
     Verb(
         "Image.teardown",
-        "Undo Image.prepare.",
+        "Undo Image.prepare (of one volume, or of every volume of the image).",
         (SP_ID, SD_ID, IMG_ID, Field("volumeID", Uuid(), required=False)),
         aliases=("teardownImage", "teardownVolume"),
         timeout=60.0,

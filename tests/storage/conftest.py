@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from actors.base import Runtime
+from actors.clock import Clock
+from actors.directory import ActorDirectory
 from tests.storage.helpers import loop_devices_of, sh
+from tests.storage.rig import Rig
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,3 +33,40 @@ def tmp(tmp_path: Path) -> Iterator[Path]:
     for device in leaked:
         sh("losetup", "--detach", device, check=False)
     assert not leaked, f"the test leaked loop devices {leaked}"
+
+
+@pytest.fixture
+def rig(tmp: Path) -> Iterator[Rig]:
+    """A vdsmd with storage on ``tmp`` (started by the test); everything undone at the end."""
+    storage = Rig(tmp)
+    try:
+        yield storage
+    finally:
+        storage.cleanup()
+
+
+class Sink:
+    """Events published by in-process actors."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append((topic, payload))
+
+    def of(self, prefix: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [p for t, p in self.events if t.startswith(prefix)]
+
+
+@pytest.fixture
+def runtime(stop_all_actors: None) -> Iterator[Runtime]:
+    """A runtime for in-process actors (a real clock); every actor is stopped at the end."""
+    clock = Clock()
+    clock.start()
+    try:
+        yield Runtime(events=Sink(), clock=clock, directory=ActorDirectory())
+    finally:
+        clock.stop()

@@ -38,10 +38,25 @@ def loop_device(path: Path) -> Iterator[str]:
     try:
         yield device
     finally:
-        sh("losetup", "--detach", device, check=False)
+        detach(device)
 
 
-def _unmount(mountpoint: Path) -> None:
+def detach(device: str, wait: float = 10.0) -> None:
+    """Detach ``device`` and wait until it is really gone.
+
+    ``losetup --detach`` of a device that someone still has open (another vdsmd's udev actor
+    reading its LVM label after a uevent, a lazily unmounted filesystem) only marks it for
+    auto-clear; it goes when the last user lets go, which this waits for (bounded).
+    """
+    sh("losetup", "--detach", device, check=False)
+    backing = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
+    deadline = time.monotonic() + wait
+    while backing.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount, retrying a busy filesystem for a while before a lazy unmount."""
     for _attempt in range(20):
         result = subprocess.run(["umount", str(mountpoint)], capture_output=True, timeout=30,
                                 check=False)
@@ -69,7 +84,7 @@ def ext4(tmp: Path, size: int = 64 << 20, name: str = "fs") -> Iterator[Path]:
         try:
             yield mountpoint
         finally:
-            _unmount(mountpoint)
+            unmount(mountpoint)
 
 
 @contextlib.contextmanager

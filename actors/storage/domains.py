@@ -1,0 +1,158 @@
+"""``/storage/domains``: the domain-level storage I/O of the verbs, off the actor thread.
+
+Creating a domain or a pool, reading a domain's metadata and space, a volume's info,
+preparing and tearing down volumes for VMs: each call returns a
+:class:`concurrent.futures.Future` at once and the I/O runs on the actor's
+:class:`~actors.storage.workers.Lanes`, at most ``per_domain`` at a time per domain. The
+caller (an API worker) waits on the future with a timeout; a domain whose storage hangs holds
+at most ``per_domain`` threads and further calls on it are refused at once (224), while
+every other domain keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from actors.base import ActorContext, SupervisedActor
+from actors.storage import poolmeta
+from actors.storage.locator import DomainLocator
+from actors.storage.sd.backend import StorageDomainBackend
+from actors.storage.sd.records import VolumeCreateRequest
+from actors.storage.workers import Lanes
+from messaging.errors import NoSuchImage, NoSuchVolume, VolumeExists
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class DomainsActor(SupervisedActor):
+    def __init__(self, ctx: ActorContext, *, locator: DomainLocator, workers: int,
+                 per_domain: int) -> None:
+        super().__init__(ctx)
+        self.locator = locator
+        self.workers = workers
+        self.per_domain = per_domain
+        self._lanes: Lanes | None = None
+        self._calls = 0
+
+    def setup(self) -> None:
+        self._lanes = Lanes("storage-io", workers=self.workers, per_key=self.per_domain)
+
+    def teardown(self) -> None:
+        if self._lanes is not None:
+            self._lanes.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        lanes = self._lanes
+        return {"workers": self.workers, "perDomain": self.per_domain, "calls": self._calls,
+                "threads": lanes.workers.threads() if lanes else 0,
+                "inflight": lanes.inflight() if lanes else {}}
+
+    def _on(self, sd_uuid: str, what: str, fn: Callable[[StorageDomainBackend], T],
+            ) -> Future[T]:
+        """Run ``fn(backend of sd_uuid)`` in the domain's lane."""
+        assert self._lanes is not None
+        self._calls += 1
+        locator = self.locator
+        return self._lanes.submit(sd_uuid, lambda: fn(locator.open(sd_uuid)),
+                                  what=f"storage domain {sd_uuid} ({what})")
+
+    # --- domains and pools -------------------------------------------------------------
+
+    def create_domain(self, sd_uuid: str, *, domain_type: str, type_args: str, name: str,
+                      domain_class: str, version: int) -> Future[bool]:
+        assert self._lanes is not None
+        self._calls += 1
+        locator = self.locator
+
+        def create() -> bool:
+            locator.create(sd_uuid, domain_type=domain_type, type_args=type_args, name=name,
+                           domain_class=domain_class, version=version)
+            return True
+
+        return self._lanes.submit(sd_uuid, create, what=f"storage domain {sd_uuid} (create)")
+
+    def info(self, sd_uuid: str) -> Future[dict[str, Any]]:
+        locator = self.locator
+
+        def info(backend: StorageDomainBackend) -> dict[str, Any]:
+            meta = backend.read_metadata()
+            wire = meta.to_wire()
+            wire.update(remotePath=locator.remote_path(backend), lver=-1, spm_id=-1,
+                        master_ver=int(meta.get("MASTER_VERSION", "0") or 0))
+            return wire
+
+        return self._on(sd_uuid, "getInfo", info)
+
+    def stats(self, sd_uuid: str) -> Future[dict[str, Any]]:
+        def stats(backend: StorageDomainBackend) -> dict[str, Any]:
+            st = backend.stats()
+            return {"disktotal": st.total, "diskfree": st.free}
+
+        return self._on(sd_uuid, "getStats", stats)
+
+    def pool_membership(self, sd_uuid: str) -> Future[str]:
+        """The pool the domain's metadata says it belongs to ("" for none)."""
+        return self._on(sd_uuid, "metadata", lambda b: b.read_metadata().pool_uuid)
+
+    def create_pool(self, sp_uuid: str, *, name: str, master_sd: str, master_version: int,
+                    domain_list: Sequence[str]) -> Future[bool]:
+        assert self._lanes is not None
+        self._calls += 1
+        locator = self.locator
+
+        def create() -> bool:
+            poolmeta.create_pool(locator, sp_uuid=sp_uuid, name=name, master_sd=master_sd,
+                                 master_version=master_version, domain_list=domain_list)
+            return True
+
+        return self._lanes.submit(master_sd, create,
+                                  what=f"storage domain {master_sd} (pool create)")
+
+    # --- images and volumes ------------------------------------------------------------
+
+    def volume_info(self, sd_uuid: str, img_uuid: str, vol_uuid: str,
+                    ) -> Future[dict[str, Any]]:
+        return self._on(sd_uuid, "volume info",
+                        lambda b: b.volume_info(img_uuid, vol_uuid).to_wire())
+
+    def check_new_volume(self, req: VolumeCreateRequest) -> Future[None]:
+        """Refuse at once what Volume.create's task would refuse: an existing volume, a
+        missing parent, a request this kind of domain cannot hold."""
+        def check(backend: StorageDomainBackend) -> None:
+            backend.volume_create_steps(req)  # validates the request; does no I/O
+            try:
+                backend.volume_info(req.img_uuid, req.vol_uuid)
+            except (NoSuchImage, NoSuchVolume):
+                pass
+            else:
+                raise VolumeExists(volUUID=req.vol_uuid, imgUUID=req.img_uuid)
+            if req.parent_img is not None and req.parent_vol is not None:
+                backend.volume_info(req.parent_img, req.parent_vol)
+
+        return self._on(req.sd_uuid, "volume check", check)
+
+    def check_volume(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None) -> Future[None]:
+        """NoSuchImage / NoSuchVolume unless the image (and the volume) exist."""
+        def check(backend: StorageDomainBackend) -> None:
+            volumes = backend.list_volumes(img_uuid)
+            if vol_uuid is not None and vol_uuid not in volumes:
+                raise NoSuchVolume(volUUID=vol_uuid, imgUUID=img_uuid, sdUUID=sd_uuid)
+
+        return self._on(sd_uuid, "volume check", check)
+
+    def prepare(self, sd_uuid: str, img_uuid: str, vol_uuid: str) -> Future[dict[str, Any]]:
+        return self._on(sd_uuid, "prepare", lambda b: b.prepare(img_uuid, vol_uuid).to_wire())
+
+    def teardown_image(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None,
+                       ) -> Future[None]:
+        def teardown(backend: StorageDomainBackend) -> None:
+            volumes = [vol_uuid] if vol_uuid is not None else backend.list_volumes(img_uuid)
+            for vol in volumes:
+                backend.teardown(img_uuid, vol)
+
+        return self._on(sd_uuid, "teardown", teardown)

@@ -1,0 +1,310 @@
+"""``/storage/pools/<spUUID>/pool``: one connected pool, and its single metadata writer.
+
+The actor keeps the pool as its master domain describes it (:mod:`actors.storage.poolmeta`)
+and is the only code on this host that writes pool or domain metadata of the pool: every
+write runs on its one writer thread, in order, each re-reading the master first, and every
+write and every SPM-side task (volume creation and deletion, attach, detach) passes
+:meth:`PoolActor._check_writable` first. Today that check always passes (this host is the
+pool's only writer); the lease issue makes it ask the SPM lease, in that one place.
+
+State is rebuilt from the storage, never from memory: at start (and after a restart) the
+actor reads the master domain on its writer and, until that succeeds, pool verbs answer
+"recovering" (100); a failed read is retried with a backoff.
+
+Monitors: the actor keeps one :class:`~actors.storage.monitor.DomainMonitor` per active domain
+running as a sibling under the pool's supervisor (``/storage/pools/<spUUID>/<sdUUID>``). It
+asks its supervisor to start and stop them without waiting for the answer (a supervisor
+never waits on this actor, and this actor never waits on its supervisor).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.base import ActorContext, SupervisedActor
+from actors.directory import ServiceRef
+from actors.storage import poolmeta
+from actors.storage.board import MonitorBoard
+from actors.storage.locator import DomainLocator
+from actors.storage.poolmeta import ACTIVE, ATTACHED, PoolMetadata
+from actors.storage.state import PoolRecord
+from actors.storage.tasks import TaskManager
+from actors.storage.workers import Workers
+from actors.supervisor import ChildSpec
+from messaging.errors import (
+    ActorUnavailable,
+    NotSPM,
+    Recovering,
+    StorageDomainAttached,
+    StorageDomainNotActive,
+    StorageDomainNotAttached,
+    StorageError,
+    VdsmError,
+)
+
+log = logging.getLogger(__name__)
+
+POOL_CHILD = "pool"
+RETRY_INITIAL = 1.0
+RETRY_MAX = 30.0
+ASK_TIMEOUT = 10.0
+
+MonitorSpec = Callable[[str, int], ChildSpec]
+Change = Callable[[DomainLocator, PoolMetadata], PoolMetadata]
+
+
+@dataclass(frozen=True)
+class _Load:
+    pass
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    future: Future[PoolMetadata]
+
+
+@dataclass(frozen=True)
+class _Written:
+    future: Future[PoolMetadata]
+    outer: Future[bool]
+
+
+def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
+class PoolActor(SupervisedActor):
+    def __init__(self, ctx: ActorContext, *, record: PoolRecord, locator: DomainLocator,
+                 tasks: ServiceRef[TaskManager], monitor_spec: MonitorSpec,
+                 board: MonitorBoard) -> None:
+        super().__init__(ctx)
+        self.record = record
+        self.sp_uuid = record.sp_uuid
+        self.locator = locator
+        self.tasks = tasks
+        self.monitor_spec = monitor_spec
+        self.board = board
+        self._writer: Workers | None = None
+        self._pool: PoolMetadata | None = None
+        self._error: VdsmError | None = None
+        self._retry = RETRY_INITIAL
+        self._waiters: list[Future[PoolMetadata]] = []
+        self._pending: set[Future[bool]] = set()
+        self._monitors: set[str] = set()
+        self._parent: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._writer = Workers(f"pool-{self.sp_uuid[:8]}", 1)
+        parent_path = self.ctx.path.rsplit("/", 1)[0]
+        self._monitors = {info.path.rsplit("/", 1)[-1]
+                          for info in self.ctx.runtime.directory.children(parent_path)
+                          if info.cls == "DomainMonitor"}
+        self.actor_ref.tell(_Load())
+
+    def teardown(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown()
+        gone = ActorUnavailable(path=self.ctx.path, reason="stopped")
+        futures: list[Future[Any]] = [*self._waiters, *self._pending]
+        for future in futures:
+            if not future.done():
+                future.set_exception(gone)
+
+    def describe(self) -> dict[str, Any]:
+        pool = self._pool
+        return {"spUUID": self.sp_uuid, "hostID": self.record.host_id,
+                "state": "ready" if pool else ("error" if self._error else "loading"),
+                "error": self._error.message if self._error else None,
+                "domains": dict(pool.domains) if pool else {},
+                "monitors": sorted(self._monitors)}
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Load):
+            self._load()
+        elif isinstance(message, _Loaded):
+            self._loaded(message.future)
+        elif isinstance(message, _Written):
+            self._written(message)
+        else:
+            return super().on_receive(message)
+        return None
+
+    # --- reading the pool ----------------------------------------------------------------
+
+    def _load(self) -> None:
+        rec, locator, me = self.record, self.locator, self.actor_ref
+        future = self._write_pool().submit(poolmeta.read_pool, locator, rec.sp_uuid,
+                                           rec.master_sd, rec.master_version)
+        future.add_done_callback(lambda f: _post(me, _Loaded(f)))
+
+    def _loaded(self, future: Future[PoolMetadata]) -> None:
+        error = future.exception()
+        waiters, self._waiters = self._waiters, []
+        if error is None:
+            self._pool = future.result()
+            self._error = None
+            self._retry = RETRY_INITIAL
+            log.info("pool %s loaded: master %s, %d domain(s)", self.sp_uuid,
+                     self._pool.master, len(self._pool.domains))
+            for waiter in waiters:
+                waiter.set_result(self._pool)
+            self._reconcile()
+            return
+        self._error = error if isinstance(error, VdsmError) else StorageError(reason=repr(error))
+        log.error("pool %s cannot be read from its master %s: %s (retrying in %g s)",
+                  self.sp_uuid, self.record.master_sd, self._error.message, self._retry)
+        for waiter in waiters:
+            waiter.set_exception(self._error)
+        me = self.actor_ref
+        self.ctx.runtime.clock.call_later(self._retry, lambda: _post(me, _Load()))
+        self._retry = min(RETRY_MAX, self._retry * 2)
+
+    def when_loaded(self) -> Future[PoolMetadata]:
+        """Resolved with the pool once it is read (or with the error of the next attempt)."""
+        future: Future[PoolMetadata] = Future()
+        if self._pool is not None:
+            future.set_result(self._pool)
+        else:
+            self._waiters.append(future)
+        return future
+
+    def _ready(self) -> PoolMetadata:
+        if self._pool is None:
+            if self._error is not None:
+                raise self._error
+            raise Recovering()
+        return self._pool
+
+    def info(self) -> dict[str, Any]:
+        pool = self._ready()
+        info = pool.to_wire()
+        info.update(spUUID=self.sp_uuid, hostID=self.record.host_id)
+        dominfo = {}
+        for sd, status in pool.domains:
+            entry: dict[str, Any] = {"status": status, "alerts": [], "isoprefix": ""}
+            health = self.board.get(sd)
+            if health is not None:
+                entry.update(valid=health.valid, code=health.code, version=health.version)
+            dominfo[sd] = entry
+        return {"info": info, "dominfo": dominfo}
+
+    def check_domain(self, sd_uuid: str, *, active: bool = True) -> None:
+        """Raise unless ``sd_uuid`` belongs to the pool (and is active when asked)."""
+        status = self._ready().statuses.get(sd_uuid)
+        if status is None:
+            raise StorageDomainNotAttached(sdUUID=sd_uuid, spUUID=self.sp_uuid)
+        if active and status != ACTIVE:
+            raise StorageDomainNotActive(sdUUID=sd_uuid, spUUID=self.sp_uuid, status=status)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        """The one gate of every metadata write and SPM-side task of this pool.
+
+        This host is the pool's only writer until the SPM lease exists; the lease issue
+        makes this ask the LeaseActor whether this host holds the pool's SPM lease.
+        """
+        if not self._may_write():
+            raise NotSPM(spUUID=self.sp_uuid)
+
+    def _may_write(self) -> bool:
+        return True
+
+    def activate(self, sd_uuid: str) -> Future[bool]:
+        self.check_domain(sd_uuid, active=False)
+        return self._change(lambda loc, pool: poolmeta.set_status(loc, pool, sd_uuid, ACTIVE))
+
+    def deactivate(self, sd_uuid: str) -> Future[bool]:
+        pool = self._ready()
+        self.check_domain(sd_uuid, active=False)
+        if sd_uuid == pool.master:
+            raise StorageError(reason=f"{sd_uuid} is the master domain of pool {self.sp_uuid}: "
+                               "it cannot be deactivated")
+        return self._change(lambda loc, p: poolmeta.set_status(loc, p, sd_uuid, ATTACHED))
+
+    def attach_now(self, sd_uuid: str) -> Future[bool]:
+        """Attach (a task's step): write the domain's and the master's metadata."""
+        return self._change(lambda loc, pool: poolmeta.attach(loc, pool, sd_uuid))
+
+    def detach_now(self, sd_uuid: str) -> Future[bool]:
+        return self._change(lambda loc, pool: poolmeta.detach(loc, pool, sd_uuid))
+
+    def _change(self, change: Change) -> Future[bool]:
+        """Run ``change`` on the writer over the pool as the master has it now."""
+        self._ready()
+        self._check_writable()
+        rec, locator, me = self.record, self.locator, self.actor_ref
+        outer: Future[bool] = Future()
+        self._pending.add(outer)
+
+        def write() -> PoolMetadata:
+            current = poolmeta.read_pool(locator, rec.sp_uuid, rec.master_sd, None)
+            return change(locator, current)
+
+        future = self._write_pool().submit(write)
+        future.add_done_callback(lambda f: _post(me, _Written(f, outer)))
+        return outer
+
+    def _written(self, message: _Written) -> None:
+        self._pending.discard(message.outer)
+        error = message.future.exception()
+        if error is not None:
+            message.outer.set_exception(error)
+            return
+        self._pool = message.future.result()
+        self._reconcile()
+        message.outer.set_result(True)
+
+    # --- SPM-side tasks ------------------------------------------------------------------
+
+    def submit(self, verb: str, params: dict[str, Any]) -> str:
+        """Check that the task may run on this pool now, and queue it; its task id."""
+        pool = self._ready()
+        sd_uuid = params["sdUUID"]
+        status = pool.statuses.get(sd_uuid)
+        if verb == "StorageDomain.attach":
+            if status is not None:
+                raise StorageDomainAttached(sdUUID=sd_uuid, spUUID=self.sp_uuid)
+        elif verb == "StorageDomain.detach":
+            self.check_domain(sd_uuid, active=False)
+            if sd_uuid == pool.master or status == ACTIVE:
+                raise StorageError(reason=f"domain {sd_uuid} is "
+                                   f"{'the master' if sd_uuid == pool.master else 'active'}: "
+                                   "deactivate it before detaching it")
+        else:
+            self.check_domain(sd_uuid, active=True)
+        self._check_writable()
+        task_id: str = self.tasks.proxy().submit(verb, params).get(timeout=ASK_TIMEOUT)
+        return task_id
+
+    # --- monitors ------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Ask the supervisor for one monitor per active domain (without waiting)."""
+        pool = self._pool
+        if pool is None or self.ctx.supervisor is None:
+            return
+        wanted = {sd for sd, status in pool.domains if status == ACTIVE}
+        if self._parent is None:
+            self._parent = self.ctx.supervisor.proxy()
+        for sd in sorted(wanted - self._monitors):
+            self._parent.start_child(self.monitor_spec(sd, self.record.host_id))
+        for sd in sorted(self._monitors - wanted):
+            self.board.remove(sd)  # out of repoStats now, not when the monitor is gone
+            self._parent.stop_child(sd)
+        self._monitors = wanted
+
+    def _write_pool(self) -> Workers:
+        assert self._writer is not None
+        return self._writer

@@ -1,0 +1,282 @@
+"""The task manager: long storage operations as tasks that outlive a vdsmd restart.
+
+One actor, ``/storage/tasks``, owns the task records (:mod:`actors.storage.taskstore`) and a
+bounded pool of worker threads; the work itself (:mod:`actors.storage.taskwork`) runs on
+those threads, never on the actor's. The actor decides every state change, persists it and
+publishes it as ``|jobs|status|<taskID>``; a worker only reports what happened (a message)
+and journals its steps' progress straight into the store, durably before each step starts.
+
+- ``submit`` queues a task and returns its id at once.
+- ``stop_task`` aborts it: its :class:`~actors.storage.command.Aborter` kills the running command
+  (qemu-img, ...) and the steps already started are undone; the task ends ``failure`` (404).
+- ``revert_task`` undoes what a failed or stopped task still left (an undo that failed before).
+- When the actor stops (vdsmd stops) the commands of running tasks are killed; at
+  start-up every task a restart interrupted is reverted (or, for a deletion, finished) on
+  the workers; a revert that fails for a transient reason (a pool still reconnecting, storage
+  not answering) is retried with a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.base import ActorContext, SupervisedActor
+from actors.storage.command import Aborter
+from actors.storage.steps import Progress
+from actors.storage.taskstore import (
+    ABORTING,
+    CLEAN_FAILURE,
+    CLEAN_SUCCESS,
+    FAILURE,
+    FINISHED,
+    QUEUED,
+    RECOVERING,
+    RUNNING,
+    SUCCESS,
+    UNFINISHED,
+    TaskRecord,
+    TaskStore,
+)
+from actors.storage.taskwork import Builder
+from actors.storage.workers import Workers
+from messaging.errors import (
+    ActorUnavailable,
+    TaskAborted,
+    TaskNotFinished,
+    TaskStateError,
+    VdsmError,
+)
+
+log = logging.getLogger(__name__)
+
+RECOVERY_ATTEMPTS = 6
+RECOVERY_BACKOFF = 1.0
+
+
+@dataclass(frozen=True)
+class _Started:
+    task_id: str
+
+
+@dataclass(frozen=True)
+class _Ended:
+    task_id: str
+    reverting: bool
+    error: VdsmError | None = None
+    undo_pending: int = 0
+
+
+@dataclass(frozen=True)
+class _Recover:
+    task_id: str
+    attempt: int = 0
+
+
+def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.info("task manager gone: %r dropped (the next start recovers the task)", message)
+
+
+def _failure(e: BaseException) -> VdsmError:
+    if isinstance(e, VdsmError):
+        return e
+    log.error("task failed with an unexpected error", exc_info=e)
+    return VdsmError(f"internal error: {e!r}")
+
+
+def _run(ref: pykka.ActorRef[Any], store: TaskStore, record: TaskRecord, builder: Builder,
+         abort: Aborter) -> None:
+    """A task's work, on a worker thread."""
+    _post(ref, _Started(record.task_id))
+    last_started = 0
+
+    def journal(progress: Progress) -> None:
+        nonlocal last_started
+        if progress.started:
+            last_started = progress.started
+        store.update(record.task_id, progress=progress)
+
+    try:
+        builder(record.params).run(abort, journal)
+    except Exception as e:  # noqa: BLE001 - every failure becomes the task's result
+        undo_failed = any(n.startswith("revert:") for n in getattr(e, "__notes__", ()))
+        _post(ref, _Ended(record.task_id, False, _failure(e),
+                          last_started if undo_failed else 0))
+        return
+    _post(ref, _Ended(record.task_id, False))
+
+
+def _revert(ref: pykka.ActorRef[Any], record: TaskRecord, builder: Builder,
+            started: int) -> None:
+    """Undo a task's first ``started`` steps, on a worker thread."""
+    try:
+        builder(record.params).revert(started)
+    except Exception as e:  # noqa: BLE001 - every failure becomes the task's result
+        _post(ref, _Ended(record.task_id, True, _failure(e), started))
+        return
+    _post(ref, _Ended(record.task_id, True))
+
+
+class TaskManager(SupervisedActor):
+    def __init__(self, ctx: ActorContext, *, store: TaskStore, builders: Mapping[str, Builder],
+                 workers: int) -> None:
+        super().__init__(ctx)
+        self.store = store
+        self.builders = dict(builders)
+        self.size = workers
+        self._workers: Workers | None = None
+        self._aborters: dict[str, Aborter] = {}
+        self._attempts: dict[str, int] = {}
+
+    def setup(self) -> None:
+        self._workers = Workers("storage-task", self.size)
+        for record in self.store.load():
+            if record.state in UNFINISHED:
+                self.actor_ref.tell(_Recover(record.task_id))
+
+    def teardown(self) -> None:
+        # Kill the commands of running tasks (they run in their own session and would
+        # outlive vdsmd) without waiting: the journal lets the next start finish the undo.
+        for abort in self._aborters.values():
+            abort.abort("vdsmd is stopping")
+        if self._workers is not None:
+            self._workers.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for record in self.store.all():
+            states[record.state] = states.get(record.state, 0) + 1
+        busy = self._workers.busy() if self._workers else 0
+        return {"tasks": states, "workers": self.size, "busy": busy}
+
+    # --- verbs -------------------------------------------------------------------------
+
+    def submit(self, verb: str, params: dict[str, Any]) -> str:
+        """Queue a task of kind ``verb``; its id."""
+        if verb not in self.builders:
+            raise ValueError(f"no task kind {verb}")
+        record = self._set(TaskRecord(str(uuid.uuid4()), verb, params))
+        abort = Aborter(record.task_id)
+        self._aborters[record.task_id] = abort
+        self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
+        log.info("task %s (%s) queued", record.task_id, verb)
+        return record.task_id
+
+    def task_status(self, task_id: str) -> dict[str, Any]:
+        return self.store.get(task_id).to_wire()
+
+    def task_statuses(self) -> dict[str, dict[str, Any]]:
+        return {r.task_id: r.to_wire() for r in self.store.all()}
+
+    def stop_task(self, task_id: str) -> bool:
+        record = self.store.get(task_id)
+        abort = self._aborters.get(task_id)
+        if record.state not in (QUEUED, RUNNING, ABORTING) or abort is None:
+            raise TaskStateError(taskID=task_id, action="stop", state=record.state)
+        abort.abort("stopped by Task.stop")
+        if record.state != ABORTING:
+            self._set(record, state=ABORTING)
+        return True
+
+    def revert_task(self, task_id: str) -> bool:
+        record = self.store.get(task_id)
+        if record.state != FINISHED or record.result not in (FAILURE, CLEAN_FAILURE):
+            what = record.state if record.state != FINISHED else f"{record.state}/{record.result}"
+            raise TaskStateError(taskID=task_id, action="revert", state=what)
+        self._start_revert(record, record.undo_pending, record.message)
+        return True
+
+    def clear_task(self, task_id: str) -> bool:
+        record = self.store.get(task_id)
+        if not record.finished:
+            raise TaskNotFinished(taskID=task_id, state=record.state)
+        self.store.remove(task_id)
+        self._aborters.pop(task_id, None)
+        return True
+
+    # --- messages from workers and from itself --------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Started):
+            record = self.store.get(message.task_id)
+            if record.state == QUEUED:
+                self._set(record, state=RUNNING)
+        elif isinstance(message, _Ended):
+            self._ended(message)
+        elif isinstance(message, _Recover):
+            self._recover(message)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _ended(self, message: _Ended) -> None:
+        record = self.store.get(message.task_id)
+        self._aborters.pop(record.task_id, None)
+        error = message.error
+        if not message.reverting:
+            if error is None:
+                self._set(record, state=FINISHED, result=SUCCESS, code=0, message="done")
+            else:
+                if isinstance(error, TaskAborted) or record.state == ABORTING:
+                    error = TaskAborted(taskID=record.task_id, reason=error.message)
+                self._set(record, state=FINISHED, result=FAILURE, code=error.code,
+                          message=error.message, undo_pending=message.undo_pending)
+            log.info("task %s (%s) finished: %s", record.task_id, record.verb,
+                     "success" if error is None else error.message)
+            return
+        attempt = self._attempts.pop(record.task_id, None)
+        if error is None:
+            note = "reverted" if not record.message else f"{record.message}; reverted"
+            self._set(record, state=FINISHED, result=CLEAN_SUCCESS, message=note,
+                      undo_pending=0)
+        elif attempt is not None and attempt + 1 < RECOVERY_ATTEMPTS and (
+                error.retryable or isinstance(error, ActorUnavailable)):
+            delay = RECOVERY_BACKOFF * 2**attempt
+            log.warning("recovering task %s failed (%s): retrying in %g s", record.task_id,
+                        error.message, delay)
+            me, retry = self.actor_ref, _Recover(record.task_id, attempt + 1)
+            self.ctx.runtime.clock.call_later(delay, lambda: _post(me, retry))
+        else:
+            self._set(record, state=FINISHED, result=CLEAN_FAILURE, code=error.code,
+                      message=f"revert failed: {error.message}",
+                      undo_pending=message.undo_pending)
+
+    def _recover(self, message: _Recover) -> None:
+        """Undo a task that a restart interrupted (or retry doing so)."""
+        record = self.store.get(message.task_id)
+        if message.attempt == 0 and record.state not in UNFINISHED:
+            return
+        started = max(record.progress.started, record.undo_pending)
+        self._attempts[record.task_id] = message.attempt
+        note = "interrupted by a restart of vdsmd"
+        self._start_revert(record, started, note if message.attempt == 0 else record.message)
+
+    def _start_revert(self, record: TaskRecord, started: int, note: str) -> None:
+        builder = self.builders.get(record.verb)
+        if builder is None:
+            self._set(record, state=FINISHED, result=CLEAN_FAILURE, code=400,
+                      message=f"{note}; unknown task kind {record.verb}: cannot revert")
+            return
+        record = self._set(record, state=RECOVERING, message=note)
+        self._pool().submit(_revert, self.actor_ref, record, builder, started)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _pool(self) -> Workers:
+        assert self._workers is not None
+        return self._workers
+
+    def _set(self, record: TaskRecord, **changes: Any) -> TaskRecord:
+        record = self.store.put(record) if not changes else self.store.update(
+            record.task_id, **changes)
+        self.ctx.runtime.events.publish(f"|jobs|status|{record.task_id}", record.event())
+        return record
+

@@ -1,0 +1,144 @@
+"""Task records and their persistence: one JSON file per task under ``<state>/storage/tasks``.
+
+A record holds what is needed to report the task (state, result, code, message) and to undo
+it after a restart: its verb, its params and how far its steps got (:class:`Progress`,
+written before each step starts and after it ends). The store is a thread-safe map whose
+every change is written atomically before it is visible, so what a client has been told is
+what a restarted vdsmd finds.
+
+States (vdsm's names): ``queued`` -> ``running`` -> ``finished``; ``aborting`` after
+Task.stop; ``recovering`` while a revert runs. Results: ``success``, ``failure`` (the task
+failed or was stopped; its started steps were undone), ``cleanSuccess`` / ``cleanFailure``
+(the outcome of a revert: Task.revert, or the recovery of a task a restart interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from actors.storage import fileutil
+from actors.storage.sd.records import check_uuid
+from actors.storage.state import json_files, read_json, write_json
+from actors.storage.steps import Progress
+from messaging.errors import NoSuchTask
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, ABORTING, RECOVERING, FINISHED = (
+    "queued", "running", "aborting", "recovering", "finished")
+UNFINISHED = (QUEUED, RUNNING, ABORTING, RECOVERING)
+SUCCESS, FAILURE, CLEAN_SUCCESS, CLEAN_FAILURE = (
+    "success", "failure", "cleanSuccess", "cleanFailure")
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    verb: str
+    params: dict[str, Any]
+    state: str = QUEUED
+    result: str = ""
+    code: int = 0
+    message: str = ""
+    progress: Progress = field(default_factory=lambda: Progress(0))
+    undo_pending: int = 0
+    """Steps started and not undone (a failed undo): what a revert still has to undo."""
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == FINISHED
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"taskID": self.task_id, "taskState": self.state, "taskResult": self.result,
+                "code": self.code, "message": self.message, "verb": self.verb,
+                "progress": self.progress.to_json()}
+
+    def event(self) -> dict[str, Any]:
+        """The ``|jobs|status|<taskID>`` payload."""
+        return {"taskID": self.task_id, "taskState": self.state, "taskResult": self.result,
+                "code": self.code, "message": self.message}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "verb": self.verb, "params": self.params,
+                "state": self.state, "result": self.result, "code": self.code,
+                "message": self.message, "progress": self.progress.to_json(),
+                "undo_pending": self.undo_pending, "created": self.created,
+                "updated": self.updated}
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskRecord:
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            raise ValueError("a task record is a JSON object with params")
+        return cls(task_id=check_uuid(data["task_id"], "task_id"), verb=str(data["verb"]),
+                   params=data["params"], state=str(data["state"]),
+                   result=str(data.get("result", "")), code=int(data.get("code", 0)),
+                   message=str(data.get("message", "")),
+                   progress=Progress.from_json(data["progress"]),
+                   undo_pending=int(data.get("undo_pending", 0)),
+                   created=float(data.get("created", 0)), updated=float(data.get("updated", 0)))
+
+
+class TaskStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._records: dict[str, TaskRecord] = {}
+
+    def _path(self, task_id: str) -> Path:
+        return self.directory / f"{check_uuid(task_id, 'taskID')}.json"
+
+    def load(self) -> list[TaskRecord]:
+        """Read every record from disk (replacing what is in memory), oldest first."""
+        found: dict[str, TaskRecord] = {}
+        for path in json_files(self.directory):
+            try:
+                record = TaskRecord.from_json(read_json(path))
+            except (KeyError, TypeError, ValueError) as e:
+                log.error("ignoring the bad task record %s: %s", path, e)
+                continue
+            if record.task_id == path.stem:
+                found[record.task_id] = record
+        with self._lock:
+            self._records = found
+        return sorted(found.values(), key=lambda r: r.created)
+
+    def put(self, record: TaskRecord) -> TaskRecord:
+        with self._lock:
+            record = replace(record, updated=time.time())
+            write_json(self._path(record.task_id), record.to_json())
+            self._records[record.task_id] = record
+            return record
+
+    def update(self, task_id: str, **changes: Any) -> TaskRecord:
+        with self._lock:
+            current = self._records.get(task_id)
+            if current is None:
+                raise NoSuchTask(taskID=task_id)
+            record = replace(current, updated=time.time(), **changes)
+            write_json(self._path(task_id), record.to_json())
+            self._records[task_id] = record
+            return record
+
+    def get(self, task_id: str) -> TaskRecord:
+        with self._lock:
+            record = self._records.get(task_id)
+        if record is None:
+            raise NoSuchTask(taskID=task_id)
+        return record
+
+    def all(self) -> list[TaskRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.created)
+
+    def remove(self, task_id: str) -> None:
+        with self._lock:
+            self._records.pop(task_id, None)
+            if fileutil.remove(self._path(task_id)):
+                fileutil.fsync_dir(self.directory)

@@ -1,0 +1,207 @@
+"""A real vdsmd with storage, driven through its API, for the process-level storage tests.
+
+:class:`Rig` starts (and restarts) vdsmd on a work dir under the test's ``tmp`` and offers
+the few API sequences the tests share. :meth:`Rig.cleanup` always runs (the ``rig`` fixture
+calls it): it stops vdsmd, then unmounts whatever is still mounted under ``tmp`` and detaches
+loop devices backed by files under it, so a failing test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from actors.storage import mount
+from messaging.client import ClientError
+from tests.harness import Vdsmd, wait_for
+from tests.storage.helpers import detach, loop_devices_of, sh, unmount
+
+CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    with Path("/proc/self/mounts").open() as f:
+        targets = [line.split()[1] for line in f]
+    return [t for t in targets if t.startswith(prefix)]
+
+
+def threads(pid: int) -> int:
+    return sum(1 for _ in Path(f"/proc/{pid}/task").iterdir())
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def tools_holding(path: Path) -> list[int]:
+    """Live qemu-img/fallocate processes that have ``path`` open (or its deleted inode)."""
+    found = []
+    target = str(path)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() not in ("qemu-img", "fallocate"):
+                continue
+            if "Z" in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+                continue
+            links = [str(fd.readlink()) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith(target) for link in links):
+            found.append(int(entry.name))
+    return found
+
+
+class Rig:
+    def __init__(self, tmp: Path, config: str = CONFIG) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.workdir = tmp / "vdsmd"
+        self.daemon: Vdsmd | None = None
+
+    # --- the daemon ----------------------------------------------------------------------
+
+    def start(self) -> Vdsmd:
+        self.daemon = Vdsmd(self.workdir, config=self.config).start()
+        return self.daemon
+
+    @property
+    def d(self) -> Vdsmd:
+        assert self.daemon is not None
+        return self.daemon
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            try:
+                self.daemon.stop(timeout=60)
+            finally:
+                self.daemon.kill()
+
+    def kill(self) -> None:
+        """SIGKILL vdsmd (its process group only: storage commands run in their own)."""
+        os.killpg(self.d.pid, signal.SIGKILL)
+        assert self.d.proc is not None
+        self.d.proc.wait(10)
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            for target in reversed(mounts_under(self.tmp)):
+                subprocess.run(["fsfreeze", "--unfreeze", target], capture_output=True,
+                               timeout=30, check=False)
+                unmount(Path(target))
+            for device in loop_devices_of(self.tmp):
+                detach(device)
+
+    def call(self, method: str, **params: Any) -> Any:
+        return self.d.call(method, **params)
+
+    def error(self, method: str, **params: Any) -> ClientError:
+        try:
+            result = self.d.call(method, **params)
+        except ClientError as e:
+            return e
+        raise AssertionError(f"{method} succeeded: {result!r}")
+
+    # --- storage sequences -------------------------------------------------------------
+
+    def mount_point(self, spec: str) -> Path:
+        return self.workdir / "run" / "storage" / "mnt" / mount.escape(spec)
+
+    def connect(self, kind: str, spec: str, **extra: Any) -> None:
+        result = self.call("StoragePool.connectStorageServer", storagepoolID=new_id(),
+                           domainType=kind,
+                           connectionParams=[{"id": "c", "connection": spec, **extra}])
+        assert result[0]["status"] == 0, result
+
+    def local_dir(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir()
+        self.connect("localfs", str(path))
+        return path
+
+    def domain(self, kind: str, spec: str, name: str = "d") -> str:
+        sd = new_id()
+        assert self.call("StorageDomain.create", storagedomainID=sd, domainType=kind,
+                         typeArgs=spec, name=name, domainClass="data") is True
+        return sd
+
+    def pool(self, master: str, others: tuple[str, ...] = (), host_id: int = 1) -> str:
+        sp = new_id()
+        assert self.call("StoragePool.create", storagepoolID=sp, name="pool",
+                         masterSdUUID=master, masterVersion=1,
+                         domainList=[master, *others]) is True
+        assert self.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
+                         masterSdUUID=master, masterVersion=1) is True
+        for sd in others:
+            assert self.call("StorageDomain.activate", storagedomainID=sd,
+                             storagepoolID=sp) is True
+        return sp
+
+    def task(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The task's status once it is finished."""
+        def finished() -> dict[str, Any] | None:
+            status: dict[str, Any] = self.call("Task.getStatus", taskID=task_id)
+            return status if status["taskState"] == "finished" else None
+
+        result: dict[str, Any] = wait_for(finished, timeout, 0.1, f"task {task_id}")
+        return result
+
+    def create_volume(self, sp: str, sd: str, *, size: int = 64 << 20, fmt: str = "cow",
+                      prealloc: str = "sparse", img: str | None = None, **extra: Any,
+                      ) -> tuple[str, str, str]:
+        """Start a Volume.create: (imgUUID, volUUID, taskID)."""
+        img, vol = img or new_id(), new_id()
+        task_id = self.call("Volume.create", storagepoolID=sp, storagedomainID=sd,
+                            imageID=img, volumeID=vol, size=size, volFormat=fmt,
+                            preallocate=prealloc, **extra)
+        return img, vol, task_id
+
+    def repo_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.call("Host.getStorageRepoStats", timeout=5)
+        return stats
+
+    def wait_valid(self, sd: str, valid: bool = True, timeout: float = 30.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            entry: dict[str, Any] | None = self.repo_stats().get(sd)
+            return entry if entry and entry["actual"] and entry["valid"] is valid else None
+
+        result: dict[str, Any] = wait_for(check, timeout, 0.1, f"{sd} valid={valid}")
+        return result
+
+
+def ext4_device(tmp: Path, name: str, size: int) -> str:
+    """A loop device over a new ext4 image (detached by the rig's cleanup)."""
+    image = tmp / f"{name}.img"
+    with image.open("wb") as f:
+        f.truncate(size)
+    device = sh("losetup", "--find", "--show", str(image)).strip()
+    sh("mkfs.ext4", "-q", "-m", "0", device, timeout=60)
+    return device
+
+
+def settle(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,92 @@
+"""The storage subsystem in-process: its sub-tree, and what it offers the VM subsystem."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.base import ActorContext, Ping, Runtime
+from actors.config import Config, DaemonConfig, StorageConfig
+from actors.host.libvirtconn import LibvirtHandle
+from actors.storage.service import StorageSubsystem
+from actors.subsystem import Deps
+from actors.supervisor import ChildSpec, Supervisor
+from messaging.errors import InvalidParams, NoSuchStoragePool
+from messaging.schema import SCHEMA
+from tests.harness import wait_for
+from tests.storage.helpers import loop_devices_of
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def storage(tmp: Path, runtime: Runtime) -> Iterator[StorageSubsystem]:
+    config = Config(daemon=DaemonConfig(state_dir=tmp / "state", run_dir=tmp / "run"),
+                    storage=StorageConfig(monitor_interval=0.5, monitor_timeout=1.0))
+    subsystem = StorageSubsystem(Deps(config, runtime, LibvirtHandle("test:///default")))
+    children = subsystem.children()
+    spec = ChildSpec("storage", lambda ctx: Supervisor.start(ctx, children=children),
+                     cls="Supervisor")
+    root = Supervisor.start(ActorContext("/", runtime), children=[spec])
+    root.ask(Ping(), timeout=30)
+    try:
+        yield subsystem
+    finally:
+        root.stop(block=True, timeout=30)
+
+
+def call(storage: StorageSubsystem, verb: str, **params: Any) -> Any:
+    """A verb as the API server runs it: params validated (defaults filled), then handled."""
+    checked = SCHEMA.lookup(verb).check_params(params)
+    return storage.bindings()[verb].handler(checked)
+
+
+@pytest.mark.timeout(60)
+def test_the_vm_subsystem_prepares_and_tears_down_volumes(
+        tmp: Path, storage: StorageSubsystem, runtime: Runtime) -> None:
+    tree = {info.path: info.cls for info in runtime.directory}
+    assert tree["/storage/tasks"] == "TaskManager"
+    assert tree["/storage/connections"] == "ConnectionsActor"
+    assert tree["/storage/domains"] == "DomainsActor"
+    assert tree["/storage/pools"] == "Supervisor"
+    data = tmp / "blocks"
+    data.mkdir()
+    result = call(storage, "StoragePool.connectStorageServer", storagepoolID=new_id(),
+                  domainType="localfs", connectionParams=[{"id": "1", "connection": str(data)}])
+    assert result == [{"id": "1", "status": 0}]
+    sd, sp, img, vol = new_id(), new_id(), new_id(), new_id()
+    assert call(storage, "StorageDomain.create", storagedomainID=sd, domainType="loop",
+                typeArgs=str(data), name="blocks") is True
+    assert call(storage, "StoragePool.create", storagepoolID=sp, name="p", masterSdUUID=sd,
+                masterVersion=1, domainList=[sd]) is True
+    assert call(storage, "StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
+                masterVersion=1) is True
+    assert f"/storage/pools/{sp}/pool" in {i.path for i in runtime.directory}
+    task = call(storage, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                volumeID=vol, size=16 << 20, volFormat="raw", preallocate="preallocated")
+    wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success",
+             30, what="the volume")
+
+    path = Path(storage.prepare_volume(sp, sd, img, vol))
+    assert path.is_symlink()
+    assert stat.S_ISBLK(path.stat().st_mode)
+    assert path.resolve().name.startswith("loop")
+    wait_for(lambda: storage.host_stats()["storageDomains"].get(sd, {}).get("valid"), 10,
+             what="the monitor's first result")
+    storage.teardown_volume(sp, sd, img, vol)
+    assert not path.exists()
+    wait_for(lambda: loop_devices_of(tmp) == [], 10, what="loop devices detached")
+
+    with pytest.raises(InvalidParams):
+        storage.prepare_volume(sp, sd, img, "../../../dev/sda")
+    with pytest.raises(NoSuchStoragePool):
+        storage.prepare_volume(new_id(), sd, img, vol)
+    assert call(storage, "StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
+    assert storage.host_stats() == {"storageDomains": {}}
