@@ -5,15 +5,14 @@ one entry of the cache, so ``Host.getDeviceList`` answers from memory and a devi
 comes or goes (a LUN, a loop device being attached) shows without a rescan. Where udevd runs
 the monitor listens to udev's processed events; without udevd (containers, this test
 machine) it listens to the kernel's uevents directly. Reading a device's LVM label may hang
-on a dead path, so it runs on a small bounded pool with a timeout, never on the actor thread.
+on a dead path, so it runs on a daemon thread joined with a timeout (at most two may be
+stuck at once), and happens once per device identity, not on every uevent.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from actors.host import blockdev
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 2.0
+MAX_STUCK_PROBES = 2
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,10 @@ class UdevActor(SupervisedActor):
         super().__init__(ctx)
         self._context: pyudev.Context | None = None
         self._monitor: _MonitorThread | None = None
-        self._probes: ThreadPoolExecutor | None = None
+        self._stuck: list[threading.Thread] = []
+        # PV label per (devname, capacity, backing file): a device is read once per identity,
+        # not on every uevent (an open loop device turns `losetup -d` into a deferred detach).
+        self._labels: dict[tuple[str, int, str], str | None] = {}
         self._devices: dict[str, dict[str, Any]] = {}
         self._source = ""
         self._events = 0
@@ -87,21 +90,19 @@ class UdevActor(SupervisedActor):
         me = self.actor_ref
         self._monitor = _MonitorThread(monitor, lambda a, p: me.tell(_Uevent(a, p)))
         self._monitor.start()
-        self._probes = ThreadPoolExecutor(2, thread_name_prefix="udev-probe")
         me.tell(_Rescan())
 
     def teardown(self) -> None:
         if self._monitor is not None:
             self._monitor.stop()
-        if self._probes is not None:
-            self._probes.shutdown(wait=False, cancel_futures=True)
 
     def devices(self) -> list[dict[str, Any]]:
         return [dict(self._devices[name]) for name in sorted(self._devices)]
 
     def describe(self) -> dict[str, Any]:
         return {"source": self._source, "devices": sorted(self._devices),
-                "uevents": self._events}
+                "uevents": self._events,
+                "stuckProbes": sum(1 for t in self._stuck if t.is_alive())}
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Uevent):
@@ -147,17 +148,45 @@ class UdevActor(SupervisedActor):
             )
 
     def _probe_pv(self, entry: dict[str, Any]) -> None:
-        if "pvUUID" in entry or self._probes is None:
+        if "pvUUID" in entry:
             return
-        future = self._probes.submit(blockdev.read_lvm_label, entry["devpath"])
-        try:
-            pv = future.result(PROBE_TIMEOUT)
-        except FutureTimeout:
-            entry["status"] = "unreachable"
-            return
-        except OSError as e:
-            log.debug("cannot read the label of %s: %s", entry["devpath"], e)
-            return
+        key = (entry["devname"], entry["capacity"], entry.get("backingFile", ""))
+        if key not in self._labels:
+            label = self._read_label(entry)
+            if label is _UNREACHABLE:
+                entry["status"] = "unreachable"
+                return
+            self._labels = {k: v for k, v in self._labels.items() if k[0] != key[0]}
+            self._labels[key] = label if isinstance(label, str) else None
+        pv = self._labels[key]
         if pv:
             entry["pvUUID"] = pv
             entry["fsType"] = "LVM2_member"
+
+    def _read_label(self, entry: dict[str, Any]) -> object:
+        """The PV UUID, None, or _UNREACHABLE. The read runs on a daemon thread joined with a
+        timeout, so a dead path can neither block this actor nor vdsmd's exit."""
+        self._stuck = [t for t in self._stuck if t.is_alive()]
+        if len(self._stuck) >= MAX_STUCK_PROBES:
+            return _UNREACHABLE
+        outcome: list[object] = []
+
+        def read() -> None:
+            try:
+                outcome.append(blockdev.read_lvm_label(entry["devpath"]))
+            except OSError as e:
+                log.debug("cannot read the label of %s: %s", entry["devpath"], e)
+                outcome.append(None)
+
+        thread = threading.Thread(target=read, name="udev-probe", daemon=True)
+        thread.start()
+        thread.join(PROBE_TIMEOUT)
+        if not outcome:
+            self._stuck.append(thread)
+            log.warning("reading the label of %s did not return within %gs",
+                        entry["devpath"], PROBE_TIMEOUT)
+            return _UNREACHABLE
+        return outcome[0]
+
+
+_UNREACHABLE = object()
