@@ -61,3 +61,29 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
 def test_the_shipped_example_holds_the_defaults() -> None:
     example = Path(__file__).resolve().parents[2] / "contrib" / "vdsmd.toml"
     assert config.load(example) == config.Config()
+
+
+def test_the_shipped_example_documents_every_setting_with_its_default() -> None:
+    import dataclasses
+    import tomllib
+
+    example = Path(__file__).resolve().parents[2] / "contrib" / "vdsmd.toml"
+    defaults = config.Config()
+    documented: dict[str, dict[str, object]] = {}
+    section = ""
+    for line in example.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+            documented[section] = {}
+        elif line.startswith("# ") and " = " in line and section:
+            text = line[2:].split("  #", 1)[0].strip()
+            documented[section].update(tomllib.loads(text))
+    for field in dataclasses.fields(defaults):
+        values = getattr(defaults, field.name)
+        for setting in dataclasses.fields(values):
+            assert setting.name in documented.get(field.name, {}), \
+                f"[{field.name}] {setting.name} is not in contrib/vdsmd.toml"
+            shown = documented[field.name][setting.name]
+            actual = getattr(values, setting.name)
+            assert str(shown) == str(actual) or shown == actual, \
+                f"[{field.name}] {setting.name}: example says {shown!r}, default is {actual!r}"
