@@ -2,7 +2,10 @@
 
 User values only ever become element text or attribute values, never markup. The vmParams are
 stored as JSON in ``<metadata>`` under :data:`METADATA_NS`, so that an agent restarted while
-its VMs run finds its own domains and their parameters again (:func:`parse_metadata`).
+its VMs run finds its own domains and their parameters again (:func:`parse_metadata`,
+:func:`read_metadata`). The metadata element also names its ``owner`` (the agent that made
+the domain: several agents may share one libvirtd, e.g. parallel tests) and the POSIX time
+the VM ``started``.
 
 Device names (``vda``, ``hdc``, ``fda``...) follow the drives' order per bus
 (:func:`disk_targets`); the stats and thin-provisioning code key disks by them.
@@ -21,6 +24,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET  # the XML comes from our builder or from libvirtd
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from actors.vm.params import Drive, Nic, VmParams
@@ -70,12 +74,15 @@ def build_domain_xml(
     serial_log: str,
     drive_paths: Mapping[int, str] | None = None,
     vnc_listen: str = "127.0.0.1",
+    owner: str = "",
+    started: float | None = None,
 ) -> str:
     """The domain XML to hand ``createXML``/``defineXML``.
 
     ``serial_log`` is the file the guest's serial console is appended to. ``drive_paths``
     gives the prepared path of each drive named by volume ids (by drive index); a drive named
     by path uses its own. Raises ``ValueError`` when a volume drive has no prepared path.
+    ``owner`` and ``started`` go into the metadata (see :func:`read_metadata`).
     """
     paths = dict(drive_paths or {})
     root = ET.Element("domain", type=params.emulator)
@@ -113,7 +120,7 @@ def build_domain_xml(
     ET.SubElement(balloon, "stats", period="5")
 
     metadata = ET.SubElement(root, "metadata")
-    metadata.append(_metadata_element(params))
+    metadata.append(_metadata_element(params, owner, started))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode")
 
@@ -148,8 +155,10 @@ def _disk(drive: Drive, path: str, target: str) -> ET.Element:
         driver.set("cache", "none")
         driver.set("io", "native" if block else "threads")
         driver.set("error_policy", "stop")
-    else:
+    elif drive.device == "cdrom":
         driver.set("error_policy", "report")
+    # A floppy gets no error policy: QEMU's floppy device has no rerror/werror property
+    # (qemu 7.2 refuses to start: "Property 'floppy.rerror' not found").
     if path:
         ET.SubElement(disk, "source", {"dev" if block else "file": path})
     ET.SubElement(disk, "target", dev=target, bus=drive.bus)
@@ -190,21 +199,29 @@ def _timestamp(when: float) -> str:
 # --- metadata ------------------------------------------------------------------------------
 
 
-def _metadata_element(params: VmParams) -> ET.Element:
-    vm = ET.Element(f"{{{METADATA_NS}}}vm")
+def _owner_attrs(owner: str, started: float | None) -> dict[str, str]:
+    attrs = {"owner": owner} if owner else {}
+    if started is not None:
+        attrs["started"] = repr(round(started, 3))
+    return attrs
+
+
+def _metadata_element(params: VmParams, owner: str = "", started: float | None = None,
+                      ) -> ET.Element:
+    vm = ET.Element(f"{{{METADATA_NS}}}vm", _owner_attrs(owner, started))
     stored = ET.SubElement(vm, f"{{{METADATA_NS}}}params")
     stored.text = json.dumps(params.to_dict(), sort_keys=True)
     return vm
 
 
-def metadata_xml(params: VmParams) -> str:
+def metadata_xml(params: VmParams, *, owner: str = "", started: float | None = None) -> str:
     """The metadata element for ``dom.setMetadata(VIR_DOMAIN_METADATA_ELEMENT, xml,
     METADATA_PREFIX, METADATA_NS, flags)`` after the stored params change (e.g. a new CD).
 
     It carries no namespace: libvirt puts it in ``METADATA_NS`` itself (and refuses an
     element that declares one: "failed to create a new XML namespace").
     """
-    vm = ET.Element("vm")
+    vm = ET.Element("vm", _owner_attrs(owner, started))
     stored = ET.SubElement(vm, "params")
     stored.text = json.dumps(params.to_dict(), sort_keys=True)
     return ET.tostring(vm, encoding="unicode")
@@ -218,14 +235,58 @@ def parse_metadata(xml: str) -> dict[str, Any] | None:
     None when a domain XML holds no metadata of ours (a domain this agent did not create).
     Raises ``ValueError`` when it does but the content is not a JSON object.
     """
-    root = ET.fromstring(xml)  # from libvirtd or our own builder
-    tag = f"{{{METADATA_NS}}}vm"
-    if root.tag in (tag, "vm"):
-        vm: ET.Element | None = root
-    else:
-        vm = root.find(f"metadata/{tag}")
+    stored = read_metadata(xml)
+    return None if stored is None else stored.params
+
+
+@dataclass(frozen=True)
+class StoredVm:
+    """What a domain's metadata holds: the vmParams, who made the domain and when it started
+    (POSIX time; None when not recorded)."""
+
+    params: dict[str, Any]
+    owner: str
+    started: float | None
+
+
+def read_metadata(xml: str) -> StoredVm | None:
+    """Like :func:`parse_metadata`, with the owner and start time as well."""
+    vm = _metadata_vm(ET.fromstring(xml))  # from libvirtd or our own builder
     if vm is None:
         return None
+    try:
+        started: float | None = float(vm.get("started", ""))
+    except ValueError:
+        started = None
+    return StoredVm(_stored_params(vm), vm.get("owner", ""), started)
+
+
+def _metadata_vm(root: ET.Element) -> ET.Element | None:
+    tag = f"{{{METADATA_NS}}}vm"
+    if root.tag in (tag, "vm"):
+        return root
+    return root.find(f"metadata/{tag}")
+
+
+def with_metadata(domain_xml: str, params: VmParams, *, owner: str, started: float) -> str:
+    """``domain_xml`` (e.g. from a saved state image) with our metadata replaced."""
+    root = ET.fromstring(domain_xml)  # from libvirtd (a save image) or our own builder
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    old = _metadata_vm(root)
+    if old is not None:
+        metadata.remove(old)
+    metadata.append(_metadata_element(params, owner, started))
+    return ET.tostring(root, encoding="unicode")
+
+
+def domain_uuid(domain_xml: str) -> str:
+    """The ``<uuid>`` of a domain XML ("" when it has none)."""
+    return (ET.fromstring(domain_xml).findtext("uuid") or "").strip().lower()
+
+
+def _stored_params(vm: ET.Element) -> dict[str, Any]:
     stored = vm.find(f"{{{METADATA_NS}}}params")
     if stored is None:
         stored = vm.find("params")

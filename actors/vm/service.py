@@ -1,18 +1,43 @@
-"""The VM subsystem as the daemon sees it (see actors/subsystem.py)."""
+"""The VM subsystem as the daemon sees it (see actors/subsystem.py).
+
+It wires the VM layer together: one :class:`~actors.vm.board.VmBoard`, one
+:class:`~actors.vm.hooks.HookRunner`, the stats sampler (``/vms/sampler``, the ``/vms``
+supervisor's only fixed child), a :class:`~actors.vm.actor.VmActor` per VM (started by
+``VM.create`` and by recovery as ``/vms/<vmID>``, restart kind ``transient``), the verb
+handlers (:mod:`actors.vm.api`) and recovery (:mod:`actors.vm.recovery`).
+
+The agent's ``owner`` tag, written into every domain's metadata, is its state directory:
+stable across restarts of one agent, distinct between agents sharing a libvirtd.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from actors.directory import RUNNING
+import pykka
+
+from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps
-from actors.supervisor import ChildSpec
+from actors.supervisor import ChildExists, ChildSpec, Supervisor
+from actors.vm.actor import Mode, VmActor
+from actors.vm.api import VmApi
+from actors.vm.board import VmBoard
+from actors.vm.hooks import HookRunner
+from actors.vm.ops import VmEnv
+from actors.vm.params import VmParams
+from actors.vm.recovery import Found, Resync
+from actors.vm.registry import VmRegistry
+from actors.vm.sampler import VmStatsSampler
+from actors.vm.status import Transition
 from messaging.server import Binding
 
 VMS = "/vms"
+SAMPLER = "sampler"
+START_TIMEOUT = 30.0
 
 
 class VmSubsystem:
@@ -21,24 +46,89 @@ class VmSubsystem:
     def __init__(self, deps: Deps, *, storage: StorageSubsystem) -> None:
         self.deps = deps
         self.storage = storage
+        cfg = deps.config.vm
+        state_dir = deps.config.daemon.state_dir
+        self.board = VmBoard()
+        self.registry = VmRegistry(state_dir / "vms")
+        self.env = VmEnv(
+            libvirt=deps.libvirt,
+            hooks=HookRunner(cfg.hooks_dir, timeout=cfg.hook_timeout),
+            storage=storage,
+            config=cfg,
+            owner=str(state_dir.resolve()),
+            serial_dir=state_dir / "vms",
+            registry=self.registry,
+        )
+        #: set once the first recovery pass is done: VM verbs answer 100 until then
+        self.ready = threading.Event()
+        self.resync = Resync(
+            libvirt_handle=deps.libvirt,
+            owner=self.env.owner,
+            registry=self.registry,
+            directory=deps.runtime.directory,
+            vms_path=VMS,
+            start_vm=self._recover_vm,
+            on_done=self.ready.set,
+        )
+        self.api = VmApi(directory=deps.runtime.directory, board=self.board,
+                         registry=self.registry, vms_path=VMS, spec=self.vm_spec,
+                         ready=self.ready)
+
+    def vm_spec(
+        self,
+        params: VmParams,
+        mode: Mode = "create",
+        initial: Transition | None = None,
+        started: float | None = None,
+    ) -> ChildSpec:
+        env, board = self.env, self.board
+
+        def factory(ctx: Any) -> Any:
+            return VmActor.start(ctx, params=params, mode=mode, env=env, board=board,
+                                 initial=initial, started=started)
+
+        return ChildSpec(params.vm_id, factory, cls="VmActor", restart="transient")
+
+    def _recover_vm(self, found: Found) -> None:
+        """Start the actor of a running VM found by recovery (on the recovery thread)."""
+        spec = self.vm_spec(found.params, "recover", found.state, found.started)
+        vms: ServiceRef[Supervisor] = ServiceRef(self.deps.runtime.directory, VMS)
+        try:
+            vms.proxy().start_child(spec).get(timeout=START_TIMEOUT)
+        except ChildExists:
+            pass  # started meanwhile (by VM.create or by an earlier pass)
+
+    # --- the Subsystem protocol ------------------------------------------------------------
 
     def children(self) -> Sequence[ChildSpec]:
-        return ()
+        cfg, libvirt, board = self.deps.config.vm, self.deps.libvirt, self.board
+        return (
+            ChildSpec(
+                SAMPLER,
+                lambda ctx: VmStatsSampler.start(ctx, libvirt=libvirt, board=board,
+                                                 interval=cfg.stats_interval,
+                                                 timeout=cfg.stats_timeout),
+                cls="VmStatsSampler",
+            ),
+        )
 
     def bindings(self) -> dict[str, Binding]:
-        return {}
+        return self.api.bindings()
 
     def host_stats(self) -> dict[str, Any]:
-        vms = self.deps.runtime.directory.children(VMS)
-        return {"vmCount": len(vms), "vmActive": sum(1 for v in vms if v.state == RUNNING)}
+        count, active = self.board.counts()
+        return {"vmCount": count, "vmActive": active}
 
     def started(self) -> None:
-        pass
+        self.resync.enable()
 
     def domain_event(self, event: DomainEvent) -> None:
         info = self.deps.runtime.directory.get(f"{VMS}/{event.uuid}")
         if info is not None and info.ref is not None:
-            info.ref.tell(event)
+            try:
+                info.ref.tell(event)
+            except pykka.ActorDeadError:
+                pass  # it is restarting: it re-attaches and reads the state itself
 
     def libvirt_connected(self) -> None:
-        pass
+        self.resync.request()

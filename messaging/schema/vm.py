@@ -69,7 +69,14 @@ VERBS = (
         aliases=("create",),
         timeout=120.0,
     ),
-    Verb("VM.destroy", "Power the VM off at once.", (VM_ID,), aliases=("destroy",), timeout=60.0),
+    Verb(
+        "VM.destroy",
+        "Power the VM off at once (if it still runs) and forget it; a VM that went Down "
+        "stays listed, with its exitReason, until it is destroyed.",
+        (VM_ID,),
+        aliases=("destroy",),
+        timeout=60.0,
+    ),
     Verb("VM.pause", "Pause the guest's vCPUs.", (VM_ID,), aliases=("pause",)),
     Verb("VM.cont", "Resume a paused VM.", (VM_ID,), aliases=("continue",)),
     Verb("VM.reset", "Hard-reset the guest.", (VM_ID,)),
@@ -85,7 +92,7 @@ VERBS = (
     ),
     Verb(
         "VM.setTicket",
-        "Set the display (VNC) password, valid for ttl seconds.",
+        "Set the display (VNC) password, valid for ttl seconds (0: expired at once).",
         (VM_ID, Field("password", Str(max_len=8)), Field("ttl", Int(min=0, max=10**7))),
         aliases=("setVmTicket",),
     ),
@@ -125,7 +132,9 @@ VERBS = (
         "VM.getStats",
         "Statistics of one VM.",
         (VM_ID,),
-        result="list with one VM stats map",
+        result="list with one VM stats map: vmID, vmName, status, pauseCode?, exitReason?, "
+        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, disks, network, "
+        "monitorResponse, elapsedTime?, statsAge? (from the last sample)",
         aliases=("getVmStats",),
         timeout=10.0,
     ),
@@ -143,13 +152,13 @@ VERBS = (
         "Host.getVMList",
         "The VMs of this host.",
         (Field("fullStatus", Bool(), required=False, default=False),),
-        result="list of {vmID, status} (full stats when fullStatus)",
+        result="list of {vmID, vmName, status} (full stats maps when fullStatus)",
         aliases=("list",),
         timeout=10.0,
     ),
     Verb(
         "Host.getAllVmStats",
-        "Statistics of every VM, from one bulk libvirt call.",
+        "Statistics of every VM, from the last sample (one bulk libvirt call per interval).",
         result="list of VM stats maps",
         aliases=("getAllVmStats",),
         timeout=10.0,

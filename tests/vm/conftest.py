@@ -1,4 +1,5 @@
-"""Fixtures of the VM layer tests: a libvirt connection, domain cleanup."""
+"""Fixtures of the VM tests: a libvirt connection, domain cleanup, the test guest, and a
+vdsmd for the process-level tests."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 
+from tests import guest as g
+from tests.harness import Vdsmd
+from tests.vm.agent import config as agent_config
+from tests.vm.agent import destroy_owned, wait_ready
 from tests.vm.helpers import qemu_pid
 
 
@@ -43,3 +50,44 @@ def domains(conn: libvirt.virConnect) -> Iterator[list[libvirt.virDomain]]:
             if dom.isPersistent():
                 dom.undefine()
 
+
+
+# --- process-level VM tests (tests/vm/test_api_*.py) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> g.GuestImage:
+    """The tiny test guest, built (or found in its cache) once per session."""
+    return g.build_guest()
+
+
+@pytest.fixture
+def hooks_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "hooks"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def vm_settings() -> dict[str, Any]:
+    """[vm] settings of the ``agent`` fixture's vdsmd (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
+def agent(
+    tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect, vm_settings: dict[str, Any]
+) -> Iterator[Vdsmd]:
+    """A vdsmd for VM tests; every domain it made is destroyed afterwards, even when it was
+    killed or the test failed."""
+    daemon = Vdsmd(tmp_path / "vdsmd", config=agent_config(hooks_dir, **vm_settings))
+    try:
+        daemon.start()
+        wait_ready(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.stop(timeout=30)
+        finally:
+            daemon.kill()
+            destroy_owned(conn, str(daemon.state_dir.resolve()))

@@ -127,6 +127,7 @@ def test_disks_file_block_formats_and_buses() -> None:
     assert floppy.get("device") == "floppy"
     assert attr(floppy, "target", "bus") == "fdc"
     assert floppy.find("readonly") is None
+    assert attr(floppy, "driver", "error_policy") is None  # qemu's floppy has no rerror
 
     volume = disk(root, "vdc")
     assert attr(volume, "source", "file") == "/rhev/data-center/x/vol"

@@ -1,0 +1,447 @@
+"""VmActor: one actor per VM, the single owner of that VM's state.
+
+The actor never blocks. A verb arrives as a proxy call (an ``ask`` from an API worker
+thread); the actor checks the VM's state, hands the blocking part (hooks and libvirt calls,
+:class:`~actors.vm.ops.VmOps`) to its :class:`~actors.vm.guestcall.GuestCaller`, which runs it
+on a thread of its own with a deadline, and returns a ``concurrent.futures.Future`` at once.
+The API worker waits on that future. When the call ends (or its deadline passes) the
+caller's callback ``tell``s the actor an ``_OpDone``; the actor updates its status, publishes
+it, and only then resolves the future, so a client that sees a verb succeed also sees its
+effect in ``VM.getStats``.
+
+At most one operation of each kind runs at a time: ``control`` (pause, cont, reset,
+shutdown, setTicket, media, hibernate, create), ``destroy`` (its own kind, so that a VM
+whose qemu is stuck in a control call can still be destroyed) and ``query`` (re-attaching).
+Another verb meanwhile gets ``VMBusy`` (retryable); once a call is abandoned as stuck, the
+GuestCaller answers ``GuestCallBusy`` until qemu returns.
+
+Status comes from libvirt's events (:class:`~actors.vm.status.StatusTracker`), overlaid with
+what only the actor knows (a start in progress, ``Powering up`` for ``powering_up`` seconds,
+a requested shutdown, a save). Every change is written to the :class:`VmBoard` and published
+as ``|virt|VM_status|<vmID>``.
+
+A VM that goes Down stays (status ``Down`` with its exit reason) until ``VM.destroy``, after
+which the API stops the actor (restart kind ``transient``: it is removed). Started by
+recovery, or restarted by its supervisor after a crash, the actor re-attaches to its running
+domain (``Attach``): state and params from libvirt and the domain's metadata.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pykka
+
+from actors.base import ActorContext, SupervisedActor
+from actors.clock import TimerHandle
+from actors.host.libvirtconn import DomainEvent
+from actors.vm.board import VmBoard, VmView
+from actors.vm.inflight import CREATE, InFlight, Op, OpDone
+from actors.vm.ops import Attached, Started, VmEnv, VmOps
+from actors.vm.params import VmParams
+from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
+from messaging.errors import LibvirtUnavailable, VMError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["create", "recover"]
+CONTROL, DESTROY, QUERY = "control", "destroy", "query"
+ATTACH_RETRY_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class Attach:
+    """Re-read the domain's state and params from libvirt (recovery, resync, restart)."""
+
+
+@dataclass(frozen=True)
+class _Timer:
+    what: Literal["powered-up", "shutdown-deadline", "attach"]
+    serial: int
+
+
+class VmActor(SupervisedActor):
+    def __init__(
+        self,
+        ctx: ActorContext,
+        *,
+        params: VmParams,
+        mode: Mode,
+        env: VmEnv,
+        board: VmBoard,
+        initial: Transition | None = None,
+        started: float | None = None,
+        ops: VmOps | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.vm_id = params.vm_id
+        self._params = params
+        self._mode = mode
+        self._env = env
+        self._board = board
+        self._initial = initial
+        self._started = started
+        self._ops_impl = ops or VmOps(params.vm_id, env)
+        self._inflight: InFlight | None = None
+        self._tracker = StatusTracker()
+        self._published: tuple[Any, ...] | None = None
+        self._timers: dict[str, TimerHandle] = {}
+        self._serial = itertools.count(1)
+        self._timer_serials: dict[str, int] = {}
+        self._attach_delay = 1.0
+        self._events = 0
+        self._lifecycle_events = 0
+        self._stale = False  # did lifecycle events arrive while the finishing op ran?
+        self._launched = False
+        self._awaiting_launch = False  # created, but its domain not started yet
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        me = self.actor_ref
+        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done))
+        fresh = self._mode == "create" and self.ctx.generation == 1
+        if fresh:
+            first = VmStatus.RESTORING_STATE if self._params.restore_state else \
+                VmStatus.WAIT_FOR_LAUNCH
+            self._awaiting_launch = True
+            self._tracker.set(first)
+            self._publish()
+            return
+        known = self._board.get(self.vm_id)
+        if self.ctx.generation == 1 and self._initial is not None:
+            self._set(self._initial)  # found by recovery
+        elif known is not None:  # restarted after a crash: continue from the last view
+            self._tracker.set(known.status, pause_code=known.pause_code,
+                              exit_reason=known.exit_reason)
+            self._started = self._started or known.started
+            self._published = self._key()
+        self.actor_ref.tell(Attach())
+
+    def teardown(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._inflight is not None:
+            self._inflight.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self._view().to_wire(),
+            "mode": self._mode,
+            **(self._inflight.describe() if self._inflight else {}),
+            "timers": sorted(self._timers),
+            "domainEvents": self._events,
+        }
+
+    # --- verbs (asked through a proxy by the API workers) ----------------------------------
+
+    def launch(self) -> Future[dict[str, Any]]:
+        """Create (or restore) the domain: the verb part of VM.create."""
+        if self._mode != "create" or self.ctx.generation != 1 or self._launched:
+            raise VMError(reason=f"VM {self.vm_id} is already started")
+        self._launched = True
+        ops, params = self._ops_impl, self._params
+        hooks = ("before_vm_dehibernate", "after_vm_dehibernate") if params.restore_state \
+            else ("before_vm_start", "after_vm_start")
+        timeout = self._env.config.start_timeout + ops.hook_budget(*hooks)
+        return self._submit(CREATE, CONTROL, timeout=timeout, on_ok=self._on_started,
+                            on_error=self._on_start_failed,
+                            work=lambda cancelled: ops.start(params, cancelled))
+
+    def destroy(self) -> Future[bool]:
+        self._running().check_idle(DESTROY)
+        params = self._params
+        return self._submit("VM.destroy", DESTROY, timeout=self._destroy_timeout(),
+                            on_ok=self._on_destroyed,
+                            work=lambda _c: self._ops_impl.destroy(params))
+
+    def pause(self) -> Future[bool]:
+        return self._control("VM.pause", ("before_vm_pause", "after_vm_pause"),
+                             self._ops_impl.pause, self._on_state)
+
+    def cont(self) -> Future[bool]:
+        return self._control("VM.cont", ("before_vm_cont", "after_vm_cont"),
+                             self._ops_impl.cont, self._on_state)
+
+    def reset(self) -> Future[bool]:
+        return self._control("VM.reset", (), lambda _p: self._ops_impl.reset(), _true)
+
+    def shutdown(self, delay: int, message: str) -> Future[bool]:
+        def on_ok(_result: Any) -> bool:
+            if self._tracker.status != VmStatus.DOWN:  # not powered off already
+                self._set(Transition(VmStatus.POWERING_DOWN))
+                self._schedule("shutdown-deadline", float(delay))
+            return True
+
+        return self._control("VM.shutdown", ("before_vm_shutdown",),
+                             lambda p: self._ops_impl.shutdown(p, message), on_ok)
+
+    def set_ticket(self, password: str, ttl: int) -> Future[bool]:
+        return self._control("VM.setTicket", ("before_vm_set_ticket", "after_vm_set_ticket"),
+                             lambda p: self._ops_impl.set_ticket(p, password, ttl), _true)
+
+    def change_media(self, device: Literal["cdrom", "floppy"], path: str) -> Future[bool]:
+        def on_ok(changed: VmParams) -> bool:
+            self._params = changed
+            return True
+
+        started = self._started
+        return self._control(
+            "VM.changeCD" if device == "cdrom" else "VM.changeFloppy", (),
+            lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
+        )
+
+    def hibernate(self, path: str) -> Future[bool]:
+        before = self._tracker.status
+        reply = self._control(
+            "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),
+            lambda p: self._ops_impl.hibernate(p, path), self._on_saved,
+            timeout=self._env.config.save_timeout,
+            on_error=lambda _e: self._on_save_failed(before),
+        )
+        self._set(Transition(VmStatus.SAVING_STATE))
+        return reply
+
+    # --- messages --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, DomainEvent):
+            self._on_domain_event(message)
+        elif isinstance(message, OpDone):
+            self._running().finish(message, self._before_outcome)
+        elif isinstance(message, Attach):
+            self._attach()
+        elif isinstance(message, _Timer):
+            self._on_timer(message)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _on_domain_event(self, event: DomainEvent) -> None:
+        self._events += 1
+        if event.kind == "lifecycle":
+            self._lifecycle_events += 1
+            kind, detail = event.args
+            if self._tracker.on_event(kind, detail):
+                self._after_change()
+        elif event.kind == "io_error":
+            _src, _alias, action, reason = event.args
+            self._tracker.on_io_error(action, reason)
+        else:
+            log.debug("VM %s: %s event %r", self.vm_id, event.kind, event.args)
+
+    def _before_outcome(self, op: Op) -> None:
+        # A state the operation read is older than lifecycle events that came meanwhile.
+        self._stale = op.events_at_start != self._lifecycle_events
+
+    def _on_timer(self, timer: _Timer) -> None:
+        if self._timer_serials.get(timer.what) != timer.serial:
+            return  # cancelled or replaced
+        self._timers.pop(timer.what, None)
+        if timer.what == "powered-up" and self._tracker.status == VmStatus.POWERING_UP:
+            self._set(Transition(VmStatus.UP))
+        elif timer.what == "shutdown-deadline" and self._tracker.status != VmStatus.DOWN:
+            log.warning("VM %s did not power off in time: destroying it", self.vm_id)
+            if not self._running().running(DESTROY):
+                params = self._params
+                self._submit("shutdown deadline", DESTROY, timeout=self._destroy_timeout(),
+                             on_ok=self._on_forced_off,
+                             work=lambda _c: self._ops_impl.destroy(params))
+        elif timer.what == "attach":
+            self._attach()
+
+    # --- operation plumbing ----------------------------------------------------------------
+
+    def _control(
+        self,
+        name: str,
+        hooks: tuple[str, ...],
+        call: Callable[[VmParams], Any],
+        on_ok: Callable[[Any], Any],
+        *,
+        timeout: float | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Future[Any]:
+        if self._tracker.status == VmStatus.DOWN:
+            raise VMError(reason=f"VM {self.vm_id} is Down")
+        self._running().check_idle(CONTROL, DESTROY)
+        base = self._env.config.call_timeout if timeout is None else timeout
+        params = self._params
+        return self._submit(name, CONTROL, timeout=base + self._ops_impl.hook_budget(*hooks),
+                            on_ok=on_ok, on_error=on_error, work=lambda _c: call(params))
+
+    def _submit(
+        self,
+        name: str,
+        kind: str,
+        *,
+        timeout: float,
+        on_ok: Callable[[Any], Any],
+        on_error: Callable[[BaseException], None] | None = None,
+        work: Callable[[Any], Any],
+    ) -> Future[Any]:
+        return self._running().submit(name, kind, timeout=timeout, work=work, on_ok=on_ok,
+                                      on_error=on_error,
+                                      events_at_start=self._lifecycle_events)
+
+    def _running(self) -> InFlight:
+        assert self._inflight is not None, "used before setup"
+        return self._inflight
+
+    def _destroy_timeout(self) -> float:
+        return self._env.config.destroy_timeout + self._ops_impl.hook_budget(
+            "before_vm_destroy", "after_vm_destroy")
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    def _on_started(self, started: Started) -> dict[str, Any]:
+        self._awaiting_launch = False
+        restored = self._params.restore_state is not None
+        self._params = started.params
+        self._started = started.started
+        state = started.state
+        if state.status == VmStatus.UP and not restored:
+            state = Transition(VmStatus.POWERING_UP)  # a fresh guest boots first
+        self._set_read(state)
+        if self._tracker.status == VmStatus.WAIT_FOR_LAUNCH:  # its events are late
+            self._set(Transition(VmStatus.POWERING_UP))
+        return {"vmID": self.vm_id, "status": str(self._tracker.status)}
+
+    def _on_start_failed(self, _error: BaseException) -> None:
+        self._awaiting_launch = False
+        self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.START_FAILED))
+
+    def _on_state(self, state: Transition) -> bool:
+        self._set_read(state)
+        return True
+
+    def _on_destroyed(self, _result: Any) -> bool:
+        self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.DESTROYED))
+        return True
+
+    def _on_forced_off(self, _result: Any) -> None:
+        self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.DESTROYED))
+
+    def _on_saved(self, _result: Any) -> bool:
+        self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.SAVED))
+        return True
+
+    def _on_save_failed(self, before: VmStatus) -> None:
+        if self._tracker.status == VmStatus.SAVING_STATE:
+            self._tracker.set(before)
+            self._after_change()
+        self._attach()
+
+    # --- re-attaching --------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        if self._awaiting_launch or self._running().running(QUERY, CONTROL):
+            return  # an operation in flight will set the state; a later resync re-reads it
+        try:
+            self._submit("attach", QUERY, timeout=self._env.config.call_timeout,
+                         on_ok=self._on_attached, on_error=self._on_attach_failed,
+                         work=lambda _c: self._ops_impl.attach())
+        except VMError as e:  # GuestCallBusy: the previous attach is stuck
+            self._on_attach_failed(e)
+
+    def _on_attached(self, found: Attached | None) -> None:
+        self._attach_delay = 1.0
+        if found is None:
+            if self._tracker.status != VmStatus.DOWN:
+                log.warning("VM %s: its domain is gone", self.vm_id)
+                self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.UNKNOWN))
+            return
+        if found.params is not None:
+            self._params = found.params
+        self._started = found.started or self._started
+        state = found.state
+        keep = {VmStatus.POWERING_DOWN, VmStatus.POWERING_UP}
+        if not (state.status == VmStatus.UP and self._tracker.status in keep):
+            self._set_read(state)
+        self._publish()  # the name or start time may have changed
+
+    def _on_attach_failed(self, error: BaseException) -> None:
+        if isinstance(error, LibvirtUnavailable):
+            return  # the resync after the reconnect attaches again
+        log.warning("VM %s: re-attaching failed (%s); again in %g s", self.vm_id, error,
+                    self._attach_delay)
+        self._schedule("attach", self._attach_delay)
+        self._attach_delay = min(ATTACH_RETRY_MAX, self._attach_delay * 2)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def _set(self, transition: Transition) -> None:
+        if transition.status is None:
+            return
+        if self._tracker.status == VmStatus.DOWN:
+            return  # Down is final: a late result must not bring the VM back
+        self._tracker.set(transition.status, pause_code=transition.pause_code,
+                          exit_reason=transition.exit_reason)
+        self._after_change()
+
+    def _set_read(self, transition: Transition) -> None:
+        """A state an operation read from libvirt: events that came meanwhile are newer."""
+        if not self._stale:
+            self._set(transition)
+
+    def _after_change(self) -> None:
+        status = self._tracker.status
+        if status == VmStatus.DOWN:
+            for what in ("powered-up", "shutdown-deadline"):
+                self._cancel(what)
+        elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
+            self._schedule("powered-up", self._env.config.powering_up)
+        self._publish()
+
+    def _view(self) -> VmView:
+        t = self._tracker
+        return VmView(self.vm_id, self._params.name, t.status, t.pause_code,
+                      t.exit_reason if t.status == VmStatus.DOWN else None, self._started)
+
+    def _key(self) -> tuple[Any, ...]:
+        view = self._view()
+        return view.status, view.pause_code, view.exit_reason
+
+    def _publish(self) -> None:
+        view = self._view()
+        self._board.put(view)
+        key = self._key()
+        if key == self._published:
+            return
+        self._published = key
+        log.info("VM %s is %s", self.vm_id, view.status)
+        self.ctx.runtime.events.publish(f"|virt|VM_status|{self.vm_id}", view.to_wire())
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def _schedule(self, what: Literal["powered-up", "shutdown-deadline", "attach"],
+                  delay: float) -> None:
+        self._cancel(what)
+        serial = next(self._serial)
+        self._timer_serials[what] = serial
+        me, message = self.actor_ref, _Timer(what, serial)
+        self._timers[what] = self.ctx.runtime.clock.call_later(delay,
+                                                               lambda: _tell(me, message))
+
+    def _cancel(self, what: str) -> None:
+        handle = self._timers.pop(what, None)
+        self._timer_serials.pop(what, None)
+        if handle is not None:
+            handle.cancel()
+
+
+def _true(_result: Any) -> bool:
+    return True
+
+
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.debug("%r dropped: the VM actor is gone", message)

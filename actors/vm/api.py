@@ -1,0 +1,191 @@
+"""Handlers of the VM verbs (and of Host.getVMList / Host.getAllVmStats).
+
+They run on the API server's worker threads, never on an actor's. A lifecycle verb asks
+the VM's actor (a proxy call, answered at once) for a future of the operation, then waits
+on it here: the blocking part itself runs on the VM's GuestCaller thread with a deadline,
+so the wait is bounded. ``VM.create`` starts the actor under ``/vms`` first; when the start
+fails it stops the actor before answering, so the client never sees a half-started VM.
+``VM.destroy`` stops and removes the actor once the domain is gone.
+
+Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from the
+:class:`~actors.vm.board.VmBoard`: no actor is asked, no libvirt call is made.
+
+Until the first recovery pass after the agent started, every handler answers
+``Recovering`` (code 100).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Literal
+
+import pykka
+
+from actors.directory import ActorDirectory, ServiceRef
+from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
+from actors.vm.actor import VmActor
+from actors.vm.board import VmBoard
+from actors.vm.params import VmParams
+from actors.vm.registry import VmRegistry
+from messaging.errors import (
+    ActorUnavailable,
+    NoSuchVM,
+    Recovering,
+    VdsmError,
+    VMError,
+    VMExists,
+)
+from messaging.server import Binding
+
+log = logging.getLogger(__name__)
+
+ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
+SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
+OP_WAIT = 900.0  # every operation has its own, shorter deadline; this is a safety net
+
+VmProxy = pykka.ActorProxy[VmActor]
+SpecFactory = Callable[[VmParams], ChildSpec]
+
+
+class VmApi:
+    def __init__(
+        self,
+        *,
+        directory: ActorDirectory,
+        board: VmBoard,
+        registry: VmRegistry,
+        vms_path: str,
+        spec: SpecFactory,
+        ready: threading.Event,
+    ) -> None:
+        self._directory = directory
+        self._board = board
+        self._registry = registry
+        self._vms_path = vms_path
+        self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
+        self._spec = spec
+        self._ready = ready
+
+    def bindings(self) -> dict[str, Binding]:
+        return {
+            "VM.create": Binding(self.create),
+            "VM.destroy": Binding(self.destroy),
+            "VM.pause": Binding(lambda p: self._verb(p, lambda vm: vm.pause())),
+            "VM.cont": Binding(lambda p: self._verb(p, lambda vm: vm.cont())),
+            "VM.reset": Binding(lambda p: self._verb(p, lambda vm: vm.reset())),
+            "VM.shutdown": Binding(
+                lambda p: self._verb(p, lambda vm: vm.shutdown(p["delay"], p["message"]))
+            ),
+            "VM.setTicket": Binding(
+                lambda p: self._verb(p, lambda vm: vm.set_ticket(p["password"], p["ttl"]))
+            ),
+            "VM.changeCD": Binding(self._media("cdrom")),
+            "VM.changeFloppy": Binding(self._media("floppy")),
+            "VM.hibernate": Binding(
+                lambda p: self._verb(p, lambda vm: vm.hibernate(p["hiberVolHandle"]))
+            ),
+            "VM.getStats": Binding(self.get_stats),
+            "Host.getVMList": Binding(self.get_vm_list),
+            "Host.getAllVmStats": Binding(self.get_all_vm_stats),
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._check_ready()
+        vm_id = params["vmID"]
+        vm = VmParams.from_dict(vm_id, params["vmParams"])
+        try:
+            self._vms.proxy().start_child(self._spec(vm)).get(timeout=SUPERVISOR_TIMEOUT)
+        except ChildExists:
+            raise VMExists(vmID=vm_id) from None
+        except ChildStartError as e:
+            raise VMError(reason=f"cannot start the actor of VM {vm_id}: {e}") from None
+        try:
+            result: dict[str, Any] = self._wait(self._proxy(vm_id).launch())
+        except BaseException:
+            self._remove(vm_id)
+            raise
+        return result
+
+    def destroy(self, params: dict[str, Any]) -> bool:
+        vm_id = params["vmID"]
+        self._verb(params, lambda vm: vm.destroy())
+        self._remove(vm_id)
+        return True
+
+    def _media(self, device: Literal["cdrom", "floppy"]) -> Callable[[dict[str, Any]], Any]:
+        def handler(p: dict[str, Any]) -> Any:
+            return self._verb(p, lambda vm: vm.change_media(device, p["path"]))
+
+        return handler
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get_stats(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        self._check_ready()
+        stats = self._board.full_stats(params["vmID"])
+        if not stats:
+            raise NoSuchVM(vmID=params["vmID"])
+        return stats
+
+    def get_vm_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        self._check_ready()
+        if params.get("fullStatus"):
+            return self._board.full_stats()
+        return [{"vmID": v.vm_id, "vmName": v.name, "status": str(v.status)}
+                for v in self._board.views()]
+
+    def get_all_vm_stats(self, _params: dict[str, Any]) -> list[dict[str, Any]]:
+        self._check_ready()
+        return self._board.full_stats()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _check_ready(self) -> None:
+        if not self._ready.is_set():
+            raise Recovering()
+
+    def _proxy(self, vm_id: str) -> VmProxy:
+        info = self._directory.get(f"{self._vms_path}/{vm_id}")
+        if info is None:
+            raise NoSuchVM(vmID=vm_id)
+        ref = self._directory.ref(info.path)  # ActorUnavailable while it restarts
+        return ref.proxy()
+
+    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Any:
+        self._check_ready()
+        vm_id = params["vmID"]
+        try:
+            future = call(self._proxy(vm_id))
+        except pykka.ActorDeadError:
+            raise NoSuchVM(vmID=vm_id) from None
+        return self._wait(future)
+
+    def _wait(self, asked: Any) -> Any:
+        """The outcome of an operation: ``asked`` is the proxy call's pykka future, which
+        resolves (at once) to the operation's own future."""
+        try:
+            operation: Future[Any] = asked.get(timeout=ASK_TIMEOUT)
+        except pykka.Timeout:
+            raise ActorUnavailable(path=self._vms_path, reason="the VM actor did not answer") \
+                from None
+        except pykka.ActorDeadError:
+            raise ActorUnavailable(path=self._vms_path, reason="the VM actor stopped") from None
+        try:
+            return operation.result(timeout=OP_WAIT)
+        except concurrent.futures.TimeoutError:
+            raise VMError(reason=f"the operation did not end within {OP_WAIT:g} s") from None
+
+    def _remove(self, vm_id: str) -> None:
+        """Stop and forget the VM's actor (its VM is gone or never started)."""
+        try:
+            self._vms.proxy().stop_child(vm_id).get(timeout=SUPERVISOR_TIMEOUT)
+        except (pykka.Timeout, pykka.ActorDeadError, VdsmError) as e:
+            log.error("cannot stop the actor of VM %s: %s", vm_id, e)
+        self._board.remove(vm_id)
+        self._registry.remove(vm_id)

@@ -1,0 +1,382 @@
+"""The blocking operations of one VM: hooks and libvirt calls, in the order each verb needs.
+
+:class:`VmOps` is a plain class: each method runs on a :class:`~actors.vm.guestcall.GuestCaller`
+thread that the VM actor started, never on the actor's own thread, because a call into a
+stuck qemu may never return and a hook may run for its whole timeout. A method returns what
+the actor needs to update its state (never touching that state itself) or raises one of the
+agent's errors:
+
+- a libvirt failure becomes :class:`~messaging.errors.VMError` quoting libvirt's message (or
+  ``LibvirtUnavailable`` when the connection itself broke);
+- a failing ``before_*`` hook stops the verb before anything happened
+  (:class:`~messaging.errors.HookError` names the hook);
+- a failing ``after_vm_start``/``after_vm_dehibernate`` hook destroys the VM it just started:
+  no half-started VM is left behind;
+- a failing ``after_*`` hook of another verb fails the verb too, saying that the action
+  itself was done (it cannot be undone).
+
+Start and restore make *transient* domains (``createXML``/``restoreFlags``): libvirt forgets
+them once they stop, and :mod:`actors.vm.recovery` finds running ones by their metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import libvirt
+
+from actors.config import VmConfig
+from actors.host.libvirtconn import LibvirtHandle
+from actors.vm import domxml
+from actors.vm.hooks import HookRunner
+from actors.vm.params import VmParams
+from actors.vm.registry import VmRegistry
+from actors.vm.status import Transition, from_state
+from messaging.errors import (
+    GuestCallTimeout,
+    HookError,
+    LibvirtUnavailable,
+    VdsmError,
+    VMError,
+    VMExists,
+)
+
+log = logging.getLogger(__name__)
+
+LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it gives up
+
+
+class VolumeProvider(Protocol):
+    """What the VMs need from storage: a prepared volume's path, and its teardown."""
+
+    def prepare_volume(self, sp: str, sd: str, img: str, vol: str, /) -> str: ...
+
+    def teardown_volume(self, sp: str, sd: str, img: str, vol: str, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class VmEnv:
+    """What the operations of every VM share (thread-safe, passed explicitly)."""
+
+    libvirt: LibvirtHandle
+    hooks: HookRunner
+    storage: VolumeProvider
+    config: VmConfig
+    owner: str  # written into the metadata: this agent's domains are the ones it recovers
+    serial_dir: Path  # one serial log file per VM here
+    registry: VmRegistry  # the index recovery starts from
+
+
+@dataclass(frozen=True)
+class Started:
+    """A started (or restored) VM: the params its metadata holds and its state."""
+
+    params: VmParams
+    started: float
+    state: Transition
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A running domain found again: its stored params (None if unreadable) and state."""
+
+    params: VmParams | None
+    started: float | None
+    state: Transition
+
+
+class VmOps:
+    """The blocking operations of the VM ``vm_id``. Stateless: safe from any thread."""
+
+    def __init__(self, vm_id: str, env: VmEnv) -> None:
+        self.vm_id = vm_id
+        self.env = env
+
+    @property
+    def serial_log(self) -> Path:
+        return self.env.serial_dir / f"{self.vm_id}.log"
+
+    def hook_budget(self, *hooks: str) -> float:
+        """The most the given hooks may take together (each executable has a timeout)."""
+        scripts = sum(len(self.env.hooks.scripts(h)) for h in hooks)
+        return scripts * (self.env.hooks.timeout + 1.0)
+
+    # --- start, restore, destroy ---------------------------------------------------------
+
+    def start(self, params: VmParams, cancelled: threading.Event) -> Started:
+        """Create (or restore, with ``restore_state``) the domain. ``cancelled`` is set by
+        the actor if it gave up waiting: a domain made after that is destroyed here."""
+        conn = self._conn()
+        self._check_free(conn, params)
+        paths = self._prepare(params)
+        try:
+            started = time.time()
+            stored = params.without_restore_state()
+            self.env.registry.add(stored)  # before the domain exists: a crash cannot lose it
+            if params.restore_state is not None:
+                dom = self._restore(conn, params.restore_state, stored, started)
+                after = "after_vm_dehibernate"
+            else:
+                self.env.serial_dir.mkdir(parents=True, exist_ok=True)
+                xml = domxml.build_domain_xml(
+                    stored, serial_log=str(self.serial_log), drive_paths=paths,
+                    owner=self.env.owner, started=started,
+                )
+                xml = self._hook("before_vm_start", xml, params)
+                with self._libvirt("starting the VM"):
+                    dom = conn.createXML(xml, 0)
+                after = "after_vm_start"
+            if cancelled.is_set():
+                self._kill(dom)
+                raise VMError(reason="the start was abandoned (it took too long)")
+            try:
+                self._hook(after, self._xml(dom), params)
+            except HookError:
+                self._kill(dom)
+                raise
+            with self._libvirt("reading the VM state"):
+                state = from_state(*dom.state())
+            return Started(stored, started, state)
+        except BaseException:
+            self._teardown(params)
+            raise
+
+    def _restore(
+        self, conn: libvirt.virConnect, path: str, stored: VmParams, started: float
+    ) -> libvirt.virDomain:
+        with self._libvirt(f"reading the saved state {path}"):
+            image_xml = conn.saveImageGetXMLDesc(path, 0)
+        owner = domxml.domain_uuid(image_xml)
+        if owner != self.vm_id:
+            raise VMError(reason=f"{path} holds the state of VM {owner}, not of {self.vm_id}")
+        xml = domxml.with_metadata(image_xml, stored, owner=self.env.owner, started=started)
+        xml = self._hook("before_vm_dehibernate", xml, stored)
+        with self._libvirt(f"restoring the VM from {path}"):
+            conn.restoreFlags(path, xml, 0)
+            return conn.lookupByUUIDString(self.vm_id)
+
+    def destroy(self, params: VmParams) -> None:
+        """Power the VM off at once (if it runs) and tear its volumes down."""
+        dom = self._lookup()
+        xml = None
+        if dom is not None:
+            xml = self._xml(dom)
+            self._hook("before_vm_destroy", xml, params)
+            self._kill(dom)
+        self._teardown(params)
+        if xml is not None:
+            self._after("after_vm_destroy", xml, params, "the VM was destroyed")
+
+    def _kill(self, dom: libvirt.virDomain) -> None:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN,
+                                      libvirt.VIR_ERR_OPERATION_INVALID):
+                return  # it is gone already
+            raise self._translate(e, "destroying the VM") from e
+
+    # --- lifecycle verbs -------------------------------------------------------------------
+
+    def pause(self, params: VmParams) -> Transition:
+        dom = self._dom()
+        self._hook("before_vm_pause", self._xml(dom), params)
+        with self._libvirt("pausing the VM"):
+            dom.suspend()
+        self._after("after_vm_pause", self._xml(dom), params, "the VM was paused")
+        return self._state(dom)
+
+    def cont(self, params: VmParams) -> Transition:
+        dom = self._dom()
+        self._hook("before_vm_cont", self._xml(dom), params)
+        with self._libvirt("resuming the VM"):
+            dom.resume()
+        self._after("after_vm_cont", self._xml(dom), params, "the VM was resumed")
+        return self._state(dom)
+
+    def reset(self) -> None:
+        dom = self._dom()
+        with self._libvirt("resetting the VM"):
+            dom.reset(0)
+
+    def shutdown(self, params: VmParams, message: str) -> None:
+        dom = self._dom()
+        self._hook("before_vm_shutdown", self._xml(dom), params)
+        if message:
+            log.info("VM %s: shutting down: %s", self.vm_id, message)
+        with self._libvirt("sending the ACPI power-off"):
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+
+    def hibernate(self, params: VmParams, path: str) -> None:
+        dom = self._dom()
+        xml = self._xml(dom)
+        self._hook("before_vm_hibernate", xml, params)
+        with self._libvirt(f"saving the VM state to {path}"):
+            dom.save(path)
+        self._after("after_vm_hibernate", xml, params, "the VM state was saved")
+
+    # --- devices ---------------------------------------------------------------------------
+
+    def set_ticket(self, params: VmParams, password: str, ttl: int) -> None:
+        dom = self._dom()
+        with self._libvirt("reading the display"):
+            secure = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+        try:
+            device = domxml.graphics_ticket_xml(secure, password, time.time() + ttl)
+        except LookupError as e:
+            raise VMError(reason=str(e)) from None
+        xml = self._xml(dom)
+        self._hook("before_vm_set_ticket", xml, params)
+        with self._libvirt("setting the display password"):
+            dom.updateDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self._after("after_vm_set_ticket", xml, params, "the ticket was set")
+
+    def change_media(
+        self,
+        params: VmParams,
+        device: Literal["cdrom", "floppy"],
+        path: str,
+        started: float | None,
+    ) -> VmParams:
+        """Insert ``path`` ("" ejects); returns the params with the new media (also stored)."""
+        try:
+            changed = params.with_media(device, path)
+            disk = domxml.change_media_xml(self._xml(dom := self._dom()), device, path)
+        except LookupError as e:
+            raise VMError(reason=str(e)) from None
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+        with self._libvirt(f"changing the {device} media"):
+            dom.updateDeviceFlags(disk, live | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+        with self._libvirt("storing the VM parameters"):
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                domxml.metadata_xml(changed, owner=self.env.owner, started=started),
+                domxml.METADATA_PREFIX, domxml.METADATA_NS, live,
+            )
+        return changed
+
+    # --- re-attaching ----------------------------------------------------------------------
+
+    def attach(self) -> Attached | None:
+        """The running domain and what its metadata says; None when there is none."""
+        dom = self._lookup()
+        if dom is None:
+            return None
+        with self._libvirt("reading the VM"):
+            stored = domxml.read_metadata(dom.XMLDesc(0))
+            state = from_state(*dom.state())
+        params = None
+        if stored is not None:
+            try:
+                params = VmParams.from_dict(self.vm_id, stored.params)
+            except (VdsmError, KeyError, TypeError, ValueError) as e:
+                log.error("VM %s: its stored params are unusable: %s", self.vm_id, e)
+        return Attached(params, stored.started if stored else None, state)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _conn(self) -> libvirt.virConnect:
+        return self.env.libvirt.get()
+
+    def _lookup(self) -> libvirt.virDomain | None:
+        try:
+            return self._conn().lookupByUUIDString(self.vm_id)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise self._translate(e, "looking the VM up") from e
+
+    def _dom(self) -> libvirt.virDomain:
+        dom = self._lookup()
+        if dom is None:
+            raise VMError(reason=f"VM {self.vm_id} is not running (no libvirt domain)")
+        return dom
+
+    def _xml(self, dom: libvirt.virDomain) -> str:
+        with self._libvirt("reading the domain XML"):
+            xml: str = dom.XMLDesc(0)
+        return xml
+
+    def _state(self, dom: libvirt.virDomain) -> Transition:
+        with self._libvirt("reading the VM state"):
+            return from_state(*dom.state())
+
+    def _check_free(self, conn: libvirt.virConnect, params: VmParams) -> None:
+        for lookup, key in ((conn.lookupByUUIDString, self.vm_id), (conn.lookupByName,
+                                                                    params.name)):
+            try:
+                other = lookup(key)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise self._translate(e, "looking the VM up") from e
+            if key == self.vm_id:
+                raise VMExists(vmID=self.vm_id)
+            raise VMError(reason=f"a VM named {params.name!r} already exists "
+                                 f"(vmID {other.UUIDString()})")
+
+    def _prepare(self, params: VmParams) -> dict[int, str]:
+        paths: dict[int, str] = {}
+        try:
+            for drive in params.drives:
+                if drive.volume is not None:
+                    v = drive.volume
+                    paths[drive.index] = self.env.storage.prepare_volume(
+                        v.pool_id, v.domain_id, v.image_id, v.volume_id
+                    )
+        except BaseException:
+            self._teardown(params, only=set(paths))
+            raise
+        return paths
+
+    def _teardown(self, params: VmParams, only: set[int] | None = None) -> None:
+        for drive in params.drives:
+            v = drive.volume
+            if v is None or (only is not None and drive.index not in only):
+                continue
+            try:
+                self.env.storage.teardown_volume(v.pool_id, v.domain_id, v.image_id,
+                                                 v.volume_id)
+            except Exception as e:  # noqa: BLE001 - one volume's teardown must not stop the rest
+                log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id,
+                            v.volume_id, e)
+
+    def _hook(self, hook: str, xml: str, params: VmParams) -> str:
+        return self.env.hooks.run(hook, xml, vm_id=self.vm_id, env=params.custom)
+
+    def _after(self, hook: str, xml: str, params: VmParams, done: str) -> None:
+        try:
+            self._hook(hook, xml, params)
+        except HookError as e:
+            reason = f"{e.fields.get('reason', e.message)} ({done} nevertheless)"
+            raise HookError(hook=e.fields.get("hook", hook), reason=reason) from None
+
+    @contextlib.contextmanager
+    def _libvirt(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except libvirt.libvirtError as e:
+            raise self._translate(e, what) from e
+
+    def _translate(self, error: libvirt.libvirtError, what: str) -> VdsmError:
+        """A libvirt error as the agent reports it. Only a dead connection is
+        ``LibvirtUnavailable``: error codes cannot tell (VIR_ERR_SYSTEM_ERROR also means "no
+        such kernel file", an RPC error may be libvirtd's own trouble with virtlogd)."""
+        if error.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+            return GuestCallTimeout(vmID=self.vm_id, call=what, timeout=LIBVIRT_JOB_WAIT)
+        if not self._connection_alive():
+            return LibvirtUnavailable(reason=str(error))
+        return VMError(reason=f"{what} failed: {error.get_error_message()}")
+
+    def _connection_alive(self) -> bool:
+        try:
+            return bool(self.env.libvirt.get().isAlive() == 1)  # local check, no RPC
+        except (LibvirtUnavailable, libvirt.libvirtError):
+            return False

@@ -1,0 +1,237 @@
+"""Helpers of the process-level VM tests: a vdsmd with VM settings, guests, cleanup.
+
+Every domain a test's vdsmd makes carries that vdsmd's ``owner`` tag (its state directory)
+in its metadata, so :func:`destroy_owned` finds and destroys them all after the test, even
+when the vdsmd was killed or the test failed, without touching the domains of tests that
+run in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from actors.vm import domxml
+from messaging.client import ClientError
+from tests import guest as g
+from tests.harness import Vdsmd, wait_for
+from tests.privlibvirt import DIRS, PrivateLibvirtd
+
+BOOT_TIMEOUT = 120.0
+STATUS_TIMEOUT = 60.0
+
+
+def config(hooks_dir: Path, **vm: Any) -> str:
+    """A vdsmd config: fault injection on, short VM timings (overridable)."""
+    settings = {"powering_up": 1.0, "call_timeout": 5.0, "hook_timeout": 5.0, **vm}
+    lines = ["[debug]", "fault_injection = true", "[vm]", f'hooks_dir = "{hooks_dir}"']
+    lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
+              for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def owner(agent: Vdsmd) -> str:
+    return str(agent.state_dir.resolve())
+
+
+def serial_log(agent: Vdsmd, vm_id: str) -> Path:
+    return agent.state_dir / "vms" / f"{vm_id}.log"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def name() -> str:
+    return f"vmt-{uuid.uuid4().hex[:10]}"
+
+
+def guest_params(image: g.GuestImage, mode: str = "idle", **overrides: Any) -> dict[str, Any]:
+    """vmParams of the tiny test guest (TCG, 128 MiB)."""
+    params: dict[str, Any] = {
+        "vmName": name(),
+        "memSize": 128,
+        "emulator": "qemu",
+        "kernel": str(image.kernel),
+        "initrd": str(image.initrd),
+        # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can
+        # fail and panic ("IO-APIC + timer doesn't work!"), seen with 20 guests booting.
+        "kernelArgs": f"{g.kernel_cmdline(mode)} no_timer_check",
+    }
+    params.update(overrides)
+    return params
+
+
+def bare_params(**overrides: Any) -> dict[str, Any]:
+    """vmParams of a VM with no OS: qemu runs SeaBIOS, finds nothing to boot, idles."""
+    params: dict[str, Any] = {"vmName": name(), "memSize": 96, "emulator": "qemu"}
+    params.update(overrides)
+    return params
+
+
+def error(call: Callable[[], Any]) -> ClientError:
+    """The error reply ``call`` gets (AssertionError when it succeeds)."""
+    try:
+        result = call()
+    except ClientError as e:
+        return e
+    raise AssertionError(f"expected an error reply, got {result!r}")
+
+
+def status(agent: Vdsmd, vm_id: str) -> dict[str, Any]:
+    stats: dict[str, Any] = agent.call("VM.getStats", vmID=vm_id)[0]
+    return stats
+
+
+def wait_status(agent: Vdsmd, vm_id: str, wanted: str,
+                timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        stats = status(agent, vm_id)
+        return stats if stats["status"] == wanted else None
+
+    found: dict[str, Any] = wait_for(check, timeout, interval=0.1,
+                                     what=f"VM {vm_id} to be {wanted}")
+    return found
+
+
+def wait_ready(agent: Vdsmd) -> None:
+    """Until the agent's first recovery pass is done (VM verbs answer, not 100)."""
+    def ready() -> bool:
+        try:
+            agent.call("Host.getVMList")
+        except ClientError as e:
+            if e.code == 100:
+                return False
+            raise
+        return True
+
+    wait_for(ready, 30, interval=0.05, what="recovery")
+
+
+def vm_actors(agent: Vdsmd) -> list[str]:
+    return [a["path"] for a in agent.call("Actors.list")
+            if a["path"].startswith("/vms/") and a["path"] != "/vms/sampler"]
+
+
+def qemu_pid(vm_name: str, run_dir: Path = Path("/run/libvirt/qemu")) -> int:
+    return int((run_dir / f"{vm_name}.pid").read_text().strip())
+
+
+def domain_exists(conn: libvirt.virConnect, vm_id: str) -> bool:
+    try:
+        conn.lookupByUUIDString(vm_id)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def destroy_owned(conn: libvirt.virConnect, tag: str,
+                  run_dir: Path = Path("/run/libvirt/qemu")) -> list[str]:
+    """Continue and destroy every domain whose metadata names ``tag`` as its owner."""
+    destroyed = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            stored = domxml.read_metadata(
+                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS))
+        except (libvirt.libvirtError, ValueError):
+            continue
+        if stored is None or stored.owner != tag:
+            continue
+        with contextlib.suppress(OSError, ValueError, libvirt.libvirtError):
+            os.kill(qemu_pid(dom.name(), run_dir), signal.SIGCONT)
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.destroy()
+            destroyed.append(dom.name())
+    return destroyed
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """SIGSTOP ``pid`` for the block; SIGCONT it in any case."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def hook(hooks_dir: Path, hook_name: str, script: str, body: str) -> Path:
+    """An executable hook script ``hooks_dir/hook_name/script`` running ``body`` (sh)."""
+    directory = hooks_dir / hook_name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / script
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since
+
+
+def domain_exists_by_name(conn: libvirt.virConnect, vm_name: str) -> bool:
+    try:
+        conn.lookupByName(vm_name)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+class GuestLibvirtd(PrivateLibvirtd):
+    """A private libvirtd that can run guests: with a virtlogd of its own in its namespace
+    (qemu's output goes through virtlogd). The virtlogd outlives a killed libvirtd, as it
+    would on a host, and is stopped by :meth:`close`."""
+
+    def start(self, timeout: float = 20.0) -> None:
+        mounts = " && ".join(
+            f"mount --bind {self.workdir / name} {target}" for name, target in DIRS.items()
+        )
+        virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'} || true)"
+        script = f"{mounts} && {virtlogd} && exec libvirtd -p {self.workdir / 'libvirtd.pid'}"
+        with (self.workdir / "libvirtd.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"private libvirtd exited with {self.proc.returncode}")
+            if self.socket.exists():
+                with contextlib.suppress(libvirt.libvirtError):
+                    libvirt.open(self.uri).close()
+                    return
+            time.sleep(0.1)
+        raise TimeoutError("private libvirtd did not answer")
+
+    @property
+    def qemu_run_dir(self) -> Path:
+        return self.workdir / "run" / "qemu"
+
+    def close(self) -> None:
+        """Destroy its guests, stop it and its virtlogd."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn = libvirt.open(self.uri)
+                try:
+                    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                        with contextlib.suppress(libvirt.libvirtError):
+                            dom.destroy()
+                finally:
+                    conn.close()
+        self.kill()
+        for pid_file in self.qemu_run_dir.glob("*.pid") if self.qemu_run_dir.exists() else ():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((self.workdir / "virtlogd.pid").read_text().strip()), signal.SIGTERM)
