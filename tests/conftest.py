@@ -15,7 +15,7 @@ from tests.harness import Vdsmd, running_vdsmd
 def vdsmd(tmp_path: Path) -> Iterator[Vdsmd]:
     """A vdsmd with default settings (fault injection on, for supervision tests)."""
     with running_vdsmd(tmp_path / "vdsmd", config="[debug]\nfault_injection = true\n") as d:
-        yield d
+        yield d.wait_ready()
 
 
 @pytest.fixture

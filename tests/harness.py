@@ -82,6 +82,20 @@ class Vdsmd:
             time.sleep(0.05)
         raise TimeoutError(f"vdsmd did not answer within {timeout} s:\n{self.log()}")
 
+    def wait_ready(self, timeout: float = 60.0) -> Vdsmd:
+        """Until the first VM recovery pass is done (VM verbs answer, not code 100)."""
+        def ready() -> bool:
+            try:
+                self.call("Host.getVMList")
+            except ClientError as e:
+                if e.code == 100:
+                    return False
+                raise
+            return True
+
+        wait_for(ready, timeout, interval=0.05, what="VM recovery")
+        return self
+
     def client(self, timeout: float = 30.0) -> Client:
         return Client(self.api, timeout=timeout)
 

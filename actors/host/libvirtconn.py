@@ -84,15 +84,25 @@ class LibvirtHandle:
         self._reason = reason
 
     def translate(self, error: libvirt.libvirtError) -> BaseException:
-        """A libvirtError raised because the connection broke becomes LibvirtUnavailable."""
-        code = error.get_error_code()
-        if not self.connected or code in (
+        """A libvirtError raised because the connection broke becomes LibvirtUnavailable.
+
+        libvirt reports local failures (a missing file) with VIR_ERR_SYSTEM_ERROR too, so
+        the error code alone does not tell: the connection must also be dead."""
+        conn = self._conn
+        if conn is None:
+            return LibvirtUnavailable(reason=str(error))
+        if error.get_error_code() in (
             libvirt.VIR_ERR_SYSTEM_ERROR,
             libvirt.VIR_ERR_RPC,
             libvirt.VIR_ERR_NO_CONNECT,
             libvirt.VIR_ERR_INVALID_CONN,
         ):
-            return LibvirtUnavailable(reason=str(error))
+            try:
+                alive = conn.isAlive() == 1
+            except libvirt.libvirtError:
+                alive = False
+            if not alive:
+                return LibvirtUnavailable(reason=str(error))
         translated: BaseException = error
         return translated
 

@@ -63,9 +63,7 @@ def guest_params(image: g.GuestImage, mode: str = "idle", **overrides: Any) -> d
         "emulator": "qemu",
         "kernel": str(image.kernel),
         "initrd": str(image.initrd),
-        # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can
-        # fail and panic ("IO-APIC + timer doesn't work!"), seen with 20 guests booting.
-        "kernelArgs": f"{g.kernel_cmdline(mode)} no_timer_check",
+        "kernelArgs": g.kernel_cmdline(mode),
     }
     params.update(overrides)
     return params
@@ -105,16 +103,7 @@ def wait_status(agent: Vdsmd, vm_id: str, wanted: str,
 
 def wait_ready(agent: Vdsmd) -> None:
     """Until the agent's first recovery pass is done (VM verbs answer, not 100)."""
-    def ready() -> bool:
-        try:
-            agent.call("Host.getVMList")
-        except ClientError as e:
-            if e.code == 100:
-                return False
-            raise
-        return True
-
-    wait_for(ready, 30, interval=0.05, what="recovery")
+    agent.wait_ready(30)
 
 
 def vm_actors(agent: Vdsmd) -> list[str]:
