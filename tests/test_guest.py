@@ -31,7 +31,8 @@ MIB = 1 << 20
 @pytest.mark.timeout(10)
 def test_kernel_cmdline_selects_mode_and_parameters() -> None:
     line = g.kernel_cmdline("write", mib=16, chunk=2)
-    assert line == "console=ttyS0 quiet panic=-1 vdsm.mode=write vdsm.mib=16 vdsm.chunk=2"
+    assert line == ("console=ttyS0 quiet panic=-1 no_timer_check vdsm.mode=write vdsm.mib=16 "
+                    "vdsm.chunk=2")
     assert g.kernel_cmdline("idle").startswith("console=ttyS0 quiet panic=-1 ")
     with pytest.raises(ValueError, match="unknown guest mode"):
         g.kernel_cmdline("dance")

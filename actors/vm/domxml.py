@@ -21,10 +21,12 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import stat
 import time
 import xml.etree.ElementTree as ET  # the XML comes from our builder or from libvirtd
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from actors.vm.params import Drive, Nic, VmParams
@@ -42,8 +44,16 @@ _FORMAT = {"cow": "qcow2", "raw": "raw"}
 
 
 def is_block_device(path: str) -> bool:
-    """A path under /dev is a block device (a loop device, an LV, a multipath map)."""
-    return path.startswith("/dev/")
+    """A path under /dev (a loop device, an LV, a multipath map), or a link to a block
+    device such as the storage layer's prepared-volume links, is a block device.
+
+    Follows symlinks with stat(): call it off the actor thread (the XML is built there)."""
+    if path.startswith("/dev/"):
+        return True
+    try:
+        return stat.S_ISBLK(Path(path).stat().st_mode)
+    except OSError:
+        return False
 
 
 def disk_targets(params: VmParams) -> dict[int, str]:

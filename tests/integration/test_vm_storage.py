@@ -1,0 +1,107 @@
+"""A real guest on a volume of a real storage domain, end to end through vdsmd's API.
+
+Storage is connected, a domain and pool are created, a volume is created as a task; a VM
+whose drive is named by pool/domain/image/volume boots, writes to it with O_DIRECT and
+powers off; the data is in the volume, and the VM's teardown released the volume's loop
+devices.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests import guest as g
+from tests.storage.helpers import loop_devices_of
+from tests.storage.rig import Rig, new_id
+from tests.vm import agent as a
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt, pytest.mark.root]
+
+WRITE_MIB = 16
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    config = a.config(hooks) + "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+    rig = Rig(tmp_path, config=config)
+    conn = libvirt.open("qemu:///system")
+    try:
+        yield rig
+    finally:
+        try:
+            if rig.daemon is not None:
+                a.destroy_owned(conn, a.owner(rig.daemon))
+        finally:
+            conn.close()
+            rig.cleanup()
+
+
+def allocated_bytes(path: str) -> int:
+    """Bytes of guest data the qcow2 at ``path`` holds (from qemu-img map)."""
+    out = subprocess.run(["qemu-img", "map", "--output=json", "-U", path], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return sum(e["length"] for e in json.loads(out) if e.get("data"))
+
+
+@pytest.mark.parametrize("kind", ["loop", "localfs"])
+def test_guest_writes_to_a_pool_volume(rig: Rig, tmp_path: Path, kind: str) -> None:
+    image = g.build_guest()
+    rig.start().wait_ready()
+    base = rig.local_dir("storage")
+    sd = rig.domain(kind, str(base))
+    sp = rig.pool(sd)
+    rig.wait_valid(sd)
+    img, vol, task = rig.create_volume(sp, sd, size=128 << 20, fmt="cow")
+    assert rig.task(task)["taskResult"] == "success"
+    ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": img, "volumeID": vol}
+
+    vm_id = a.new_id()
+    drive: dict[str, Any] = {"poolID": sp, "domainID": sd, "imageID": img,
+                             "volumeID": vol, "format": "cow", "iface": "virtio"}
+    params = a.guest_params(image, "write", drives=[drive])
+    params["kernelArgs"] = g.kernel_cmdline("write", mib=WRITE_MIB, fill="ones")
+    assert rig.call("VM.create", vmID=vm_id, vmParams=params)["vmID"] == vm_id
+    g.wait_for_marker(a.serial_log(rig.d, vm_id), f"VDSM-GUEST WRITE-DONE {WRITE_MIB}",
+                      timeout=a.BOOT_TIMEOUT)
+    down = a.wait_status(rig.d, vm_id, "Down")
+    assert down.get("exitReason") in ("shutdown", "poweroff", "guest-shutdown",
+                                      "shutdown by guest", None) or "exitReason" in down
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    if kind == "loop":
+        # the VM's teardown detached the volume's loop devices
+        assert loop_devices_of(tmp_path) == []
+
+    prepared = rig.call("Image.prepare", **ids)
+    try:
+        assert allocated_bytes(prepared["path"]) >= WRITE_MIB << 20
+        info = rig.call("Volume.getInfo", **ids)
+        assert info["format"].lower() == "cow"
+        assert info["legality"].upper() == "LEGAL"
+    finally:
+        assert rig.call("Image.teardown", storagepoolID=sp, storagedomainID=sd,
+                        imageID=img, volumeID=vol) is True
+
+
+def test_a_vm_on_a_missing_volume_fails_cleanly(rig: Rig) -> None:
+    image = g.build_guest()
+    rig.start().wait_ready()
+    base = rig.local_dir("storage")
+    sd = rig.domain("localfs", str(base))
+    sp = rig.pool(sd)
+    vm_id = a.new_id()
+    drive = {"poolID": sp, "domainID": sd, "imageID": new_id(), "volumeID": new_id(),
+             "format": "cow"}
+    error = rig.error("VM.create", vmID=vm_id, vmParams=a.guest_params(image, drives=[drive]))
+    assert 200 <= error.code < 300, error
+    assert "no such" in error.message.lower()
+    assert not any(p.endswith(vm_id) for p in a.vm_actors(rig.d))
+    assert all(v["vmID"] != vm_id for v in rig.call("Host.getVMList"))
