@@ -20,6 +20,7 @@ never waits on this actor, and this actor never waits on its supervisor).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 POOL_CHILD = "pool"
 RETRY_INITIAL = 1.0
 RETRY_MAX = 30.0
-ASK_TIMEOUT = 10.0
 
 MonitorSpec = Callable[[str, int], ChildSpec]
 Change = Callable[[DomainLocator, PoolMetadata], PoolMetadata]
@@ -285,7 +285,11 @@ class PoolActor(SupervisedActor):
         else:
             self.check_domain(sd_uuid, active=True)
         self._check_writable()
-        task_id: str = self.tasks.proxy().submit(verb, params).get(timeout=ASK_TIMEOUT)
+        # Not waited on: the pool actor never blocks on another actor. The task manager
+        # handles this before any later request that names the task id (its inbox is FIFO
+        # and the id only reaches the client after this message was queued).
+        task_id = str(uuid.uuid4())
+        self.tasks.proxy().submit(verb, params, task_id=task_id)
         return task_id
 
     # --- monitors ------------------------------------------------------------------------

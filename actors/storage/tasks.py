@@ -159,11 +159,12 @@ class TaskManager(SupervisedActor):
 
     # --- verbs -------------------------------------------------------------------------
 
-    def submit(self, verb: str, params: dict[str, Any]) -> str:
-        """Queue a task of kind ``verb``; its id."""
+    def submit(self, verb: str, params: dict[str, Any], task_id: str | None = None) -> str:
+        """Queue a task of kind ``verb`` (with ``task_id`` when the caller chose it); its id."""
         if verb not in self.builders:
+            log.error("refusing a task of unknown kind %s", verb)
             raise ValueError(f"no task kind {verb}")
-        record = self._set(TaskRecord(str(uuid.uuid4()), verb, params))
+        record = self._set(TaskRecord(task_id or str(uuid.uuid4()), verb, params))
         abort = Aborter(record.task_id)
         self._aborters[record.task_id] = abort
         self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
