@@ -16,13 +16,14 @@ from actors.directory import ActorDirectory
 from tests.storage.helpers import loop_devices_of, sh
 from tests.storage.rig import Rig
 
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="storage tests need root (loop devices, mounts)")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if os.geteuid() != 0:
-        skip = pytest.mark.skip(reason="storage tests need root (loop devices, mounts)")
-        for item in items:
-            if "tests/storage/" in str(item.fspath):
-                item.add_marker(skip)
+    for item in items:
+        if "tests/storage/" in str(item.fspath):
+            item.add_marker(NEEDS_ROOT)
 
 
 @pytest.fixture
