@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 
 MAX_CHAIN = 256
 
+Links = list[tuple[tuple[str, str], tuple[str, str]]]
 
-def check_no_outside_children(
-        img_uuid: str, links: list[tuple[tuple[str, str], tuple[str, str]]]) -> None:
+
+def check_no_outside_children(img_uuid: str, links: Links) -> None:
     """Refuse to delete an image whose volume is the parent of a volume in another image.
 
     ``links`` are ``(parent, child)`` pairs of ``(img, vol)`` over the whole domain.
@@ -44,6 +45,27 @@ def check_no_outside_children(
         if parent_img == img_uuid and child_img != img_uuid:
             raise StorageError(reason=f"volume {parent_vol} is the parent of {child_vol} in "
                                f"image {child_img}")
+
+
+def delete_image_volumes(img_uuid: str, volumes: list[str], links: Links,
+                         delete_volume: Callable[[str, str], None]) -> None:
+    """Delete ``volumes`` of an image leaves first (a parent after all its children).
+
+    ``links`` are the domain's ``(parent, child)`` pairs of ``(img, vol)``; an image whose
+    volume is the parent of a volume in another image is refused before anything is deleted.
+    """
+    check_no_outside_children(img_uuid, links)
+    remaining = list(volumes)
+    for _ in range(len(remaining) + 1):
+        if not remaining:
+            return
+        parents = {parent for parent, child in links if child[1] in remaining}
+        leaves = [v for v in remaining if (img_uuid, v) not in parents]
+        if not leaves:
+            raise StorageError(reason=f"image {img_uuid} has a volume chain loop")
+        for vol in leaves:
+            delete_volume(img_uuid, vol)
+            remaining.remove(vol)
 
 
 class FileDomain(FileVolumeCreation):
@@ -116,20 +138,10 @@ class FileDomain(FileVolumeCreation):
         self.layout.image(img_uuid).mkdir(exist_ok=True)
 
     def delete_image(self, img_uuid: str) -> None:
-        remaining = list(self.list_volumes(img_uuid))
         links = [((m.parent_img, m.parent_vol), (i, v))
                  for i, v, m in self.layout.all_volume_meta()]
-        check_no_outside_children(img_uuid, links)
-        for _ in range(len(remaining) + 1):
-            if not remaining:
-                break
-            parents = {parent for parent, child in links if child[1] in remaining}
-            leaves = [v for v in remaining if (img_uuid, v) not in parents]
-            if not leaves:
-                raise StorageError(reason=f"image {img_uuid} has a volume chain loop")
-            for vol in leaves:
-                self.delete_volume(img_uuid, vol)
-                remaining.remove(vol)
+        delete_image_volumes(img_uuid, list(self.list_volumes(img_uuid)), links,
+                             self.delete_volume)
         image = self.layout.image(img_uuid)
         for leftover in image.glob(".*.tmp-*"):
             fileutil.remove(leftover)

@@ -18,7 +18,7 @@ from actors.storage.lvm import LvInfo, Lvm
 from actors.storage.sd import blocksize, lvmtags
 from actors.storage.sd import metadata as md
 from actors.storage.sd.filecreate import backing_name
-from actors.storage.sd.filedomain import MAX_CHAIN, check_no_outside_children
+from actors.storage.sd.filedomain import MAX_CHAIN, delete_image_volumes
 from actors.storage.sd.records import (
     Legality,
     PreparedLayer,
@@ -119,22 +119,12 @@ class LvmVolumes:
         check_uuid(img_uuid, "imageID")
 
     def delete_image(self, img_uuid: str) -> None:
-        remaining = list(self.list_volumes(img_uuid))
         links = []
         for name, lv in self.volume_lvs().items():
             meta = self._meta(lv)
             links.append(((meta.parent_img, meta.parent_vol), (meta.img_uuid, name)))
-        check_no_outside_children(img_uuid, links)
-        for _ in range(len(remaining) + 1):
-            if not remaining:
-                return
-            parents = {parent for parent, child in links if child[1] in remaining}
-            leaves = [v for v in remaining if (img_uuid, v) not in parents]
-            if not leaves:
-                raise StorageError(reason=f"image {img_uuid} has a volume chain loop")
-            for vol in leaves:
-                self.delete_volume(img_uuid, vol)
-                remaining.remove(vol)
+        delete_image_volumes(img_uuid, list(self.list_volumes(img_uuid)), links,
+                             self.delete_volume)
 
     # --- volumes ---------------------------------------------------------------------
 
