@@ -357,20 +357,32 @@ class LibvirtActor(SupervisedActor):
 
 
 def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
-    """libvirt.open on a throwaway thread, so a hung libvirtd cannot hang the actor."""
+    """libvirt.open on a throwaway thread, so a hung libvirtd cannot hang the actor.
+
+    A connection that opens only after the timeout is closed by that thread."""
     outcome: list[Any] = []
+    lock = threading.Lock()
+    gave_up = threading.Event()
 
     def run() -> None:
         try:
-            outcome.append(libvirt.open(uri))
+            result: Any = libvirt.open(uri)
         except libvirt.libvirtError as e:
-            outcome.append(e)
+            result = e
+        with lock:
+            if not gave_up.is_set():
+                outcome.append(result)
+                return
+        if isinstance(result, libvirt.virConnect):
+            _close_quietly(result)
 
     thread = threading.Thread(target=run, name="libvirt-open", daemon=True)
     thread.start()
     thread.join(timeout)
-    if not outcome:
-        raise TimeoutError(f"libvirt.open({uri}) did not return within {timeout:g} s")
+    with lock:
+        if not outcome:
+            gave_up.set()
+            raise TimeoutError(f"libvirt.open({uri}) did not return within {timeout:g} s")
     result = outcome[0]
     if isinstance(result, libvirt.libvirtError):
         raise result
