@@ -47,6 +47,24 @@ def check_no_outside_children(img_uuid: str, links: Links) -> None:
                                f"image {child_img}")
 
 
+def walk_chain(img_uuid: str, vol_uuid: str,
+               read_meta: Callable[[str, str], md.VolumeMetadata], *,
+               require_legal: bool) -> list[tuple[str, str, md.VolumeMetadata]]:
+    """A volume and its ancestors, top first, following each volume's parent in
+    ``read_meta(img, vol)`` (which raises NoSuchVolume); each LEGAL when ``require_legal``."""
+    found: list[tuple[str, str, md.VolumeMetadata]] = []
+    img, vol = check_uuid(img_uuid, "imageID"), check_uuid(vol_uuid, "volumeID")
+    for _ in range(MAX_CHAIN):
+        meta = read_meta(img, vol)
+        if require_legal and meta.legality is not Legality.LEGAL:
+            raise StorageError(reason=f"volume {vol} of image {img} is ILLEGAL")
+        found.append((img, vol, meta))
+        if not meta.has_parent:
+            return found
+        img, vol = meta.parent_img, meta.parent_vol
+    raise StorageError(reason=f"the chain of volume {vol_uuid} is longer than {MAX_CHAIN}")
+
+
 def delete_image_volumes(img_uuid: str, volumes: list[str], links: Links,
                          delete_volume: Callable[[str, str], None]) -> None:
     """Delete ``volumes`` of an image leaves first (a parent after all its children).
@@ -169,17 +187,8 @@ class FileDomain(FileVolumeCreation):
     def chain(self, img_uuid: str, vol_uuid: str, *, require_legal: bool = True,
               ) -> list[tuple[str, str, md.VolumeMetadata]]:
         """The volume and its ancestors, top first (each LEGAL when ``require_legal``)."""
-        found: list[tuple[str, str, md.VolumeMetadata]] = []
-        img, vol = check_uuid(img_uuid, "imageID"), check_uuid(vol_uuid, "volumeID")
-        for _ in range(MAX_CHAIN):
-            meta = self.layout.read_volume_meta(img, vol)
-            if require_legal and meta.legality is not Legality.LEGAL:
-                raise StorageError(reason=f"volume {vol} of image {img} is ILLEGAL")
-            found.append((img, vol, meta))
-            if not meta.has_parent:
-                return found
-            img, vol = meta.parent_img, meta.parent_vol
-        raise StorageError(reason=f"the chain of volume {vol_uuid} is longer than {MAX_CHAIN}")
+        return walk_chain(img_uuid, vol_uuid, self.layout.read_volume_meta,
+                          require_legal=require_legal)
 
     def prepare(self, img_uuid: str, vol_uuid: str) -> PreparedVolume:
         layers = []

@@ -18,7 +18,7 @@ from actors.storage.lvm import LvInfo, Lvm
 from actors.storage.sd import blocksize, lvmtags
 from actors.storage.sd import metadata as md
 from actors.storage.sd.filecreate import backing_name
-from actors.storage.sd.filedomain import MAX_CHAIN, delete_image_volumes
+from actors.storage.sd.filedomain import delete_image_volumes, walk_chain
 from actors.storage.sd.records import (
     Legality,
     PreparedLayer,
@@ -218,20 +218,14 @@ class LvmVolumes:
 
     def chain(self, img_uuid: str, vol_uuid: str, *, require_legal: bool = True) -> Chain:
         lvs = self.volume_lvs()
-        found: Chain = []
-        img, vol = check_uuid(img_uuid, "imageID"), check_uuid(vol_uuid, "volumeID")
-        for _ in range(MAX_CHAIN):
+
+        def read_meta(img: str, vol: str) -> md.VolumeMetadata:
             lv = lvs.get(vol)
             if lv is None or lvmtags.image_of(lv.tags) != img:
                 raise NoSuchVolume(volUUID=vol, imgUUID=img, sdUUID=self.sd_uuid)
-            meta = self._meta(lv)
-            if require_legal and meta.legality is not Legality.LEGAL:
-                raise StorageError(reason=f"volume {vol} of image {img} is ILLEGAL")
-            found.append((img, vol, meta))
-            if not meta.has_parent:
-                return found
-            img, vol = meta.parent_img, meta.parent_vol
-        raise StorageError(reason=f"the chain of volume {vol_uuid} is longer than {MAX_CHAIN}")
+            return self._meta(lv)
+
+        return walk_chain(img_uuid, vol_uuid, read_meta, require_legal=require_legal)
 
     def link(self, img_uuid: str, vol_uuid: str) -> Path:
         return (self.run_dir / self.sd_uuid / check_uuid(img_uuid, "imageID")
