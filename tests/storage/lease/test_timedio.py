@@ -49,7 +49,7 @@ def test_stuck_call_is_abandoned_and_new_calls_fail_at_once_until_it_returns() -
     io = TimedIO("stuck", timeout=0.2)
     gate = threading.Event()
     try:
-        with pytest.raises(IoTimeout, match="stuck: no answer within 0.2 s"):
+        with pytest.raises(IoTimeout, match=r"stuck: no answer within 0\.2 s"):
             io.run(gate.wait)
         assert io.busy_since is not None
         for _ in range(3):
