@@ -76,8 +76,12 @@ class DeltaLease:
         owner = record.owner if record is not None else "an unreadable record"
         return HostIdInUse(lease=self.name, host_id=self.host_id, owner=owner)
 
-    def acquire(self) -> float:
+    def acquire(self, *, previous_dead: bool = False) -> float:
         """Take the host id; return the validity deadline (at once if still held).
+
+        ``previous_dead``: the caller knows that every earlier incarnation of this owner on
+        this host is dead (the keeper checked its predecessor's pid file and killed it): a
+        record with our owner name is then claimed without watching it.
 
         A free or released slot (or our own record, once our deadline has passed) is claimed
         with a new generation, read back after ``settle`` (2 x io_timeout) and is ours if the
@@ -91,7 +95,8 @@ class DeltaLease:
             record = self._decode(first.value)
         except ChecksumError:
             record = None  # garbage: watched like a live record, never trusted
-        ours = first.value == self._written and self.clock() >= self.deadline
+        ours = (first.value == self._written and self.clock() >= self.deadline) or (
+            previous_dead and record is not None and record.owner == self.owner)
         if not ours and first.value.count(b"\0") != len(first.value) and (
                 record is None or record.flags is not HostFlags.RELEASED):
             self._watch(first, record)

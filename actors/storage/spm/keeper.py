@@ -54,6 +54,7 @@ class Keeper:
         self.writer: WriterProcess | None = None
         self.last_hb = time.monotonic()
         self.stopping = threading.Event()
+        self.exit_code = 0
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -145,11 +146,15 @@ class Keeper:
                 self._handle_inbox()
                 self._watch_agent()
                 self._watch_parent()
+                if not self.renewer.alive:
+                    log.error("the renewal thread is gone: exiting (vdsmd restarts the keeper)")
+                    self.exit_code = 1
+                    break
         finally:
             self._shutdown()
             sock.close(linger=0)
             context.term()
-        return 0
+        return self.exit_code
 
     def _poll_ms(self) -> int:
         return int(min(self.config.renew_interval, self.config.agent_timeout / 4) * 1000)

@@ -77,7 +77,18 @@ class Renewer:
         self.on_change(state)
         return state
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            log.exception("the renewal thread failed: the keeper must restart")
+            raise
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
             if self.state.state != "live":
