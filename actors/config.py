@@ -149,8 +149,8 @@ class SpmConfig:
                      "heartbeat_interval", "kill_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[spm] {name} must be positive")
-        if self.lease_time <= self.renew_interval + self.io_timeout + self.kill_grace:
-            raise ConfigError("[spm] lease_time must exceed renew_interval + io_timeout + "
+        if self.lease_time <= self.renew_interval + 2 * self.io_timeout + self.kill_grace:
+            raise ConfigError("[spm] lease_time must exceed renew_interval + 2 x io_timeout + "
                               "kill_grace, or the lease cannot be renewed in time")
         if self.heartbeat_interval * 2 >= self.agent_timeout:
             raise ConfigError("[spm] agent_timeout must be more than two heartbeat_intervals")
@@ -158,6 +158,20 @@ class SpmConfig:
             raise ConfigError("[spm] max_hosts must be within 1..2000")
         if self.writer_workers < 1:
             raise ConfigError("[spm] writer_workers must be at least 1")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """The storage mailbox between the hosts and the SPM (docs/mailbox.md)."""
+
+    poll_interval: float = 0.05  # the SPM's poll of every outbox; a waiting host's of its inbox
+    hosts: int = 64  # outbox slots the SPM reads (host ids 1..hosts can ask it)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_interval <= 10:
+            raise ConfigError("[mailbox] poll_interval must be within (0, 10] seconds")
+        if not 1 <= self.hosts <= 256:
+            raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,7 @@ class Config:
     vm: VmConfig = field(default_factory=VmConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
+    mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 

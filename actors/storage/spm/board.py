@@ -31,6 +31,7 @@ class LeaseState:
     keeper_pid: int = 0
     host_id_state: str = ""
     generation: int = 0
+    attempts: int = 0  # acquisitions the keeper started (or refused) so far
     received: float = field(default_factory=time.monotonic)
     detail: dict[str, Any] = field(default_factory=dict)
 

@@ -51,6 +51,7 @@ class Keeper:
         self.lver = 0
         self.reason = ""
         self.releasing = False
+        self.attempts = 0  # acquisitions asked for; vdsmd matches outcomes to its asks
         self.writer: WriterProcess | None = None
         self.last_hb = time.monotonic()
         self.stopping = threading.Event()
@@ -99,7 +100,7 @@ class Keeper:
                        "lastRenewal": host.last_renewal, "error": host.error},
             "deadline": host.deadline,
             "spm": {"status": self.status, "lver": self.lver, "reason": self.reason,
-                    "releasing": self.releasing,
+                    "releasing": self.releasing, "attempts": self.attempts,
                     "spmId": (leader.owner if leader and leader.held else -1),
                     "spmLver": leader.lver if leader else -1,
                     "ownerLiveness": host.owner_liveness},
@@ -248,6 +249,7 @@ class Keeper:
     # --- acquiring and releasing ---------------------------------------------------------
 
     def _acquire(self) -> None:
+        self.attempts += 1
         host = self.renewer.state
         if self.status != FREE or self.releasing:
             self.reason = f"cannot contend while {self.status}" + \

@@ -57,7 +57,7 @@ class KeeperConfig:
         if not isinstance(data, dict):
             raise ValueError("the keeper's config is not a JSON object")
         config = cls(**data)
-        if config.lease <= config.margin + config.renew_interval:
+        if config.lease <= config.margin + config.renew_interval + config.io_timeout:
             raise ValueError(f"lease {config.lease} s leaves no time to renew: it must exceed "
-                             f"renew_interval + io_timeout + kill_grace")
+                             f"renew_interval + 2 x io_timeout + kill_grace")
         return config

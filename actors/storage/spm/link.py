@@ -216,5 +216,6 @@ def to_state(message: dict[str, Any], config: KeeperConfig) -> LeaseState:
         keeper_pid=int(message.get("pid", 0)),
         host_id_state=str(host.get("state", "")),
         generation=int(host.get("generation", 0)),
+        attempts=int(spm.get("attempts", 0)),
         detail=message,
     )
