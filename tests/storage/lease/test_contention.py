@@ -38,9 +38,9 @@ class Contender:
              str(host_id), mode, "--sector-size", str(store.sector_size), *extra],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def next_event(self, timeout: float = 60) -> dict[str, Any]:
+    def next_event(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # bounded by the pytest timeout and the kill
+        line = self.proc.stdout.readline()  # bounded by the test's timeout, then the kill
         assert line, f"the contender exited ({self.proc.poll()}) without reporting"
         event: dict[str, Any] = json.loads(line)
         return event
