@@ -30,7 +30,10 @@ def _name(raw: bytes) -> str:
 
 
 def encode_name(name: str, what: str) -> bytes:
-    raw = name.encode("utf-8")
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = b""
     if not raw or len(raw) > NAME_SIZE or b"\0" in raw:
         raise ValueError(f"{what} {name!r} must be 1-{NAME_SIZE} bytes of UTF-8 without NUL")
     return raw

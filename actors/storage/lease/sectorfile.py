@@ -88,6 +88,8 @@ class SectorFile:
     def close(self) -> None:
         """Close the descriptor and let the I/O thread go. While an I/O is stuck, the thread
         exits when it returns, and the descriptor stays open until the process exits."""
+        if self.io.closed:
+            return
         if self.io.busy_since is None:
             try:
                 self.io.run(self._reset)

@@ -70,6 +70,11 @@ class TimedIO:
         """Abandoned calls that returned afterwards (their results were dropped)."""
 
     @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closing
+
+    @property
     def busy_since(self) -> float | None:
         """When the call still running was submitted (None when idle)."""
         with self._cond:

@@ -79,7 +79,8 @@ def ext4_4k(tmp: Path) -> Iterator[Path]:
         finally:
             unmount(mountpoint)
     finally:
-        detach(device)
+        # another agent on this machine may be reading the new device's label: give it time
+        detach(device, wait=30)
 
 
 @pytest.fixture(params=[512, 4096], ids=["512", "4k"])

@@ -11,7 +11,7 @@ import pytest
 
 from actors.storage.lease import ballot
 from actors.storage.lease.delta import DeltaLease
-from actors.storage.lease.errors import ChecksumError, LeaseContended, LeaseHeld
+from actors.storage.lease.errors import ChecksumError, LeaseContended, LeaseExpired, LeaseHeld
 from actors.storage.lease.observer import IdsObserver
 from actors.storage.lease.paxos import PaxosLease, area_size
 from actors.storage.lease.records import DBlock, LeaderRecord, LeaderState
@@ -35,8 +35,15 @@ class Host:
                                     hosts=HOSTS, clock=clock)
         self.spm = PaxosLease(store.leases, "SPM", host_id, self.delta.generation, TIMING,
                               sector_size=store.sector_size, hosts=HOSTS, clock=clock,
-                              sleep=sleep or clock.sleep, hook=hook)
+                              sleep=sleep or self.sleep, hook=hook,
+                              host_deadline=lambda: self.delta.deadline)
         self.owner = (host_id, self.delta.generation)
+        self.clock = clock
+
+    def sleep(self, seconds: float) -> None:
+        """Waiting in acquire: time passes, and this host's keeper keeps renewing."""
+        self.clock.advance(seconds)
+        self.delta.renew()
 
     def close(self) -> None:
         self.delta.close()
@@ -93,7 +100,7 @@ def test_waiting_on_a_live_holder_gives_up_after_wait(store512: Store,
     a = Host(store512, clock, 1)
 
     def sleep_while_a_renews(seconds: float) -> None:
-        clock.advance(seconds)
+        b.sleep(seconds)
         a.delta.renew()
 
     b = Host(store512, clock, 2, sleep=sleep_while_a_renews)
@@ -151,8 +158,8 @@ class Crash(Exception):
     pass
 
 
-def test_lost_leader_write_is_repaired_by_the_next_contender(store: Store,
-                                                             clock: FakeClock) -> None:
+def test_chosen_owner_without_leader_write_is_respected(store: Store,
+                                                        clock: FakeClock) -> None:
     def crash(stage: str) -> None:
         if stage == "committed":
             raise Crash
@@ -164,14 +171,86 @@ def test_lost_leader_write_is_repaired_by_the_next_contender(store: Store,
         assert a.spm.read_owner() is None
         b.observer.poll()
         with pytest.raises(LeaseHeld) as e:
-            b.spm.acquire(b.observer)  # finds a's chosen value, writes it, and defers
+            b.spm.acquire(b.observer)  # finds a's chosen value, and a is alive
         assert (e.value.owner, e.value.lver) == (a.owner, 1)
-        assert (leader(b.spm).owner, leader(b.spm).lver) == (a.owner, 1)
+        assert b.spm.read_owner() is None  # only an owner writes the leader
         a.spm.hook = None
         assert a.spm.acquire(a.observer) == 1  # a, back, owns what was chosen for it
+        assert leader(b.spm).owner == a.owner
     finally:
         a.close()
         b.close()
+
+
+def test_chosen_owner_without_leader_write_is_replaced_once_dead(store512: Store,
+                                                                 clock: FakeClock) -> None:
+    def crash(stage: str) -> None:
+        if stage == "committed":
+            raise Crash
+
+    a, b = Host(store512, clock, 1, hook=crash), Host(store512, clock, 2)
+    try:
+        with pytest.raises(Crash):
+            a.spm.acquire(a.observer)
+        a.delta.close()  # and its host dies
+        b.observer.poll()
+        assert b.spm.acquire(b.observer, wait=10 * TIMING.lease) == 2
+        got = leader(b.spm)
+        assert (got.lver, got.owner) == (2, b.owner)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_released_lease_is_never_revived_by_a_late_contender(store512: Store,
+                                                            clock: FakeClock) -> None:
+    """x stalls after seeing a free lease; meanwhile v acquires lver 1 and releases it. x's
+    ballot for lver 1 then finds v's value: x must neither write the leader for v (landing
+    over v's RELEASED, it would make a released lease held again) nor wait on v."""
+    stalled, resume = threading.Event(), threading.Event()
+
+    def stall(at: str) -> None:
+        if at == "checked" and not stalled.is_set():
+            stalled.set()
+            assert resume.wait(30)
+
+    x, v = Host(store512, clock, 1, hook=stall), Host(store512, clock, 2)
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(x.spm.acquire(x.observer)))
+    thread.start()
+    try:
+        assert stalled.wait(30)
+        assert v.spm.acquire(v.observer) == 1
+        assert v.spm.release()
+        resume.set()
+        thread.join(30)
+        assert outcome == [2]
+        got = leader(v.spm)
+        assert (got.lver, got.owner, got.state) == (2, x.owner, LeaderState.HELD)
+        v.observer.poll()
+        with pytest.raises(LeaseHeld):
+            v.spm.acquire(v.observer)  # v never gets its released lver 1 back
+    finally:
+        resume.set()
+        thread.join(30)
+        x.close()
+        v.close()
+
+
+def test_no_lver_and_no_leader_write_once_the_host_lease_expired(store512: Store,
+                                                                  clock: FakeClock) -> None:
+    def expire(stage: str) -> None:
+        if stage == "committed":
+            clock.set(a.delta.deadline)
+
+    a = Host(store512, clock, 1, hook=expire)
+    try:
+        with pytest.raises(LeaseExpired, match="this host's lease expired"):
+            a.spm.acquire(a.observer)
+        assert a.spm.lver is None
+        assert a.spm.read_owner() is None
+    finally:
+        a.close()
 
 
 @pytest.mark.parametrize("stage", ["checked", "phase1"])
