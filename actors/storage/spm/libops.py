@@ -51,7 +51,8 @@ class LibLeaseOps:
                 self._paxos.close()
             self._paxos = PaxosLease(self.config.leases_path, RESOURCE, self.config.host_id,
                                      self.delta.generation, self.timing,
-                                     sector_size=self.sector, hosts=self.config.max_hosts)
+                                     sector_size=self.sector, hosts=self.config.max_hosts,
+                                     host_deadline=lambda: self.delta.deadline)
         return self.delta.generation
 
     def renew_host_id(self) -> float:
@@ -98,8 +99,7 @@ class LibLeaseOps:
         try:
             return paxos.acquire(self.observer, wait=wait)
         except lease_errors.LeaseHeld as e:
-            raise LeaseHeld(int(e.fields.get("host_id", 0)), int(e.fields.get("lver", 0)),
-                            e.message) from e
+            raise LeaseHeld(e.owner[0], e.lver, e.message) from e
 
     def release_spm(self) -> None:
         self._current().release()
