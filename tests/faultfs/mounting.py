@@ -35,8 +35,11 @@ STOP_TIMEOUT = 5.0
 
 
 def mount_entry(mountpoint: Path) -> str | None:
-    """The filesystem type mounted at ``mountpoint`` in this namespace, None if none."""
-    target = os.path.realpath(mountpoint)
+    """The filesystem type mounted at ``mountpoint`` in this namespace, None if none.
+
+    Never touches the mount itself (its root may be held by a hang or its server dead).
+    """
+    target = str(Path(os.path.realpath(mountpoint.parent)) / mountpoint.name)
     found = None
     with Path("/proc/self/mounts").open() as f:
         for line in f:

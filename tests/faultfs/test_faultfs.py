@@ -139,6 +139,30 @@ def test_hang_blocks_until_clear_and_then_completes(faultfs: FaultFSMount) -> No
     assert control.stats()["blocked"] == 0
 
 
+def test_many_held_callers_do_not_starve_the_others(faultfs: FaultFSMount) -> None:
+    """More callers held than libfuse's default of 10 worker threads: the rest still run."""
+    mnt, control, _src = faultfs
+    (mnt / "held").write_bytes(b"h" * 4096)
+    (mnt / "free").write_bytes(b"f" * 4096)
+    control.hang("held", "read")
+    held = [subprocess.Popen(["dd", f"if={mnt / 'held'}", "of=/dev/null", "bs=4096",
+                              "count=1", "iflag=direct", "status=none"])
+            for _ in range(16)]
+    try:
+        control.wait_blocked(16, timeout=30)
+        with Client() as client:
+            assert client.call("read", mnt / "free", 0, 4096, timeout=10)["data"] == (
+                b"f" * 4096).hex()
+        assert (mnt / "held").stat().st_size == 4096
+        assert all(p.poll() is None for p in held)
+        control.clear()
+        assert [p.wait(20) for p in held] == [0] * 16
+    finally:
+        for p in held:
+            p.kill()
+            p.wait(10)
+
+
 def test_removing_a_hang_rule_releases_only_its_callers(faultfs: FaultFSMount) -> None:
     mnt, control, _src = faultfs
     with Client() as first, Client() as second, Client() as writer:
