@@ -16,7 +16,8 @@ and entry caching are off, so a ``stat`` rule sees every ``stat`` and path looku
 supports open/create/read/write/truncate/fallocate/rename/unlink/link/mkdir/rmdir/readdir/
 stat/chmod/chown/utimens/symlink/readlink/fsync/fsyncdir/statfs/access, files unlinked
 while open, and files used as loop device backing files (``losetup`` over a file on the
-mount; tested). Not supported: xattrs, rename flags (mfusepy drops them: RENAME_NOREPLACE
+mount; tested). Not supported: xattrs, ``mmap(MAP_SHARED)`` of a file on the mount (ENODEV
+under ``direct_io``; MAP_PRIVATE works), rename flags (mfusepy drops them: RENAME_NOREPLACE
 acts as a plain rename), and POSIX locks beyond the kernel's local ones.
 
 Faults
