@@ -52,6 +52,8 @@ The ``faultfs`` fixture (``tests/faultfs/plugin.py``, registered for the whole s
 
 Outside pytest, :func:`faultfs_mount` (a context manager) does the same. The mount, the
 server's log (``faultfs.log``) and the backing directory are under the given directory.
+Should the test process die before its cleanup runs (SIGKILL), the server, started with
+``--exit-with-parent``, sees its parent gone, releases every hang and unmounts itself.
 
 Limits
 ------

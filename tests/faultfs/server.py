@@ -2,7 +2,9 @@
 
 Serves the control socket, then mounts SOURCE at MOUNTPOINT and runs the FUSE loop in the
 foreground until the filesystem is unmounted (``umount MOUNTPOINT``) or the process gets
-SIGTERM/SIGINT (libfuse unmounts then). Logs go to stderr.
+SIGTERM/SIGINT (libfuse unmounts then). With ``--exit-with-parent`` it also does that when
+the process that started it dies (a test runner killed before its cleanup could run), so a
+crashed test run leaves no mount behind. Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import mfusepy
@@ -21,8 +26,25 @@ from tests.faultfs.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
+PARENT_POLL = 0.5
+"""Seconds between checks that the parent still lives (``--exit-with-parent``)."""
+
 MAX_THREADS = 256
 """FUSE worker threads (libfuse's default is 10): enough for many callers held by hangs."""
+
+
+def exit_with_parent(rules: RuleSet) -> None:
+    """Release every hang and SIGTERM ourselves (libfuse then unmounts) once orphaned."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        log.warning("parent %d is gone: unmounting", parent)
+        rules.clear()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="faultfs-parent", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("--control", required=True, help="the unix socket of the control server")
     parser.add_argument("--debug", action="store_true", help="libfuse's debug output")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="unmount and exit when the parent process dies")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s: %(message)s")
@@ -39,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0)  # the kernel already applied the caller's umask to the modes we get
     rules = RuleSet()
     ControlServer(args.control, rules).serve_in_background()
+    if args.exit_with_parent:
+        exit_with_parent(rules)
     log.info("serving %s at %s (control %s)", args.source, args.mountpoint, args.control)
     mfusepy.FUSE(FaultFS(args.source, rules), args.mountpoint, foreground=True,
                  debug=args.debug, allow_other=True, fsname="faultfs", subtype="faultfs",

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,8 +20,14 @@ from pathlib import Path
 import pytest
 
 from tests.faultfs.control import ControlError
-from tests.faultfs.dio import Client
-from tests.faultfs.mounting import FaultFSMount, faultfs_mount, is_faultfs_mounted, mount_entry
+from tests.faultfs.dio import TOP, Client
+from tests.faultfs.mounting import (
+    FaultFSMount,
+    faultfs_mount,
+    is_faultfs_mounted,
+    mount_entry,
+    unmount,
+)
 from tests.faultfs.plugin import fuse_missing
 
 log = logging.getLogger(__name__)
@@ -354,3 +362,46 @@ def test_cleanup_after_a_failing_test_releases_hangs_and_unmounts(tmp_path: Path
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_killed_test_process_leaves_no_mount(tmp_path: Path) -> None:
+    """The server outlives a SIGKILLed test runner only long enough to unmount itself."""
+    script = ("import sys, time\n"
+              "from pathlib import Path\n"
+              "from tests.faultfs import faultfs_mount\n"
+              "with faultfs_mount(Path(sys.argv[1])) as fs:\n"
+              "    fs.control.hang('*', 'read')\n"
+              "    print(fs.pid, flush=True)\n"
+              "    time.sleep(600)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, cwd=TOP,
+                              env={**os.environ, "PYTHONPATH": str(TOP)})
+    mountpoint = tmp_path / "faultfs"
+    server = 0
+    try:
+        assert runner.stdout is not None
+        server = int(runner.stdout.readline())
+        assert is_faultfs_mounted(mountpoint)
+        runner.kill()
+        runner.wait(10)
+        deadline = time.monotonic() + 20
+        while (is_faultfs_mounted(mountpoint) or _alive(server)) and (
+                time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert not is_faultfs_mounted(mountpoint)
+        assert not _alive(server)
+    finally:
+        runner.kill()
+        runner.wait(10)
+        if server and _alive(server):
+            os.kill(server, signal.SIGKILL)
+        unmount(mountpoint)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
