@@ -2,17 +2,18 @@
 
 Serves the control socket, then mounts SOURCE at MOUNTPOINT and runs the FUSE loop in the
 foreground until the filesystem is unmounted (``umount MOUNTPOINT``) or the process gets
-SIGTERM/SIGINT (libfuse unmounts then). With ``--exit-with-parent`` it also does that when
-the process that started it dies (a test runner killed before its cleanup could run), so a
-crashed test run leaves no mount behind. Logs go to stderr.
+SIGTERM/SIGINT (libfuse unmounts then). With ``--exit-with-parent`` it detaches the mount
+and exits when the process that started it dies (a test runner killed before its cleanup
+could run), so a crashed test run leaves no mount behind. Logs go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -26,6 +27,9 @@ from tests.faultfs.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+MNT_DETACH = 2
+
 PARENT_POLL = 0.5
 """Seconds between checks that the parent still lives (``--exit-with-parent``)."""
 
@@ -33,16 +37,23 @@ MAX_THREADS = 256
 """FUSE worker threads (libfuse's default is 10): enough for many callers held by hangs."""
 
 
-def exit_with_parent(rules: RuleSet) -> None:
-    """Release every hang and SIGTERM ourselves (libfuse then unmounts) once orphaned."""
+def exit_with_parent(rules: RuleSet, mountpoint: str) -> None:
+    """Once orphaned: release every hang, detach the mount and exit at once.
+
+    Exiting closes the FUSE device, which ends the connection also for copies of the mount
+    in other namespaces.
+    """
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL)
-        log.warning("parent %d is gone: unmounting", parent)
+        log.warning("parent %d is gone: unmounting %s", parent, mountpoint)
         rules.clear()
-        os.kill(os.getpid(), signal.SIGTERM)
+        if _libc.umount2(mountpoint.encode(), MNT_DETACH) != 0:
+            log.warning("umount %s: %s", mountpoint, os.strerror(ctypes.get_errno()))
+        logging.shutdown()
+        os._exit(0)
 
     threading.Thread(target=watch, name="faultfs-parent", daemon=True).start()
 
@@ -64,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     rules = RuleSet()
     ControlServer(args.control, rules).serve_in_background()
     if args.exit_with_parent:
-        exit_with_parent(rules)
+        exit_with_parent(rules, os.path.realpath(args.mountpoint))
     log.info("serving %s at %s (control %s)", args.source, args.mountpoint, args.control)
     mfusepy.FUSE(FaultFS(args.source, rules), args.mountpoint, foreground=True,
                  debug=args.debug, allow_other=True, fsname="faultfs", subtype="faultfs",
