@@ -165,7 +165,7 @@ class FaultControl:
         """``ops``: operations served by FUSE name; ``blocked``: held by hangs/delays now."""
         return self._request({"op": "stats"})
 
-    def wait_blocked(self, n: int = 1, timeout: float = 10.0) -> None:
+    def wait_blocked(self, n: int = 1, timeout: float = 30.0) -> None:
         """Wait until at least ``n`` operations are held by hangs or delays (bounded)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -49,3 +49,37 @@ def test_metadata_faults_make_the_domain_invalid_until_cleared(faultfs: FaultFSM
     finally:
         control.clear()
     assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
+
+
+KNOWN_INTERNAL_ERROR = (
+    "agent bug found with faultfs, left to the storage owner: an EIO from a metadata write "
+    "(fileutil.write_atomic turns only ENOSPC into a VdsmError) reaches tasks._failure as an "
+    "unexpected error, so the task ends with -32603 'internal error' instead of a storage "
+    "error; the revert itself works")
+
+
+@pytest.mark.timeout(180)
+def test_volume_creation_on_failing_storage_reverts_with_a_storage_error(
+        faultfs: FaultFSMount, rig: Rig) -> None:
+    mnt, control, _src = faultfs
+    rig.start()
+    path = mnt / "dom"
+    path.mkdir()
+    rig.connect("localfs", str(path))
+    sd = rig.domain("localfs", str(path), "faulty")
+    sp = rig.pool(sd)
+    images = path / sd / "images"
+    try:
+        control.eio("*/images/*", "write")
+        img, _vol, task_id = rig.create_volume(sp, sd, size=64 << 20, fmt="cow",
+                                               prealloc="preallocated")
+        status = rig.task(task_id)
+        assert status["taskResult"] == "failure", status
+        assert not (images / img).exists()  # reverted: nothing left behind
+        assert control.rules()[0]["hits"] >= 1
+    finally:
+        control.clear()
+    assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
+    if status["code"] == -32603:
+        pytest.xfail(KNOWN_INTERNAL_ERROR)
+    assert 200 <= status["code"] < 300, status  # a storage error, not an internal one
