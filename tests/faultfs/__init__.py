@@ -30,7 +30,12 @@ fallocate, chmod, chown, utimens), ``open`` (open, create), ``fsync`` (fsync, fs
 ``stat`` (getattr, statfs, access), ``namespace`` (mkdir, rmdir, unlink, rename, symlink,
 link, mknod), ``close`` (flush) and ``any``. Effects: ``eio`` (fail; ``errno`` picks
 another error, e.g. ``"ENOSPC"``), ``delay`` (sleep ``seconds``, then do it), ``hang`` (block
-until the rule is removed or ``clear()``). ``count=N`` applies a rule to the next N matching
+until the rule is removed or ``clear()``). A caller held by a delay or hang sleeps in the
+kernel uninterruptibly, like a process whose block device stopped answering: SIGKILL takes
+effect only when the operation is released (this is what the kernel does once a FUSE request
+reached its server). ``killable=True`` makes the held operation end with EINTR as soon as
+its caller has a SIGKILL pending, so the caller dies (as on NFS, whose waits are killable).
+``count=N`` applies a rule to the next N matching
 operations only; ``probability=p`` to each with chance p. Rules are tried in the order added;
 the first that applies decides. A change is in force for the next operation once the
 :class:`FaultControl` call returned. ``clear()`` drops every rule and releases every hang
@@ -64,8 +69,8 @@ Limits
   do that; a test of one host's stalled writes should use separate files per host, or
   expect it. A process waiting behind the held write sleeps uninterruptibly (the inode
   lock) until the hang is released or the server dies.
-- A caller blocked by a hang sleeps killably in the kernel (SIGKILL ends it); killing the
-  server ends every pending operation with ECONNABORTED/ENOTCONN.
+- A caller held by a hang is not killable unless its rule is ``killable`` (see above);
+  killing the server ends every pending operation with ECONNABORTED/ENOTCONN.
 - Mount namespaces created while the mount exists keep a copy of it (see
   :mod:`tests.faultfs.mounting`); cleanup kills the server so those copies answer ENOTCONN.
 """

@@ -131,12 +131,14 @@ class FaultControl:
 
     def add(self, glob: str, op: str = "any", effect: str = "eio", *, seconds: float = 0.0,
             count: int | None = None, probability: float = 1.0, errno: str = "EIO",
-            pid: int | None = None) -> int:
+            pid: int | None = None, killable: bool = False) -> int:
         """Add a rule; its id. ``op``: read, write, open, fsync, stat, namespace, close, any.
         ``effect``: eio (fail with ``errno``), delay (``seconds``), hang (until cleared).
-        ``pid`` limits the rule to that process and its descendants."""
+        ``pid`` limits the rule to that process and its descendants. A caller held by a delay
+        or hang cannot be killed until released (as on a hung block device) unless
+        ``killable``: then SIGKILL ends its held operation (EINTR) and it dies."""
         rule = {"glob": glob, "op": op, "effect": effect, "seconds": seconds, "count": count,
-                "probability": probability, "errno": errno, "pid": pid}
+                "probability": probability, "errno": errno, "pid": pid, "killable": killable}
         return int(self._request({"op": "add", "rule": rule})["id"])
 
     def eio(self, glob: str, op: str = "any", **kw: Any) -> int:

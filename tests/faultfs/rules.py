@@ -7,6 +7,11 @@ ancestors), and has an effect: ``eio`` (fail with an errno, EIO unless told othe
 the set is cleared). ``count`` limits a rule to the next N operations it applies to,
 ``probability`` makes it apply to each matching operation with that chance.
 
+A caller held by a delay or hang waits in the kernel *uninterruptibly*, as a process waiting
+on a hung block device does: SIGKILL takes effect only once the operation is released. With
+``killable`` the held operation instead ends with EINTR as soon as its caller has a SIGKILL
+pending (as on NFS, whose waits are killable), and the caller dies.
+
 The :class:`RuleSet` is shared by the filesystem's worker threads and the control server:
 every change takes one lock and is seen by the next operation that starts after the change
 returned. Rules are tried in the order they were added; the first that matches and applies
@@ -18,6 +23,7 @@ from __future__ import annotations
 import errno as errnos
 import fnmatch
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -42,6 +48,9 @@ OPS: dict[str, frozenset[str]] = {
 ALL_OPS = frozenset().union(*OPS.values())
 OP_CLASSES = (*OPS, "any")
 
+KILL_POLL = 0.05
+"""Seconds between checks whether the caller of a held ``killable`` operation is killed."""
+
 MAX_ANCESTRY = 64
 """How far up the process tree a ``pid`` filter looks (bounded: /proc can change under us)."""
 
@@ -63,6 +72,20 @@ def tgid_of(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def sigkill_pending(tid: int) -> bool:
+    """Whether thread ``tid`` (or its process) has a SIGKILL pending: it is being killed."""
+    if tid <= 0:  # a caller in another pid namespace: unknown, so never taken as killed
+        return False
+    bit = 1 << (signal.SIGKILL - 1)
+    try:
+        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+            if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+                return True
+    except (OSError, ValueError):
+        return True  # gone: nobody waits for the answer
+    return False
 
 
 def descends_from(caller: int, ancestor: int) -> bool:
@@ -91,6 +114,7 @@ class Rule:
     probability: float = 1.0
     errno: int = errnos.EIO
     pid: int | None = None
+    killable: bool = False
     id: int = 0
     hits: int = 0
     blocked: int = 0
@@ -113,13 +137,16 @@ class Rule:
             raise ValueError(f"probability {self.probability!r} out of range (0, 1]")
         if not 0 < self.errno < 4096:
             raise ValueError(f"errno {self.errno!r} out of range")
+        if not isinstance(self.killable, bool):
+            raise ValueError(f"killable {self.killable!r} is not a boolean")
         if self.pid is not None and (isinstance(self.pid, bool) or not isinstance(self.pid, int)
                                      or self.pid <= 0):
             raise ValueError(f"pid {self.pid!r} is not a process id")
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> Rule:
-        allowed = {"glob", "op", "effect", "seconds", "count", "probability", "errno", "pid"}
+        allowed = {"glob", "op", "effect", "seconds", "count", "probability", "errno", "pid",
+                   "killable"}
         unknown = set(raw) - allowed
         if unknown:
             raise ValueError(f"unknown rule fields {sorted(unknown)}")
@@ -136,7 +163,7 @@ class Rule:
         return {"id": self.id, "glob": self.glob, "op": self.op, "effect": self.effect,
                 "seconds": self.seconds, "count": self.count, "probability": self.probability,
                 "errno": errnos.errorcode.get(self.errno, str(self.errno)), "pid": self.pid,
-                "hits": self.hits, "blocked": self.blocked}
+                "killable": self.killable, "hits": self.hits, "blocked": self.blocked}
 
     def matches(self, op: str, paths: tuple[str, ...], caller: int) -> bool:
         if self.op != "any" and op not in OPS[self.op]:
@@ -149,12 +176,14 @@ class Rule:
 class RuleSet:
     """The live rules; :meth:`apply` runs before each filesystem operation."""
 
-    def __init__(self, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(self, *, rng: Callable[[], float] = random.random,
+                 killed: Callable[[int], bool] = sigkill_pending) -> None:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._spent: dict[int, Rule] = {}  # spent rules that still hold blocked callers
         self._next_id = 1
         self._rng = rng
+        self._killed = killed
         self.ops: Counter[str] = Counter()
         """Operations seen, by FUSE operation name (faulted or not)."""
 
@@ -224,16 +253,17 @@ class RuleSet:
         if rule.effect == "eio":
             raise OSError(rule.errno, f"faultfs rule {rule.id}")
         try:
-            if rule.effect == "delay":
-                deadline = time.monotonic() + rule.seconds
-                # clear() cuts a delay short too, so that cleanup never waits out a long one
-                while not rule.released.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    rule.released.wait(left)
-            else:
-                rule.released.wait()
+            # clear() cuts a delay short too, so that cleanup never waits out a long one
+            deadline = time.monotonic() + rule.seconds if rule.effect == "delay" else None
+            while not rule.released.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if rule.killable:
+                    if self._killed(caller):
+                        raise OSError(errnos.EINTR, f"faultfs rule {rule.id}: caller killed")
+                    left = KILL_POLL if left is None else min(left, KILL_POLL)
+                rule.released.wait(left)
         finally:
             with self._lock:
                 rule.blocked -= 1

@@ -188,6 +188,40 @@ def test_removing_a_hang_rule_releases_only_its_callers(faultfs: FaultFSMount) -
         assert second.answer(10)["ok"]
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_held_caller_dies_of_sigkill_only_once_released_unless_killable(
+        faultfs: FaultFSMount) -> None:
+    mnt, control, _src = faultfs
+    (mnt / "f").write_bytes(b"k" * 4096)
+    with Client() as stuck, Client() as killable:
+        stuck.call("pid")
+        killable.call("pid")
+        control.hang("f", "read", pid=stuck.pid)
+        control.hang("f", "read", pid=killable.pid, killable=True)
+        stuck.send("read", mnt / "f", 0, 4096)
+        killable.send("read", mnt / "f", 0, 4096)
+        control.wait_blocked(2)
+        stuck.proc.kill()
+        killable.proc.kill()
+        assert killable.proc.wait(10) == -9
+        assert control.stats()["blocked"] == 1
+        # the other one sleeps in the kernel, SIGKILL pending, until the read is released
+        deadline = time.monotonic() + 10
+        while _state(stuck.pid) != "D" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(stuck.pid) == "D"
+        assert stuck.proc.poll() is None
+        control.clear()
+        assert stuck.proc.wait(10) == -9
+    assert control.stats()["blocked"] == 0
+
+
 def test_pid_rule_hits_only_that_process(faultfs: FaultFSMount) -> None:
     mnt, control, _src = faultfs
     with Client() as victim, Client() as bystander:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.faultfs.rules import Rule, RuleSet, descends_from
+from tests.faultfs.rules import Rule, RuleSet, descends_from, sigkill_pending
 
 ME = os.getpid()
 
@@ -97,6 +97,36 @@ def test_clear_cuts_a_delay_short() -> None:
     assert not t.is_alive()
 
 
+def test_a_killable_hold_ends_with_eintr_once_the_caller_is_killed() -> None:
+    killed: set[int] = set()
+    rules = RuleSet(killed=lambda tid: tid in killed)
+    rules.add(Rule("f", effect="hang", killable=True))
+    rules.add(Rule("g", effect="hang"))
+    done: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda c=c, p=p: done.update({c: outcome(
+        rules, "read", p, caller=c)})) for c, p in ((101, "f"), (102, "g"))]
+    for t in threads:
+        t.start()
+    for _ in range(500):
+        if rules.blocked() == 2:
+            break
+        threading.Event().wait(0.01)
+    assert rules.blocked() == 2
+    killed.update({101, 102})
+    threads[0].join(10)
+    assert done == {101: "EINTR"}
+    assert threads[1].is_alive()  # not killable: held until released
+    rules.clear()
+    threads[1].join(10)
+    assert done == {101: "EINTR", 102: "ok"}
+
+
+def test_sigkill_pending_reads_proc() -> None:
+    assert sigkill_pending(ME) is False
+    assert sigkill_pending(0) is False
+    assert sigkill_pending(2**22 + 12345) is True  # gone: nobody waits
+
+
 def test_pid_filter_matches_the_process_and_its_descendants() -> None:
     assert descends_from(ME, ME)
     assert descends_from(ME, os.getppid())
@@ -115,7 +145,7 @@ def test_pid_filter_matches_the_process_and_its_descendants() -> None:
     {"glob": "f", "effect": "delay"}, {"glob": "f", "seconds": -1}, {"glob": "f", "errno": 0},
     {"glob": "f", "errno": "ENOTANERRNO"}, {"glob": "f", "errno": "errorcode"},
     {"glob": "f", "surprise": 1}, {"op": "read"}, {"glob": 3}, {"glob": "f", "pid": 0},
-    {"glob": "f", "pid": "1"}, {"glob": "f", "count": "2"},
+    {"glob": "f", "pid": "1"}, {"glob": "f", "count": "2"}, {"glob": "f", "killable": 1},
 ])
 def test_bad_rules_are_refused(raw: dict[str, object]) -> None:
     with pytest.raises((ValueError, TypeError)):
