@@ -111,9 +111,9 @@ def test_a_removed_key_is_refused_on_the_connection_it_holds(
         assert change.removed == {keys.publics["alice"].read_text().split('"')[1]}
         # ZAP ran at alice's handshake only: her connection is still open, and yet every
         # request on it is refused from now on.
-        with caplog.at_level(logging.WARNING, logger="messaging.server"):
-            with pytest.raises(ClientError) as e:
-                alice.call("Test.ping")
+        with caplog.at_level(logging.WARNING, logger="messaging.server"), \
+                pytest.raises(ClientError) as e:
+            alice.call("Test.ping")
         assert e.value.code == 105
         assert "not authorised" in e.value.message
         assert any("refused request" in r.getMessage() for r in caplog.records)

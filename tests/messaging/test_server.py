@@ -20,10 +20,10 @@ from messaging import codec
 from messaging.client import CallTimeout, Client, ClientError
 from messaging.curve import ClientCurve, CurveConfig, generate_keys, start_authenticator
 from messaging.errors import NoSuchVM
-from messaging.schema.types import Field, Int, Str
-from messaging.schema.verbs import Schema, Verb
 from messaging.events import EventPublisher
 from messaging.ratelog import BURST
+from messaging.schema.types import Field, Int, Str
+from messaging.schema.verbs import Schema, Verb
 from messaging.server import ApiServer, Binding, ServerConfig
 from tests.harness import wait_for
 
