@@ -44,7 +44,7 @@ from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from actors.vm.service import VmSubsystem
-from messaging import codec, curve
+from messaging import codec, curve, endpoints
 from messaging.events import EventPublisher
 from messaging.schema import SCHEMA
 from messaging.server import ApiServer, Binding, ServerConfig
@@ -150,12 +150,11 @@ class Daemon:
         """One agent per run dir and per state dir (DirectoryInUse if another holds one)."""
         cfg = self.config.daemon
         seen: set[Path] = set()
-        for directory, what in ((cfg.run_dir, "--run-dir"), (cfg.state_dir, "--state-dir")):
-            lock = DirLock(directory, what)
-            lock.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-            if directory.resolve() in seen:
+        for lock in (DirLock(cfg.run_dir, "--run-dir", mode=endpoints.IPC_DIR_MODE),
+                     DirLock(cfg.state_dir, "--state-dir")):
+            if lock.directory.resolve() in seen:
                 continue  # both settings name one directory: one lock
-            seen.add(directory.resolve())
+            seen.add(lock.directory.resolve())
             lock.acquire()
             self._locks.append(lock)
 
@@ -177,20 +176,30 @@ class Daemon:
     def serve(self) -> int:
         """Serve requests to the process until ``stop`` (0) or ``fatal`` (EXIT_FATAL)."""
         while True:
-            try:
-                kind, detail = self._control.get(timeout=HOUSEKEEPING_INTERVAL)
-            except queue.Empty:
-                kind, detail = "", ""
-            if kind == "stop":
-                log.info("received %s", detail)
-                return 0
-            if kind == "fatal":
-                log.critical("vdsmd cannot go on: %s; exiting with status %d so that the "
-                             "service manager restarts it", detail, EXIT_FATAL)
-                return EXIT_FATAL
-            if kind == "reload":
-                self.reload_keys(detail)
-            self._housekeeping()
+            status = self.serve_once()
+            if status is not None:
+                return status
+
+    def serve_once(self, timeout: float = HOUSEKEEPING_INTERVAL) -> int | None:
+        """Handle one request (waiting up to ``timeout``), then the periodic checks.
+
+        Returns the exit status once the process should end, else None.
+        """
+        try:
+            kind, detail = self._control.get(timeout=timeout)
+        except queue.Empty:
+            kind, detail = "", ""
+        if kind == "stop":
+            log.info("received %s", detail)
+            return 0
+        if kind == "fatal":
+            log.critical("vdsmd cannot go on: %s; exiting with status %d so that the "
+                         "service manager restarts it", detail, EXIT_FATAL)
+            return EXIT_FATAL
+        if kind == "reload":
+            self.reload_keys(detail)
+        self._housekeeping()
+        return None
 
     def reload_keys(self, why: str) -> None:
         """Re-read the authorised CURVE keys; a removed key loses its connections."""

@@ -20,7 +20,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "vdsmd.lock"
-DIR_MODE = 0o750
 FILE_MODE = 0o640
 
 
@@ -29,10 +28,12 @@ class DirectoryInUse(Exception):
 
 
 class DirLock:
-    def __init__(self, directory: Path, what: str) -> None:
-        """``what`` names the directory's setting in messages (``--run-dir``...)."""
+    def __init__(self, directory: Path, what: str, *, mode: int = 0o777) -> None:
+        """``what`` names the directory's setting in messages (``--run-dir``...); ``mode``
+        is the directory's, if it has to be created (less the umask)."""
         self.directory = directory
         self.what = what
+        self.mode = mode
         self.path = directory / LOCK_NAME
         self._fd: int | None = None
 
@@ -42,7 +43,7 @@ class DirLock:
 
     def acquire(self) -> None:
         """Take the lock (creating the directory if needed) or raise DirectoryInUse."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=self.mode)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                      FILE_MODE)
         try:
