@@ -102,11 +102,11 @@ class EventPublisher:
             self._start_error = e
             self._ready.set()
             return
-        self._ready.set()
         log.info("event publisher on %s", self.bound_endpoint)
         if self._insecure:
             log.warning("INSECURE: events on %s are published without CURVE (insecure_tcp is "
                         "set): every local user can read them", self.bound_endpoint)
+        self._ready.set()
         try:
             while True:
                 item = self._queue.get()
