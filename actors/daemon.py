@@ -233,8 +233,8 @@ class Daemon:
             return "the API server thread ended"
         if self._publisher is not None and not self._publisher.alive():
             return "the event publisher thread ended"
-        if self._root is not None and not self._root.is_alive():
-            return "the root supervisor is not running"
+        # Not the root: pykka marks a failing actor dead before its on_failure has stopped
+        # the children; the process guard hears of it once that is done, with the reason.
         return None
 
     # --- the tree --------------------------------------------------------------------------
