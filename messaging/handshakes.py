@@ -5,12 +5,18 @@ fails the ZMTP handshake inside libzmq: no ZAP request is made and nothing would
 :class:`HandshakeLog` reads the socket's monitor events on a thread of its own (which
 creates, uses and closes the monitor's PAIR socket) and logs each refusal, rate-limited.
 libzmq's monitor names the local endpoint, not the peer.
+
+Both ends check the other's greeting: when the client notices the mismatch first, it
+closes, and the server only sees its connection drop during the handshake (no detail, an
+errno). So a drop during the handshake is logged as well: a plain-text client causes one or
+the other, and so may a client whose key ZAP refused, or a port scanner.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import struct
 import threading
 from typing import Any
@@ -88,4 +94,6 @@ class HandshakeLog:
                           "or a malformed handshake)", self._what, endpoint,
                           _PROTOCOL_ERRORS.get(value, hex(value)))
         else:
-            log.debug("handshake on %s failed before completing (errno %d)", endpoint, value)
+            self._refused("a client left during the handshake on the %s endpoint %s (%s): "
+                          "a client without CURVE, or with a wrong or refused key",
+                          self._what, endpoint, os.strerror(value) if value > 0 else value)
