@@ -66,6 +66,24 @@ def wait(future: concurrent.futures.Future[T], timeout: float, what: str) -> T:
         raise StorageTimeout(timeout=timeout, reason=what) from None
 
 
+def recorded(reply: concurrent.futures.Future[str], timeout: float, verb: str) -> str:
+    """The id of a task handed to the task manager, once it is recorded; its error if it
+    could not be. A hand-over still waiting at ``timeout`` is cancelled (the task manager
+    then drops it: no task exists); one being recorded right then is waited for once more."""
+    try:
+        return reply.result(timeout)
+    except concurrent.futures.TimeoutError:
+        pass
+    if reply.cancel():
+        raise ActorUnavailable(path=TASKS, reason=f"{verb} was not queued within "
+                               f"{timeout:g} s (nothing was started)")
+    try:
+        return reply.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise StorageTimeout(timeout=2 * timeout, reason=f"recording the {verb} task (ask "
+                             "Host.getAllTasksStatuses whether it exists)") from None
+
+
 def ask(future: pykka.Future[T], path: str, timeout: float = ASK_TIMEOUT) -> T:
     """An actor's answer, or :class:`ActorUnavailable` (retryable) if it gives none."""
     try:
@@ -174,8 +192,10 @@ class StorageApi:
 
     def _submit(self, pool: pykka.ActorProxy[PoolActor], verb: str, sp_uuid: str,
                 **params: Any) -> str:
-        task_id: str = ask(pool.submit(verb, {"spUUID": sp_uuid, **params}), "pool")
-        return task_id
+        """Have the pool hand the task to the task manager; its id once it is recorded."""
+        reply: concurrent.futures.Future[str] = ask(
+            pool.submit(verb, {"spUUID": sp_uuid, **params}), "pool")
+        return recorded(reply, self.call_timeout, verb)
 
     # --- pools ---------------------------------------------------------------------------
 

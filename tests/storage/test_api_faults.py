@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness import next_event, wait_for
-from tests.storage.helpers import sh
-from tests.storage.rig import Rig, children, ext4_device, threads, tools_holding
+from tests.storage.helpers import fill, sh, tmpfs
+from tests.storage.rig import Rig, children, ext4_device, new_id, threads, tools_holding
 
 MiB = 1 << 20
 INTERVAL, TIMEOUT = 1.0, 2.0
@@ -184,3 +184,26 @@ def test_vdsmd_killed_during_preallocation_reverts_the_task_on_restart(rig: Rig)
     error = rig.error("Volume.getInfo", storagepoolID=sp, storagedomainID=sd, imageID=img,
                       volumeID=path.name)
     assert error.code == 203
+
+
+@pytest.mark.timeout(120)
+def test_a_task_that_cannot_be_recorded_gets_an_error_not_a_task_id(rig: Rig) -> None:
+    tasks_dir = rig.workdir / "state" / "storage" / "tasks"
+    with tmpfs(tasks_dir, 64 << 10):
+        rig.start()
+        sd = rig.domain("localfs", str(rig.local_dir("data")), "data")
+        sp = rig.pool(sd)
+        filler = fill(tasks_dir)
+        before = rig.call("Host.getAllTasksStatuses")
+        ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id()}
+        error = rig.error("Volume.create", volumeID=new_id(), size=MiB, volFormat="cow",
+                          preallocate="sparse", **ids)
+        assert error.code == 211, error  # storage-class (no space), not -32603 nor a task id
+        assert "space" in error.message.lower()
+        assert rig.call("Host.getAllTasksStatuses") == before
+        assert "not queued" in rig.d.log()
+        assert list(tasks_dir.iterdir()) == [filler]
+        filler.unlink()
+        _img, _vol, task_id = rig.create_volume(sp, sd, size=MiB, img=ids["imageID"])
+        assert rig.task(task_id)["taskResult"] == "success"
+        rig.stop()
