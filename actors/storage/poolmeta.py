@@ -30,6 +30,7 @@ from actors.storage.sd.metadata import DomainMetadata
 from actors.storage.sd.records import check_uuid
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSuchStoragePool,
     StorageDomainAttached,
     StorageDomainNotAttached,
@@ -220,6 +221,8 @@ def write_master(locator: DomainLocator, old: PoolMetadata, new: PoolMetadata) -
     backend = locator.open(old.master)
     meta = backend.read_metadata()
     if PoolMetadata.from_master(meta) != old:
-        raise StorageError(reason=f"the metadata of pool {old.sp_uuid} changed on its master "
-                           f"{old.master} behind this host's back")
+        raise MetadataConflict(f"the metadata of pool {old.sp_uuid} changed on its master "
+                               f"{old.master} behind this host's back (generation "
+                               f"{meta.generation})", what=f"pool {old.sp_uuid}",
+                               found=meta.generation, expected="the one read")
     _write(backend, meta, new.changes())

@@ -13,10 +13,11 @@ import pytest
 from actors.base import ActorContext, Ping, Runtime
 from actors.config import Config, DaemonConfig, StorageConfig
 from actors.host.libvirtconn import LibvirtHandle
+from actors.storage.handle import VolumeHandle
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps
 from actors.supervisor import ChildSpec, Supervisor
-from messaging.errors import InvalidParams, NoSuchStoragePool
+from messaging.errors import ImageInUse, InvalidParams, NoSuchStoragePool, VolumeInUse
 from messaging.schema import SCHEMA
 from tests.harness import wait_for
 from tests.storage.helpers import loop_devices_of
@@ -74,19 +75,36 @@ def test_the_vm_subsystem_prepares_and_tears_down_volumes(
     wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success",
              30, what="the volume")
 
-    path = Path(storage.prepare_volume(sp, sd, img, vol))
+    volume, vm = VolumeHandle(sp, sd, img, vol), new_id()
+    path = Path(storage.prepare_volume(volume, vm))
     assert path.is_symlink()
     assert stat.S_ISBLK(path.stat().st_mode)
     assert path.resolve().name.startswith("loop")
     wait_for(lambda: storage.host_stats()["storageDomains"].get(sd, {}).get("valid"), 10,
              what="the monitor's first result")
-    storage.teardown_volume(sp, sd, img, vol)
+    ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": img}
+    with pytest.raises(VolumeInUse) as in_use:  # the VM's volume cannot be deleted ...
+        call(storage, "Volume.delete", volumeID=vol, **ids)
+    assert in_use.value.code == 218 and f"vm-{vm}" in in_use.value.message
+    with pytest.raises(ImageInUse) as image_in_use:  # ... nor its image
+        call(storage, "Image.delete", **ids)
+    assert image_in_use.value.code == 223
+    # a client's Image.teardown releases what the client prepared, never the VM's use
+    assert call(storage, "Image.prepare", volumeID=vol, **ids)["path"] == str(path)
+    assert call(storage, "Image.teardown", **ids) is True
+    assert stat.S_ISBLK(path.stat().st_mode)
+    with pytest.raises(VolumeInUse):
+        call(storage, "Volume.delete", volumeID=vol, **ids)
+    storage.teardown_volume(volume, vm)
     assert not path.exists()
     wait_for(lambda: loop_devices_of(tmp) == [], 10, what="loop devices detached")
 
     with pytest.raises(InvalidParams):
-        storage.prepare_volume(sp, sd, img, "../../../dev/sda")
+        VolumeHandle(sp, sd, img, "../../../dev/sda")
     with pytest.raises(NoSuchStoragePool):
-        storage.prepare_volume(new_id(), sd, img, vol)
+        storage.prepare_volume(VolumeHandle(new_id(), sd, img, vol), vm)
+    task = call(storage, "Volume.delete", volumeID=vol, **ids)
+    wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success",
+             30, what="the deletion")
     assert call(storage, "StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
     assert storage.host_stats() == {"storageDomains": {}}

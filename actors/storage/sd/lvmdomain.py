@@ -30,6 +30,7 @@ from actors.storage.sd.lvmvolumes import LvmVolumes
 from actors.storage.sd.records import DomainStats, ProbeTarget, check_uuid
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSuchStorageDomain,
     StorageDomainExists,
     StorageDomainInvalid,
@@ -127,8 +128,8 @@ class LvmDomain(LvmVolumes):
                         expected_generation: int | None = None) -> md.DomainMetadata:
         current = self.read_metadata()
         if expected_generation is not None and current.generation != expected_generation:
-            raise StorageError(reason=f"metadata of {self.sd_uuid} changed: generation "
-                               f"{current.generation}, expected {expected_generation}")
+            raise MetadataConflict(what=f"domain {self.sd_uuid}", found=current.generation,
+                                   expected=expected_generation)
         try:
             new = current.updated(changes)
         except ValueError as e:
