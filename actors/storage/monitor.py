@@ -10,7 +10,8 @@ after the probe began: detection within ``interval + timeout``.
 
 Before the first probe the monitor must find the domain (a search over the connections, which
 may hang like any storage I/O): that runs once on a short-lived thread of its own, which
-posts what it found; a search stuck past the timeout makes the domain invalid (215). A probe
+posts what it found (every failure, an unexpected one too, is a result: code 200 and a logged
+traceback for a bug); a search stuck past the timeout makes the domain invalid (215). A probe
 that fails (rather than hangs) makes the monitor search again at the next tick, in case the
 domain moved or its mount came back; a domain that cannot be found is searched for again
 with a backoff (up to every 30 s), since a search touches every connection.
@@ -89,6 +90,10 @@ def _find(sd_uuid: str, locator: DomainLocator, generation: int,
         found = _Found(generation, None, error=e)
     except OSError as e:
         found = _Found(generation, None, error=StorageError(reason=f"cannot find it: {e}"))
+    except Exception as e:  # a bug must not leave the domain "finding" forever
+        log.error("finding domain %s failed unexpectedly", sd_uuid, exc_info=e)
+        found = _Found(generation, None, error=StorageError(
+            reason=f"finding the domain failed unexpectedly: {e!r} (see the agent log)"))
     report(found)
 
 

@@ -145,6 +145,11 @@ class DomainProbe:
         except OSError as e:
             result = ProbeResult(ok=False, started=started, delay=time.monotonic() - started,
                                  error=str(e), code=StorageDomainInvalid.code)
+        except Exception as e:  # a bug is a failed probe, reported and logged
+            log.error("probe of %s failed unexpectedly", self.name, exc_info=e)
+            result = ProbeResult(ok=False, started=started, delay=time.monotonic() - started,
+                                 error=f"the probe failed unexpectedly: {e!r}",
+                                 code=StorageDomainInvalid.code)
         finally:
             with self._lock:
                 self._last = result

@@ -16,6 +16,7 @@ from actors.storage.board import MonitorBoard
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.probe import THREAD_PREFIX
+from actors.storage.sd.backend import StorageDomainBackend
 from actors.storage.sd.filedomain import FileDomain
 from tests.harness import wait_for
 from tests.storage.conftest import Sink
@@ -102,3 +103,37 @@ def test_a_missing_domain_is_invalid_until_it_appears(tmp: Path, runtime: Runtim
     wait_for(lambda: len(events(runtime, sd)) == 2, 10, what="found")
     assert events(runtime, sd)[1]["valid"] is True
     assert board.snapshot()[sd]["valid"] is True
+
+
+class BuggyLocator(DomainLocator):
+    """A test double for a bug in the search (nothing real raises a non-storage error on
+    demand): the first ``open`` raises KeyError, the later ones search for real."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.opened = 0
+
+    def open(self, sd_uuid: str) -> StorageDomainBackend:
+        self.opened += 1
+        if self.opened == 1:
+            raise KeyError("a bug in the search")
+        return super().open(sd_uuid)
+
+
+@pytest.mark.timeout(30)
+def test_an_unexpected_error_while_finding_the_domain_is_reported_and_retried(
+        tmp: Path, runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    board = MonitorBoard()
+    (tmp / "mnt" / "conn").mkdir(parents=True)
+    locator = BuggyLocator(mnt_root=tmp / "mnt", links_dir=tmp / "links", lvm=False)
+    sd = FileDomain.create(tmp / "mnt" / "conn", str(uuid.uuid4()), name="d").sd_uuid
+    start_monitor(runtime, locator, board, sd)
+    wait_for(lambda: events(runtime, sd), 10, what="first result")
+    first = events(runtime, sd)[0]
+    assert (first["valid"], first["code"]) == (False, 200)  # a failure, not "still finding"
+    assert "KeyError" in first["error"]
+    assert any(r.levelname == "ERROR" and r.exc_info and "unexpectedly" in r.getMessage()
+               for r in caplog.records)  # logged with its traceback
+    wait_for(lambda: len(events(runtime, sd)) == 2, 10, what="found on the next search")
+    assert events(runtime, sd)[1]["valid"] is True
+    assert locator.opened >= 2

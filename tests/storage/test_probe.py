@@ -139,3 +139,19 @@ def test_cpu_cost_of_fifty_domains_probed_every_second(tmp: Path) -> None:
                 "latency median %.2f ms, p95 %.2f ms", per_probe_us, percent,
                 delays[len(delays) // 2] * 1e3, delays[int(len(delays) * 0.95)] * 1e3)
     assert percent < 5
+
+
+@pytest.mark.timeout(30)
+def test_an_unexpected_error_in_a_probe_is_a_reported_failure(
+        tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    done: list[ProbeResult] = []
+    # a NUL in the path makes os.open raise ValueError, not OSError: a real unexpected error
+    prober = DomainProbe(ProbeTarget(read_path=f"{tmp}/bad\0path"), timeout=5,
+                         on_done=done.append)
+    assert prober.start()
+    assert prober.join(5)
+    result = prober.result()
+    assert result is not None and not result.ok and result.code == 208
+    assert "ValueError" in result.error
+    assert done == [result]  # the monitor hears of it at once
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
