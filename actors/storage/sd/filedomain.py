@@ -36,6 +36,7 @@ from messaging.errors import (
     VolumeIllegal,
     VolumeInUse,
 )
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class FileDomain(FileVolumeCreation):
             raise InvalidParams("domainType", f"{domain_type!r} is not one of "
                                 f"{', '.join(cls.DOMAIN_TYPES)}")
         layout = Layout(mount, sd_uuid)
+        check_text(name, "name")
         meta = md.DomainMetadata(sd_uuid=layout.sd_uuid, name=name, domain_type=domain_type,
                                  domain_class=domain_class, version=version)
         layout.create(meta)

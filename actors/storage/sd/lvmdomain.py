@@ -36,6 +36,7 @@ from messaging.errors import (
     StorageDomainInvalid,
     StorageError,
 )
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class LvmDomain(LvmVolumes):
         if domain_type not in cls.DOMAIN_TYPES:
             raise InvalidParams("domainType", f"{domain_type!r} is not an LVM domain type")
         check_vg_name(vg_name)
+        check_text(name, "name")
         sd_uuid = check_uuid(sd_uuid, "storagedomainID")
         holder = lvmtags.sd_uuid_of(lvm.vg(vg_name).tags)
         if holder == sd_uuid:
