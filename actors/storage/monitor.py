@@ -39,6 +39,7 @@ from actors.storage.board import NEVER, DomainHealth, MonitorBoard
 from actors.storage.locator import DomainLocator
 from actors.storage.probe import DomainProbe, ProbeResult
 from actors.storage.sd.records import ProbeTarget
+from actors.storage.workers import name_native_thread
 from messaging.errors import StorageError, StorageTimeout, VdsmError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
 def _find(sd_uuid: str, locator: DomainLocator, generation: int,
           report: Callable[[_Found], None]) -> None:
     """Runs on a finder thread: find the domain's probe target and post it."""
+    name_native_thread(threading.current_thread().name)
     try:
         backend = locator.open(sd_uuid)
         found = _Found(generation, backend.probe_target(), backend.read_metadata().version)

@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _Job = tuple[Future[Any], Callable[[], Any]]
+COMM_MAX = 15
+"""Bytes of a thread's name the kernel keeps (``/proc/<pid>/task/<tid>/comm``)."""
+
+
+def name_native_thread(name: str) -> None:
+    """Give the calling thread ``name`` as the OS sees it too (``ps -L``, ``top -H``,
+    ``/proc/<pid>/task/<tid>/comm``; cut to :data:`COMM_MAX` bytes), so that storage threads
+    (a probe stuck on a frozen mount, a lane's worker) can be told apart from outside."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "wb") as comm:
+            comm.write(name.encode()[:COMM_MAX])
+    except OSError as e:  # no /proc: the name is only a convenience
+        log.debug("cannot name thread %s: %s", name, e)
 
 
 class Workers:
@@ -63,6 +76,7 @@ class Workers:
         return future
 
     def _run(self) -> None:
+        name_native_thread(threading.current_thread().name)
         while True:
             job = self._queue.get()
             if job is None:

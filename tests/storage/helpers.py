@@ -98,6 +98,16 @@ def frozen(mountpoint: Path) -> Iterator[None]:
         sh("fsfreeze", "--unfreeze", str(mountpoint), check=False)
 
 
+def autoclear(device: str) -> bool:
+    """Whether loop ``device`` is marked to detach itself once its last user closes it
+    (what ``losetup --detach`` does to a device still in use)."""
+    flag = Path("/sys/block") / Path(device).name / "loop" / "autoclear"
+    try:
+        return flag.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def loop_devices_of(directory: Path) -> list[str]:
     """Loop devices whose backing file lies under ``directory`` (for leak checks)."""
     found = []

@@ -37,6 +37,11 @@ def events(runtime: Runtime, sd: str) -> list[dict[str, Any]]:
     return runtime.events.of(f"|storage|domain_status|{sd}")
 
 
+def checked_after(board: MonitorBoard, sd: str, since: float) -> bool:
+    health = board.get(sd)
+    return health is not None and health.checked_at > since
+
+
 def probe_threads(sd: str) -> int:
     return sum(1 for t in threading.enumerate() if t.name == f"{THREAD_PREFIX}{sd}")
 
@@ -63,19 +68,19 @@ def test_frozen_domain_turns_invalid_then_valid_and_the_rest_keeps_going(
         slot = (mountpoint / sd / "dom_md" / "probe").read_bytes()[2 * 4096:3 * 4096]
         assert slot.startswith(b"probe slot=2 ")  # the probe writes this host's slot
         with frozen(mountpoint):
-            started = time.monotonic()
-            wait_for(lambda: len(events(runtime, sd)) == 2, INTERVAL + TIMEOUT + 5,
+            wait_for(lambda: len(events(runtime, sd)) == 2, INTERVAL + TIMEOUT + 15,
                      what="invalid event")
-            detected = time.monotonic() - started
             event = events(runtime, sd)[1]
             assert (event["valid"], event["code"]) == (False, 215)
-            assert detected < INTERVAL + TIMEOUT + 2
+            assert event["delay"] >= TIMEOUT  # declared because its probe hung that long
             for _ in range(4):  # the monitor keeps answering; one stuck probe, no pile-up
+                since = time.monotonic()
                 time.sleep(INTERVAL)
-                detail = monitor.proxy().describe().get(timeout=1)
+                detail = monitor.proxy().describe().get(timeout=5)
                 assert detail["outstanding"] is True
                 assert probe_threads(sd) == 1
-                assert board.snapshot()[healthy]["lastCheck"] < INTERVAL + 0.5
+                wait_for(lambda since=since: checked_after(board, healthy, since), 10,
+                         what="the healthy domain checked again")
             stuck = board.snapshot()[sd]
             assert stuck["valid"] is False and stuck["lastCheck"] > TIMEOUT
         wait_for(lambda: len(events(runtime, sd)) == 3, 10, what="valid again")
