@@ -27,8 +27,14 @@ from actors.storage.locator import DomainLocator
 from actors.storage.sd.backend import StorageDomainBackend
 from actors.storage.sd.records import PreparedVolume, VolumeCreateRequest
 from actors.storage.usage import VolumeUsage, check_unused
-from actors.storage.workers import Lanes
-from messaging.errors import NoSuchImage, NoSuchVolume, VolumeExists, VolumeHasChildren
+from actors.storage.workers import Handoff, Lanes
+from messaging.errors import (
+    NoSuchImage,
+    NoSuchVolume,
+    StorageTimeout,
+    VolumeExists,
+    VolumeHasChildren,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +171,27 @@ class DomainsActor(SupervisedActor):
         return self._on(sd_uuid, "volume check", check)
 
     def prepare(self, sd_uuid: str, img_uuid: str, vol_uuid: str, holder: str,
-                ) -> Future[PreparedVolume]:
-        """Prepare the volume for ``holder``, recorded before anything is touched."""
+                handoff: Handoff | None = None) -> Future[PreparedVolume]:
+        """Prepare the volume for ``holder``, recorded before anything is touched. When the
+        caller abandons ``handoff`` (it stopped waiting), a prepare that finishes later is
+        undone: a use nobody was told of must not keep the volume from being deleted."""
         usage = self.usage
 
         def prepare(backend: StorageDomainBackend) -> PreparedVolume:
             with usage.image_lock(sd_uuid, img_uuid, "prepare"):
                 new = usage.add(sd_uuid, img_uuid, vol_uuid, holder)
                 try:
-                    return backend.prepare(img_uuid, vol_uuid)
+                    prepared = backend.prepare(img_uuid, vol_uuid)
+                    if handoff is None or handoff.deliver():
+                        return prepared
+                    log.warning("prepare of %s/%s for %s finished after its caller gave up: "
+                                "undone", img_uuid, vol_uuid, holder)
+                    if new:  # else the holder had it prepared before: that use stands
+                        usage.remove(sd_uuid, img_uuid, vol_uuid, holder)
+                        new = False
+                        if not usage.image_holders(sd_uuid, img_uuid):
+                            backend.teardown(img_uuid, vol_uuid)
+                    raise StorageTimeout(timeout=0, reason="prepare abandoned by its caller")
                 except BaseException:
                     if new:
                         usage.remove(sd_uuid, img_uuid, vol_uuid, holder)

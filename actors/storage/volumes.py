@@ -13,10 +13,11 @@ a restart of vdsmd.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from typing import Any
 
-from actors.storage.calls import StorageCalls
+from actors.storage.calls import DOMAINS, StorageCalls, ask
 from actors.storage.handle import API_HOLDER, ImageHandle, VolumeHandle, check_holder
 from actors.storage.sd.records import (
     BLANK_UUID,
@@ -25,6 +26,8 @@ from actors.storage.sd.records import (
     VolumeCreateRequest,
     VolumeFormat,
 )
+from actors.storage.workers import Handoff
+from messaging.errors import StorageTimeout
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
@@ -37,10 +40,16 @@ class VolumeApi(StorageCalls):
         """Make the volume and its chain usable on this host for ``holder``."""
         check_holder(holder)
         self.member(volume.sp, volume.sd, active=True)
-        prepared: PreparedVolume = self.io(
-            self.domains.proxy().prepare(volume.sd, volume.img, volume.vol, holder),
-            "Image.prepare")
-        return prepared
+        handoff = Handoff()
+        future: concurrent.futures.Future[PreparedVolume] = ask(
+            self.domains.proxy().prepare(volume.sd, volume.img, volume.vol, holder, handoff),
+            DOMAINS)
+        try:
+            return future.result(self.call_timeout)
+        except concurrent.futures.TimeoutError:
+            if handoff.abandon():  # a late success is undone by the worker itself
+                raise StorageTimeout(timeout=self.call_timeout, reason="Image.prepare") from None
+        return future.result(self.call_timeout)  # delivered just at the deadline
 
     def teardown_volume(self, volume: VolumeHandle, holder: str) -> None:
         """Undo ``holder``'s :meth:`prepare_volume` (released once nobody holds the image)."""

@@ -45,6 +45,33 @@ def name_native_thread(name: str) -> None:
         log.debug("cannot name thread %s: %s", name, e)
 
 
+class Handoff:
+    """Settles, once, whether a worker's result reaches its caller or is abandoned.
+
+    The caller waits with a deadline; past it, :meth:`abandon` tells the worker (which may
+    still be running) that nobody will take its result, so the worker undoes it instead of
+    leaving an effect nobody knows of. Whichever of :meth:`deliver` and :meth:`abandon`
+    comes first wins; both answer whether the caller is to get the result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._delivered: bool | None = None
+
+    def deliver(self) -> bool:
+        """Worker: True if the caller takes the result, False if it was abandoned."""
+        with self._lock:
+            if self._delivered is None:
+                self._delivered = True
+            return self._delivered
+
+    def abandon(self) -> bool:
+        """Caller: True if abandoned now, False if the result was just delivered."""
+        with self._lock:
+            if self._delivered is None:
+                self._delivered = False
+            return not self._delivered
+
+
 class Workers:
     """Up to ``size`` daemon threads named ``<name>-N`` running submitted jobs in order."""
 
