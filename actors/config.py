@@ -53,6 +53,7 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     endpoint: str = ""  # empty: ipc://<run_dir>/api.sock
+    insecure_tcp: bool = False  # serve a loopback tcp endpoint without CURVE (logged)
     workers: int = 16
     max_pending: int = 1000
     max_frame: int = 4 * 1024 * 1024
@@ -62,15 +63,21 @@ class ApiConfig:
 @dataclass(frozen=True)
 class EventsConfig:
     endpoint: str = ""  # empty: ipc://<run_dir>/events.sock
+    insecure_tcp: bool = False  # publish on a loopback tcp endpoint without CURVE (logged)
     hwm: int = 10_000
 
 
 @dataclass(frozen=True)
 class CurveSection:
-    """CURVE keys; required for a tcp endpoint that is not loopback."""
+    """CURVE keys; required for every tcp endpoint (unless its insecure_tcp is set)."""
 
     server_secret: str = ""
     authorized_keys: str = ""
+    reload_interval: float = 2.0  # seconds between checks of authorized_keys; 0: SIGHUP only
+
+    def __post_init__(self) -> None:
+        if self.reload_interval < 0:
+            raise ConfigError("[curve] reload_interval must not be negative")
 
     @property
     def enabled(self) -> bool:
@@ -276,6 +283,24 @@ def load(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     return from_mapping(data)
+
+
+def check(config: Config) -> None:
+    """What no single section can check: CURVE keys in pairs, every tcp endpoint secured."""
+    curve = config.curve
+    if curve.enabled and not curve.authorized_keys:
+        raise ConfigError("[curve] server_secret needs authorized_keys too")
+    if curve.authorized_keys and not curve.enabled:
+        raise ConfigError("[curve] authorized_keys needs server_secret too")
+    for name, url, insecure in (
+        ("api", config.api_endpoint, config.api.insecure_tcp),
+        ("events", config.events_endpoint, config.events.insecure_tcp),
+    ):
+        try:
+            endpoints.check_security(endpoints.parse(url), curve=curve.enabled,
+                                     insecure_tcp=insecure)
+        except ValueError as e:
+            raise ConfigError(f"[{name}] endpoint: {e}") from None
 
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:

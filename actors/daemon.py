@@ -1,17 +1,27 @@
 """vdsmd: the composition root. Config, the supervision tree, the verb table, signals.
 
-Start order: event publisher, clock, the supervision tree (host services, storage, VMs),
-then the API server. Stop order is the reverse, in a ``finally``. Nothing here is global:
-every actor gets what it needs as constructor arguments.
+Start order: the run and state directories' locks, ZAP, event publisher, clock, the
+process guard, the supervision tree (host services, storage, VMs), then the API server.
+Stop order is the reverse, in a ``finally``. Nothing here is global: every actor gets what
+it needs as constructor arguments.
+
+The main thread then serves requests to the process (:meth:`Daemon.request`): ``stop``
+(SIGTERM, SIGINT: exit 0), ``reload`` (SIGHUP: re-read the authorised CURVE keys, which are
+also re-read when their directory changes) and ``fatal`` (an escalation past the root
+supervisor, or a dead API or event thread: stop what can be stopped and exit with
+EXIT_FATAL, so that the service manager restarts the agent).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,15 +34,17 @@ from actors import config as configuration
 from actors.base import ActorContext, Ping, Runtime
 from actors.clock import Clock
 from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
+from actors.dirlock import DirectoryInUse, DirLock
 from actors.host import api as host_api
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
 from actors.host.stats import HostStatsActor
 from actors.host.udev import UdevActor
+from actors.processguard import ProcessGuard
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from actors.vm.service import VmSubsystem
-from messaging import codec, curve
+from messaging import codec, curve, endpoints
 from messaging.events import EventPublisher
 from messaging.schema import SCHEMA
 from messaging.server import ApiServer, Binding, ServerConfig
@@ -40,6 +52,9 @@ from messaging.server import ApiServer, Binding, ServerConfig
 log = logging.getLogger("vdsmd")
 
 ROOT = "/"
+EXIT_FATAL = 70  # EX_SOFTWARE; any non-zero status makes systemd's Restart=on-failure act
+FATAL_STOP_DEADLINE = 120.0  # a stop after a fatal error that takes longer: os._exit
+HOUSEKEEPING_INTERVAL = 1.0  # the main thread's checks (threads alive, key directory)
 
 
 class Daemon:
@@ -48,9 +63,14 @@ class Daemon:
         self._context: zmq.Context[Any] | None = None
         self._publisher: EventPublisher | None = None
         self._clock: Clock | None = None
+        self._guard: pykka.ActorRef[ProcessGuard] | None = None
         self._root: pykka.ActorRef[Supervisor] | None = None
         self._server: ApiServer | None = None
-        self._auth: Any = None
+        self._auth: curve.Authenticator | None = None
+        self._locks: list[DirLock] = []
+        self._control: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._stopping = False
+        self._keys_checked = time.monotonic()
         self.directory = ActorDirectory()
         self.libvirt = LibvirtHandle(config.libvirt.uri)
         self._subsystems: list[Subsystem] = []
@@ -59,14 +79,14 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_directories()
         self._context = zmq.Context()
         curve_config = self._curve_config()
         if curve_config is not None:
             self._auth = curve.start_authenticator(self._context, curve_config)
         self._publisher = EventPublisher(
             context=self._context, endpoint=cfg.events_endpoint, curve=curve_config,
-            hwm=cfg.events.hwm,
+            insecure_tcp=cfg.events.insecure_tcp, hwm=cfg.events.hwm,
         )
         self._publisher.start()
         self._clock = Clock()
@@ -80,7 +100,8 @@ class Daemon:
         deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
         storage = StorageSubsystem(deps)
         self._subsystems = [storage, VmSubsystem(deps, storage=storage)]
-        self._root = self._start_tree(runtime)
+        self._guard = ProcessGuard.start(self._fatal)
+        self._root = self._start_tree(runtime, self._guard)
         self._server = ApiServer(
             context=self._context,
             config=ServerConfig(
@@ -89,9 +110,11 @@ class Daemon:
                 workers=cfg.api.workers,
                 max_pending=cfg.api.max_pending,
                 curve=curve_config,
+                insecure_tcp=cfg.api.insecure_tcp,
             ),
             schema=SCHEMA,
             bindings=self._bindings(runtime),
+            keys=self._auth.keys if self._auth is not None else None,
         )
         self._server.start()
         for subsystem in self._subsystems:
@@ -101,6 +124,7 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("vdsmd stopping")
+        self._stopping = True
         if self._server is not None:
             self._server.stop()
         if self._root is not None:
@@ -108,6 +132,8 @@ class Daemon:
                 self._root.stop(block=True, timeout=60)
             except pykka.Timeout:
                 log.error("the supervision tree did not stop within 60 s")
+        if self._guard is not None:
+            self._guard.stop(block=True, timeout=5)
         if self._clock is not None:
             self._clock.stop()
         if self._publisher is not None:
@@ -116,15 +142,100 @@ class Daemon:
             self._auth.stop()
         if self._context is not None:
             self._context.term()
+        for lock in reversed(self._locks):
+            lock.release()
         log.info("vdsmd stopped")
+
+    def _lock_directories(self) -> None:
+        """One agent per run dir and per state dir (DirectoryInUse if another holds one)."""
+        cfg = self.config.daemon
+        seen: set[Path] = set()
+        for lock in (DirLock(cfg.run_dir, "--run-dir", mode=endpoints.IPC_DIR_MODE),
+                     DirLock(cfg.state_dir, "--state-dir")):
+            if lock.directory.resolve() in seen:
+                continue  # both settings name one directory: one lock
+            seen.add(lock.directory.resolve())
+            lock.acquire()
+            self._locks.append(lock)
 
     def _curve_config(self) -> curve.CurveConfig | None:
         section = self.config.curve
         if not section.enabled:
             return None
-        if not section.authorized_keys:
-            raise configuration.ConfigError("[curve] server_secret needs authorized_keys too")
         return curve.CurveConfig(Path(section.server_secret), Path(section.authorized_keys))
+
+    # --- the main thread -----------------------------------------------------------------
+
+    def request(self, kind: str, detail: str = "") -> None:
+        """Ask the main thread to ``stop``, ``reload`` or end as ``fatal``.
+
+        Safe from any thread and from signal handlers (``SimpleQueue.put`` is reentrant).
+        """
+        self._control.put((kind, detail))
+
+    def serve(self) -> int:
+        """Serve requests to the process until ``stop`` (0) or ``fatal`` (EXIT_FATAL)."""
+        while True:
+            status = self.serve_once()
+            if status is not None:
+                return status
+
+    def serve_once(self, timeout: float = HOUSEKEEPING_INTERVAL) -> int | None:
+        """Handle one request (waiting up to ``timeout``), then the periodic checks.
+
+        Returns the exit status once the process should end, else None.
+        """
+        try:
+            kind, detail = self._control.get(timeout=timeout)
+        except queue.Empty:
+            kind, detail = "", ""
+        if kind == "stop":
+            log.info("received %s", detail)
+            return 0
+        if kind == "fatal":
+            log.critical("vdsmd cannot go on: %s; exiting with status %d so that the "
+                         "service manager restarts it", detail, EXIT_FATAL)
+            return EXIT_FATAL
+        if kind == "reload":
+            self.reload_keys(detail)
+        self._housekeeping()
+        return None
+
+    def reload_keys(self, why: str) -> None:
+        """Re-read the authorised CURVE keys; a removed key loses its connections."""
+        if self._auth is None:
+            log.info("%s: no [curve] keys to reload", why)
+            return
+        log.info("%s: reloading the authorised client keys", why)
+        change = self._auth.keys.reload()
+        if change.removed and self._publisher is not None:
+            self._publisher.drop_subscribers()
+
+    def _fatal(self, reason: str) -> None:
+        """Called by the process guard (on its thread) for an escalation past the root."""
+        if not self._stopping:
+            self.request("fatal", reason)
+
+    def _housekeeping(self) -> None:
+        if not self._stopping:
+            dead = self._dead_component()
+            if dead is not None:
+                self.request("fatal", dead)
+        interval = self.config.curve.reload_interval
+        now = time.monotonic()
+        if self._auth is not None and interval > 0 and now - self._keys_checked >= interval:
+            self._keys_checked = now
+            if self._auth.keys.changed():
+                self.reload_keys("the authorised keys directory changed")
+
+    def _dead_component(self) -> str | None:
+        if self._server is not None and not self._server.alive():
+            return "the API server thread ended"
+        if self._publisher is not None and not self._publisher.alive():
+            return "the event publisher thread ended"
+        # Not the root: pykka marks a failing actor dead before its on_failure has stopped
+        # the children; the process guard hears of it once that is done, with the reason.
+        return None
 
     # --- the tree --------------------------------------------------------------------------
 
@@ -132,7 +243,8 @@ class Daemon:
         s = self.config.supervision
         return RestartPolicy(s.max_restarts, s.within, s.backoff_initial, s.backoff_max)
 
-    def _start_tree(self, runtime: Runtime) -> pykka.ActorRef[Supervisor]:
+    def _start_tree(self, runtime: Runtime,
+                    guard: pykka.ActorRef[ProcessGuard]) -> pykka.ActorRef[Supervisor]:
         policy = self._policy()
         cfg = self.config
 
@@ -168,7 +280,7 @@ class Daemon:
             supervisor("host", host_children),
             *(supervisor(s.name, s.children()) for s in self._subsystems),
         ]
-        ctx = ActorContext(path=ROOT, runtime=runtime)
+        ctx = ActorContext(path=ROOT, runtime=runtime, supervisor=guard)
         self.directory.put(
             ActorInfo(path=ROOT, cls="Supervisor", state="starting", ref=None, supervisor=None)
         )
@@ -227,7 +339,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> configuration.Config:
     config = configuration.load(args.config)
-    return configuration.with_overrides(
+    config = configuration.with_overrides(
         config,
         daemon={
             "state_dir": args.state_dir,
@@ -239,6 +351,8 @@ def build_config(args: argparse.Namespace) -> configuration.Config:
         events={"endpoint": args.events},
         libvirt={"uri": args.libvirt_uri},
     )
+    configuration.check(config)
+    return config
 
 
 def setup_logging(config: configuration.Config) -> None:
@@ -264,27 +378,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vdsmd: {e}", file=sys.stderr)
         return 2
     setup_logging(config)
-    stop = threading.Event()
+    daemon = Daemon(config)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
+        name = signal.Signals(signum).name
+        daemon.request("reload" if signum == signal.SIGHUP else "stop", name)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon = Daemon(config)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         daemon.start()
+    except DirectoryInUse as e:
+        log.error("vdsmd cannot start: %s", e)
+        daemon.stop()
+        return 1
     except Exception as e:
         log.exception("vdsmd failed to start: %s", e)
         daemon.stop()
         return 1
+    status = 0
     try:
-        while not stop.wait(1.0):
-            pass
+        status = daemon.serve()
     finally:
+        if status:
+            _exit_after(FATAL_STOP_DEADLINE, status)
         daemon.stop()
-    return 0
+    if status:
+        log.critical("vdsmd exits with status %d", status)
+    return status
+
+
+def _exit_after(seconds: float, status: int) -> None:
+    """End the process with ``status`` after ``seconds`` even if stopping hangs."""
+    def expire() -> None:
+        log.critical("stopping took longer than %g s: exiting with status %d now", seconds,
+                     status)
+        os._exit(status)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,21 @@ def salvage_id(value: Any) -> RequestId:
     return None
 
 
+def is_notification(value: Any) -> bool:
+    """True for a request map that names a method and has no id: it never gets a reply.
+
+    It holds even when the request is otherwise wrong (an unknown method, invalid params):
+    the client said it reads no answer. A frame that is not msgpack, not a map, or names no
+    method is not a notification; its error reply carries ``id: null``.
+    """
+    return (
+        isinstance(value, dict)
+        and value.get("id") is None
+        and isinstance(value.get("method"), str)
+        and bool(value["method"])
+    )
+
+
 def parse_request(value: Any) -> Request:
     """Turn a decoded frame into a Request, or InvalidRequest naming what is wrong."""
     if not isinstance(value, dict):

@@ -1,4 +1,4 @@
-"""Endpoints: defaults, parsing, ipc socket permissions and the non-loopback rule."""
+"""Endpoints: defaults, parsing, ipc socket permissions and the CURVE rule for tcp."""
 
 from __future__ import annotations
 
@@ -79,6 +79,34 @@ def parse(url: str) -> Endpoint:
     if transport == "tcp" and ":" not in address:
         raise ValueError(f"tcp endpoint {url!r} must name a port")
     return Endpoint(url, transport, address)
+
+
+class InsecureEndpoint(ValueError):
+    """A tcp endpoint that would be served without CURVE."""
+
+
+def check_security(endpoint: Endpoint, *, curve: bool, insecure_tcp: bool) -> bool:
+    """Refuse a tcp endpoint without CURVE; True if it is served in plain text by choice.
+
+    Any local user can connect to a tcp endpoint, loopback included, and the agent runs as
+    root: so every tcp endpoint needs CURVE, unless the operator explicitly allows plain
+    text (``insecure_tcp``), and even then only on loopback. ipc endpoints are protected by
+    file modes instead (see :func:`prepare_ipc`).
+    """
+    if endpoint.transport != "tcp" or curve:
+        return False
+    if not insecure_tcp:
+        raise InsecureEndpoint(
+            f"refusing to serve {endpoint.url} without CURVE: any local user can connect to "
+            "a tcp endpoint, loopback included. Configure [curve] keys, or use an ipc:// "
+            "endpoint, or (loopback only) set this endpoint's insecure_tcp = true"
+        )
+    if not endpoint.is_loopback():
+        raise InsecureEndpoint(
+            f"refusing to serve {endpoint.url} without CURVE: insecure_tcp allows loopback "
+            "addresses only"
+        )
+    return True
 
 
 def prepare_ipc(endpoint: Endpoint) -> None:

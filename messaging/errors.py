@@ -174,6 +174,13 @@ class Forbidden(VdsmError):
     template = "{what} is disabled on this host ({how})"
 
 
+class NotAuthorized(VdsmError):
+    """A CURVE client whose key was removed from the authorised keys while connected."""
+
+    code = 105
+    template = "client key {key} is not authorised on this host"
+
+
 class NotImplementedOnHost(VdsmError):
     code = -32601
     template = "{method} is declared but not implemented on this host"

@@ -6,6 +6,14 @@ to a bounded pool of worker threads. Workers never touch the socket: they put th
 a queue and wake the socket thread through a pipe that sits in the same poller. So a slow
 verb cannot delay another client's ``Host.ping``, and every request has a deadline: when it
 passes, the client gets a timeout error and a late result is dropped.
+
+A request without an id (a notification) never gets a reply, whatever happens to it: an
+unknown method, invalid params, an overload, a failure or a timeout are logged only. Lines a
+client can cause at any rate (refused requests, dropped replies) are rate-limited.
+
+With CURVE, every request's ZAP user id (the client's public key) is checked against the
+authorised keys as they are now: a key removed while its client stays connected gets
+``NotAuthorized`` from then on.
 """
 
 from __future__ import annotations
@@ -25,24 +33,22 @@ from typing import Any
 import zmq
 
 from messaging import codec, endpoints
-from messaging.curve import CurveConfig, apply_server
+from messaging.curve import AuthorizedKeys, CurveConfig, apply_server
 from messaging.errors import (
     InternalError,
+    NotAuthorized,
     NotImplementedOnHost,
     RequestTimeout,
     ServerBusy,
     VdsmError,
 )
+from messaging.handshakes import HandshakeLog
+from messaging.ratelog import RateLimitedLog
 from messaging.schema.verbs import Schema, Verb
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
-
-# Refused requests are logged one line each, at most LOG_BURST per LOG_WINDOW seconds, so
-# that a flood of garbage cannot flood the log.
-LOG_BURST = 50
-LOG_WINDOW = 10.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class ServerConfig:
     workers: int = 16
     max_pending: int = 1000
     curve: CurveConfig | None = None
+    # Serve a loopback tcp endpoint without CURVE (the operator's explicit, logged choice).
+    insecure_tcp: bool = False
     # The hard cap ZeroMQ enforces itself (it drops the peer's connection beyond it);
     # frames between limits.max_frame and this get an error reply.
     hard_frame_factor: int = 4
@@ -82,6 +90,7 @@ class ApiServer:
         config: ServerConfig,
         schema: Schema,
         bindings: Mapping[str, Binding],
+        keys: AuthorizedKeys | None = None,
     ) -> None:
         unknown = set(bindings) - {v.name for v in schema}
         if unknown:
@@ -91,10 +100,12 @@ class ApiServer:
         self._schema = schema
         self._bindings = dict(bindings)
         self._endpoint = endpoints.parse(config.endpoint)
-        if not self._endpoint.is_loopback() and config.curve is None:
-            raise ValueError(
-                f"refusing to serve {config.endpoint} without CURVE keys: it is not loopback"
-            )
+        self._insecure = endpoints.check_security(
+            self._endpoint, curve=config.curve is not None, insecure_tcp=config.insecure_tcp
+        )
+        self._keys = keys
+        self._handshakes = (HandshakeLog(context, "API") if config.curve is not None
+                            else None)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="api-worker")
         self._results: queue.SimpleQueue[tuple[int, Any, VdsmError | None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -109,9 +120,8 @@ class ApiServer:
         self._start_error: BaseException | None = None
         self.bound_endpoint: str | None = None
         self.stats = {"requests": 0, "errors": 0, "timeouts": 0, "dropped": 0}
-        self._log_window_start = 0.0
-        self._log_count = 0
-        self._log_suppressed = 0
+        self._refusals = RateLimitedLog(log, "refused requests")
+        self._drops = RateLimitedLog(log, "dropped replies", level=logging.INFO)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -124,11 +134,22 @@ class ApiServer:
         if self._start_error is not None:
             raise self._start_error
 
+    def alive(self) -> bool:
+        """False once the socket thread has ended (stopped, or failed)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed to workers and not answered or expired yet."""
+        return len(self._pending)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._refusals.flush()
+        self._drops.flush()
         self._executor.shutdown(wait=False, cancel_futures=True)
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -156,14 +177,25 @@ class ApiServer:
             sock.rcvhwm = 10_000
             if self._config.curve is not None:
                 apply_server(sock, self._config.curve)
+            if self._handshakes is not None:
+                self._handshakes.attach(sock)
             endpoints.prepare_ipc(self._endpoint)
             sock.bind(self._config.endpoint)
             endpoints.secure_ipc(self._endpoint)
         except BaseException:
-            sock.close(linger=0)
+            self._close(sock)
             raise
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self._insecure:
+            log.warning("INSECURE: the API on %s is served without CURVE (insecure_tcp is "
+                        "set): every local user can call it, and it runs as root",
+                        self.bound_endpoint)
         return sock
+
+    def _close(self, sock: zmq.Socket[Any]) -> None:
+        if self._handshakes is not None:
+            self._handshakes.detach(sock)
+        sock.close(linger=0)
 
     def _run(self) -> None:
         try:
@@ -190,7 +222,7 @@ class ApiServer:
             log.exception("API server loop failed")
             raise
         finally:
-            sock.close(linger=0)
+            self._close(sock)
             log.info("API server stopped")
 
     def _poll_timeout(self) -> int:
@@ -210,12 +242,25 @@ class ApiServer:
         # Bounded batch, so replies and deadlines are served even under a flood.
         for _ in range(256):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames, user = self._receive(sock)
             except zmq.Again:
                 return
-            self._handle_frames(sock, frames)
+            self._handle_frames(sock, frames, user)
 
-    def _handle_frames(self, sock: zmq.Socket[Any], frames: list[bytes]) -> None:
+    def _receive(self, sock: zmq.Socket[Any]) -> tuple[list[bytes], str | None]:
+        """One message, and its ZAP user id (the client's CURVE key) when keys are checked."""
+        if self._keys is None:
+            return sock.recv_multipart(zmq.NOBLOCK), None
+        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        try:
+            user = parts[-1].get("User-Id")
+        except zmq.ZMQError:
+            user = None  # no ZAP user id: the request is refused
+        return [p.bytes for p in parts], user if isinstance(user, str) else None
+
+    def _handle_frames(self, sock: zmq.Socket[Any], frames: list[bytes],
+                       user: str | None = None) -> None:
+        """One request; ``user`` is its ZAP user id (the client's key) when CURVE is on."""
         self.stats["requests"] += 1
         if len(frames) < 2:
             self._drop("a message without an envelope", frames)
@@ -224,6 +269,8 @@ class ApiServer:
         value: Any = None
         try:
             value = codec.decode(body, self._config.limits)
+            if self._keys is not None and not self._keys.allows(user):
+                raise NotAuthorized(key=user or "?")
             request = codec.parse_request(value)
             verb = self._schema.lookup(request.method)
             params = verb.check_params(request.params)
@@ -232,8 +279,9 @@ class ApiServer:
                 raise NotImplementedOnHost(method=verb.name)
         except VdsmError as e:
             self.stats["errors"] += 1
-            self._log_refusal(envelope, e.message)
-            self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
+            self._refusals("refused request from %s: %s", _peer(envelope), e.message)
+            if not codec.is_notification(value):
+                self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
             return
         if binding.inline:
             outcome, error = _call(binding.handler, params, verb.name)
@@ -242,7 +290,9 @@ class ApiServer:
             return
         if len(self._pending) >= self._config.max_pending:
             error = ServerBusy(pending=len(self._pending))
-            self._reply(sock, envelope, codec.error_reply(request.id, error))
+            self._refusals("refused request from %s: %s", _peer(envelope), error.message)
+            if request.id is not None:
+                self._reply(sock, envelope, codec.error_reply(request.id, error))
             return
         token = next(self._tokens)
         deadline = time.monotonic() + verb.timeout
@@ -307,20 +357,7 @@ class ApiServer:
         except zmq.ZMQError as e:
             # EHOSTUNREACH: the client went away; EAGAIN: it does not read its replies.
             self.stats["dropped"] += 1
-            log.info("reply to %s dropped: %s", _peer(envelope), e)
-
-    def _log_refusal(self, envelope: list[bytes], message: str) -> None:
-        """Log each refused request once, but at most LOG_BURST lines per LOG_WINDOW."""
-        now = time.monotonic()
-        if now - self._log_window_start > LOG_WINDOW:
-            if self._log_suppressed:
-                log.warning("%d more refused requests were not logged", self._log_suppressed)
-            self._log_window_start, self._log_count, self._log_suppressed = now, 0, 0
-        if self._log_count < LOG_BURST:
-            self._log_count += 1
-            log.warning("refused request from %s: %s", _peer(envelope), message)
-        else:
-            self._log_suppressed += 1
+            self._drops("reply to %s dropped: %s", _peer(envelope), e)
 
     def _drop(self, what: str, frames: list[bytes]) -> None:
         self.stats["dropped"] += 1

@@ -10,6 +10,8 @@ import pytest
 
 from tests.harness import Vdsmd, running_vdsmd
 
+pytest_plugins = ["tests.faultfs.plugin"]  # the faultfs fixture (fault-injecting FUSE)
+
 
 @pytest.fixture
 def vdsmd(tmp_path: Path) -> Iterator[Vdsmd]:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from actors.storage.workers import name_native_thread
 from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def _reap_later(proc: subprocess.Popen[bytes], name: str) -> None:
     """Wait for a child stuck in the kernel on a daemon thread, so that it is reaped."""
 
     def reap() -> None:
+        name_native_thread(f"reap-{proc.pid}")
         rc = proc.wait()
         log.warning("abandoned command %s (pid %d) finally exited with %d", name, proc.pid, rc)
 

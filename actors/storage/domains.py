@@ -7,6 +7,11 @@ preparing and tearing down volumes for VMs: each call returns a
 caller (an API worker) waits on the future with a timeout; a domain whose storage hangs holds
 at most ``per_domain`` threads and further calls on it are refused at once (224), while
 every other domain keeps being served.
+
+Prepare, teardown and the deletion checks go through :class:`~actors.storage.usage.VolumeUsage`:
+a prepare records its holder (under the image's lock), a teardown removes it and only the
+last holder's teardown releases the image's devices, and a deletion is refused while a
+volume is prepared or in use (:func:`~actors.storage.usage.check_unused`).
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from actors.base import ActorContext, SupervisedActor
 from actors.storage import poolmeta
 from actors.storage.locator import DomainLocator
 from actors.storage.sd.backend import StorageDomainBackend
-from actors.storage.sd.records import VolumeCreateRequest
-from actors.storage.workers import Lanes
-from messaging.errors import NoSuchImage, NoSuchVolume, VolumeExists
+from actors.storage.sd.records import PreparedVolume, VolumeCreateRequest
+from actors.storage.usage import VolumeUsage, check_unused
+from actors.storage.workers import Handoff, Lanes
+from messaging.errors import (
+    NoSuchImage,
+    NoSuchVolume,
+    StorageTimeout,
+    VolumeExists,
+    VolumeHasChildren,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +42,11 @@ T = TypeVar("T")
 
 
 class DomainsActor(SupervisedActor):
-    def __init__(self, ctx: ActorContext, *, locator: DomainLocator, workers: int,
-                 per_domain: int) -> None:
+    def __init__(self, ctx: ActorContext, *, locator: DomainLocator, usage: VolumeUsage,
+                 workers: int, per_domain: int) -> None:
         super().__init__(ctx)
         self.locator = locator
+        self.usage = usage
         self.workers = workers
         self.per_domain = per_domain
         self._lanes: Lanes | None = None
@@ -50,7 +63,8 @@ class DomainsActor(SupervisedActor):
         lanes = self._lanes
         return {"workers": self.workers, "perDomain": self.per_domain, "calls": self._calls,
                 "threads": lanes.workers.threads() if lanes else 0,
-                "inflight": lanes.inflight() if lanes else {}}
+                "inflight": lanes.inflight() if lanes else {},
+                "imageLocks": self.usage.describe()}
 
     def _on(self, sd_uuid: str, what: str, fn: Callable[[StorageDomainBackend], T],
             ) -> Future[T]:
@@ -136,23 +150,75 @@ class DomainsActor(SupervisedActor):
 
         return self._on(req.sd_uuid, "volume check", check)
 
-    def check_volume(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None) -> Future[None]:
-        """NoSuchImage / NoSuchVolume unless the image (and the volume) exist."""
+    def check_deletable(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None,
+                        ) -> Future[None]:
+        """NoSuchImage / NoSuchVolume unless the image (and the volume) exist;
+        VolumeHasChildren for a parent; VolumeInUse / ImageInUse while prepared or in use.
+        The deletion task checks all of it again, under the image's lock."""
+        usage = self.usage
+
         def check(backend: StorageDomainBackend) -> None:
             volumes = backend.list_volumes(img_uuid)
-            if vol_uuid is not None and vol_uuid not in volumes:
-                raise NoSuchVolume(volUUID=vol_uuid, imgUUID=img_uuid, sdUUID=sd_uuid)
+            if vol_uuid is not None:
+                if vol_uuid not in volumes:
+                    raise NoSuchVolume(volUUID=vol_uuid, imgUUID=img_uuid, sdUUID=sd_uuid)
+                children = backend.children(img_uuid, vol_uuid)
+                if children:
+                    raise VolumeHasChildren(volUUID=vol_uuid,
+                                            children=", ".join(v for _, v in children))
+            check_unused(usage, backend, img_uuid, vol_uuid)
 
         return self._on(sd_uuid, "volume check", check)
 
-    def prepare(self, sd_uuid: str, img_uuid: str, vol_uuid: str) -> Future[dict[str, Any]]:
-        return self._on(sd_uuid, "prepare", lambda b: b.prepare(img_uuid, vol_uuid).to_wire())
+    def prepare(self, sd_uuid: str, img_uuid: str, vol_uuid: str, holder: str,
+                handoff: Handoff | None = None) -> Future[PreparedVolume]:
+        """Prepare the volume for ``holder``, recorded before anything is touched. When the
+        caller abandons ``handoff`` (it stopped waiting), a prepare that finishes later is
+        undone: a use nobody was told of must not keep the volume from being deleted."""
+        usage = self.usage
 
-    def teardown_image(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None,
+        def prepare(backend: StorageDomainBackend) -> PreparedVolume:
+            with usage.image_lock(sd_uuid, img_uuid, "prepare"):
+                new = usage.add(sd_uuid, img_uuid, vol_uuid, holder)
+                try:
+                    prepared = backend.prepare(img_uuid, vol_uuid)
+                    if handoff is None or handoff.deliver():
+                        return prepared
+                    log.warning("prepare of %s/%s for %s finished after its caller gave up: "
+                                "undone", img_uuid, vol_uuid, holder)
+                    if new:  # else the holder had it prepared before: that use stands
+                        usage.remove(sd_uuid, img_uuid, vol_uuid, holder)
+                        new = False
+                        if not usage.image_holders(sd_uuid, img_uuid):
+                            backend.teardown(img_uuid, vol_uuid)
+                    raise StorageTimeout(timeout=0, reason="prepare abandoned by its caller")
+                except BaseException:
+                    if new:
+                        usage.remove(sd_uuid, img_uuid, vol_uuid, holder)
+                    raise
+
+        return self._on(sd_uuid, "prepare", prepare)
+
+    def teardown_image(self, sd_uuid: str, img_uuid: str, vol_uuid: str | None, holder: str,
                        ) -> Future[None]:
+        """Drop ``holder``'s use of the volume (of every volume of the image when None);
+        once nobody holds any volume of the image, release all of them."""
+        usage = self.usage
+
         def teardown(backend: StorageDomainBackend) -> None:
-            volumes = [vol_uuid] if vol_uuid is not None else backend.list_volumes(img_uuid)
-            for vol in volumes:
-                backend.teardown(img_uuid, vol)
+            with usage.image_lock(sd_uuid, img_uuid, "teardown"):
+                volumes = backend.list_volumes(img_uuid)
+                if vol_uuid is not None and vol_uuid not in volumes:
+                    usage.remove(sd_uuid, img_uuid, vol_uuid, holder)
+                    raise NoSuchVolume(volUUID=vol_uuid, imgUUID=img_uuid, sdUUID=sd_uuid)
+                for vol in [vol_uuid] if vol_uuid is not None else volumes:
+                    usage.remove(sd_uuid, img_uuid, vol, holder)
+                left = usage.image_holders(sd_uuid, img_uuid)
+                if left:
+                    log.info("image %s of %s stays prepared for %s", img_uuid, sd_uuid,
+                             sorted({h for holders in left.values() for h in holders}))
+                    return
+                for vol in volumes:
+                    backend.teardown(img_uuid, vol)
 
         return self._on(sd_uuid, "teardown", teardown)

@@ -20,15 +20,18 @@ TOOLS = frozenset(("qemu-img", "fallocate", "dd"))
 PROC = Path("/proc")
 
 
-def holders(path: Path, proc: Path = PROC) -> list[int]:
-    """Pids of the storage tools (:data:`TOOLS`) that have ``path`` open."""
+def openers(path: Path, *, only: frozenset[str] | None = None,
+            proc: Path = PROC) -> list[tuple[int, str]]:
+    """``(pid, command name)`` of the processes that have ``path`` open (of those named in
+    ``only``, when given), read from ``/proc``: the answer holds across a restart of vdsmd."""
     target = os.path.realpath(path)
     found = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() not in TOOLS:
+            comm = (entry / "comm").read_text().strip()
+            if only is not None and comm not in only:
                 continue
             fds = list((entry / "fd").iterdir())
         except OSError:
@@ -36,11 +39,16 @@ def holders(path: Path, proc: Path = PROC) -> list[int]:
         for fd in fds:
             try:
                 if str(fd.readlink()) == target:
-                    found.append(int(entry.name))
+                    found.append((int(entry.name), comm))
                     break
             except OSError:
                 continue
     return found
+
+
+def holders(path: Path, proc: Path = PROC) -> list[int]:
+    """Pids of the storage tools (:data:`TOOLS`) that have ``path`` open."""
+    return [pid for pid, _comm in openers(path, only=TOOLS, proc=proc)]
 
 
 def kill_holders(path: Path, *, wait: float = 5.0) -> list[int]:

@@ -26,6 +26,7 @@ from actors.storage.sd.loopdomain import LoopDomain
 from actors.storage.sd.lvmdomain import LvmDomain, find_vg
 from actors.storage.sd.records import check_uuid
 from messaging.errors import (
+    InvalidParams,
     NoSuchStorageDomain,
     StorageConnectionError,
     StorageDomainExists,
@@ -136,7 +137,10 @@ class DomainLocator:
                                        version=version, run_dir=self.links_dir)
             where = _Where(vg=type_args)
         elif domain_type in FILE_TYPES:
-            path = self.connection_path(type_args)
+            try:
+                path = self.connection_path(type_args)
+            except InvalidParams as e:  # named after the param the client sent
+                raise InvalidParams("typeArgs", e.reason) from None
             if not path.is_dir():
                 raise StorageConnectionError(connection=type_args,
                                              reason="not connected (connectStorageServer first)")

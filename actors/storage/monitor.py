@@ -10,7 +10,8 @@ after the probe began: detection within ``interval + timeout``.
 
 Before the first probe the monitor must find the domain (a search over the connections, which
 may hang like any storage I/O): that runs once on a short-lived thread of its own, which
-posts what it found; a search stuck past the timeout makes the domain invalid (215). A probe
+posts what it found (every failure, an unexpected one too, is a result: code 200 and a logged
+traceback for a bug); a search stuck past the timeout makes the domain invalid (215). A probe
 that fails (rather than hangs) makes the monitor search again at the next tick, in case the
 domain moved or its mount came back; a domain that cannot be found is searched for again
 with a backoff (up to every 30 s), since a search touches every connection.
@@ -38,6 +39,7 @@ from actors.storage.board import NEVER, DomainHealth, MonitorBoard
 from actors.storage.locator import DomainLocator
 from actors.storage.probe import DomainProbe, ProbeResult
 from actors.storage.sd.records import ProbeTarget
+from actors.storage.workers import name_native_thread
 from messaging.errors import StorageError, StorageTimeout, VdsmError
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
 def _find(sd_uuid: str, locator: DomainLocator, generation: int,
           report: Callable[[_Found], None]) -> None:
     """Runs on a finder thread: find the domain's probe target and post it."""
+    name_native_thread(threading.current_thread().name)
     try:
         backend = locator.open(sd_uuid)
         found = _Found(generation, backend.probe_target(), backend.read_metadata().version)
@@ -89,6 +92,10 @@ def _find(sd_uuid: str, locator: DomainLocator, generation: int,
         found = _Found(generation, None, error=e)
     except OSError as e:
         found = _Found(generation, None, error=StorageError(reason=f"cannot find it: {e}"))
+    except Exception as e:  # a bug must not leave the domain "finding" forever
+        log.error("finding domain %s failed unexpectedly", sd_uuid, exc_info=e)
+        found = _Found(generation, None, error=StorageError(
+            reason=f"finding the domain failed unexpectedly: {e!r} (see the agent log)"))
     report(found)
 
 

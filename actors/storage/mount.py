@@ -23,6 +23,7 @@ from typing import Any, Literal
 from actors.storage import loopdev
 from actors.storage.command import run
 from messaging.errors import InvalidParams, StorageConnectionError, StorageError
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,22 @@ class Connection:
 
     def __post_init__(self) -> None:
         spec = self.spec
-        if not spec or any(c in spec for c in "\0\n") or len(spec) > 1024:
+        if not spec or len(spec) > 1024:
             raise InvalidParams("connection", f"{spec[:64]!r} is not a valid connection")
+        check_text(spec, "connection")
         if self.kind == "localfs" and not spec.startswith("/"):
             raise InvalidParams("connection", f"{spec[:64]!r} is not an absolute path")
+        path = spec.partition(":/")[2] if _REMOTE_RE.fullmatch(spec) else spec
+        if any(part in (".", "..") for part in path.split("/")):
+            raise InvalidParams("connection", f"{spec[:64]!r} has a '.' or '..' component")
         if self.kind == "nfs" and _REMOTE_RE.fullmatch(spec) is None:
             raise InvalidParams("connection", f"{spec[:64]!r} is not host:/export")
         if self.kind == "posixfs" and not (spec.startswith("/") or _REMOTE_RE.fullmatch(spec)):
             raise InvalidParams("connection", f"{spec[:64]!r} is neither a path nor host:/path")
         if re.fullmatch(r"[a-z0-9.]*", self.vfs_type) is None:
             raise InvalidParams("vfs_type", f"{self.vfs_type[:32]!r} is not a filesystem type")
-        if re.search(r"[\s\0]", self.mnt_options):
+        check_text(self.mnt_options, "mnt_options")
+        if re.search(r"\s", self.mnt_options):
             raise InvalidParams("mnt_options", "mount options cannot contain whitespace")
         if self.nfs_version not in NFS_VERSIONS:
             raise InvalidParams("nfs_version", f"{self.nfs_version!r} is not one of "

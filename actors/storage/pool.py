@@ -13,8 +13,15 @@ actor reads the master domain on its writer and, until that succeeds, pool verbs
 
 Monitors: the actor keeps one :class:`~actors.storage.monitor.DomainMonitor` per active domain
 running as a sibling under the pool's supervisor (``/storage/pools/<spUUID>/<sdUUID>``). It
-asks its supervisor to start and stop them without waiting for the answer (a supervisor
-never waits on this actor, and this actor never waits on its supervisor).
+asks its supervisor to start and stop them without waiting (this actor never waits on its
+supervisor): its one ``pool-<sp>-ask`` thread reads each answer (bounded) and posts it back,
+and a monitor that did not start or stop is logged and retried with a backoff, after
+re-reading from the actor directory which monitors really run.
+
+Tasks: :meth:`PoolActor.submit` checks a task and tells the task manager to queue it
+(:class:`~actors.storage.tasks.SubmitTask`); the caller (an API worker, which may wait)
+gets a future that the task manager resolves with the task id once the task is recorded, or
+with the error that kept it from being recorded.
 """
 
 from __future__ import annotations
@@ -35,9 +42,9 @@ from actors.storage.board import MonitorBoard
 from actors.storage.locator import DomainLocator
 from actors.storage.poolmeta import ACTIVE, ATTACHED, PoolMetadata
 from actors.storage.state import PoolRecord
-from actors.storage.tasks import TaskManager
+from actors.storage.tasks import SubmitTask, TaskManager
 from actors.storage.workers import Workers
-from actors.supervisor import ChildSpec
+from actors.supervisor import ChildExists, ChildSpec
 from messaging.errors import (
     ActorUnavailable,
     NotSPM,
@@ -54,6 +61,8 @@ log = logging.getLogger(__name__)
 POOL_CHILD = "pool"
 RETRY_INITIAL = 1.0
 RETRY_MAX = 30.0
+MONITOR_ASK_TIMEOUT = 60.0
+"""How long the ask thread waits for the supervisor to start or stop a monitor."""
 
 MonitorSpec = Callable[[str, int], ChildSpec]
 Change = Callable[[DomainLocator, PoolMetadata], PoolMetadata]
@@ -75,6 +84,20 @@ class _Written:
     outer: Future[bool]
 
 
+@dataclass(frozen=True)
+class _MonitorAnswer:
+    """The supervisor's answer to starting (or stopping) the monitor of ``sd_uuid``."""
+
+    sd_uuid: str
+    starting: bool
+    error: Exception | None
+
+
+@dataclass(frozen=True)
+class _Resync:
+    pass
+
+
 def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
     try:
         ref.tell(message)
@@ -94,6 +117,9 @@ class PoolActor(SupervisedActor):
         self.monitor_spec = monitor_spec
         self.board = board
         self._writer: Workers | None = None
+        self._asker: Workers | None = None
+        self._monitor_retry = RETRY_INITIAL
+        self._resync_due = False
         self._pool: PoolMetadata | None = None
         self._error: VdsmError | None = None
         self._retry = RETRY_INITIAL
@@ -106,15 +132,21 @@ class PoolActor(SupervisedActor):
 
     def setup(self) -> None:
         self._writer = Workers(f"pool-{self.sp_uuid[:8]}", 1)
-        parent_path = self.ctx.path.rsplit("/", 1)[0]
-        self._monitors = {info.path.rsplit("/", 1)[-1]
-                          for info in self.ctx.runtime.directory.children(parent_path)
-                          if info.cls == "DomainMonitor"}
+        self._asker = Workers(f"pool-{self.sp_uuid[:8]}-ask", 1)
+        self._monitors = self._running_monitors()
         self.actor_ref.tell(_Load())
 
+    def _running_monitors(self) -> set[str]:
+        """The monitors the actor directory says exist under this pool (the truth)."""
+        parent_path = self.ctx.path.rsplit("/", 1)[0]
+        return {info.path.rsplit("/", 1)[-1]
+                for info in self.ctx.runtime.directory.children(parent_path)
+                if info.cls == "DomainMonitor"}
+
     def teardown(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown()
+        for workers in (self._writer, self._asker):
+            if workers is not None:
+                workers.shutdown()
         gone = ActorUnavailable(path=self.ctx.path, reason="stopped")
         futures: list[Future[Any]] = [*self._waiters, *self._pending]
         for future in futures:
@@ -136,6 +168,12 @@ class PoolActor(SupervisedActor):
             self._loaded(message.future)
         elif isinstance(message, _Written):
             self._written(message)
+        elif isinstance(message, _MonitorAnswer):
+            self._monitor_answer(message)
+        elif isinstance(message, _Resync):
+            self._resync_due = False
+            self._monitors = self._running_monitors()
+            self._reconcile()
         else:
             return super().on_receive(message)
         return None
@@ -268,8 +306,9 @@ class PoolActor(SupervisedActor):
 
     # --- SPM-side tasks ------------------------------------------------------------------
 
-    def submit(self, verb: str, params: dict[str, Any]) -> str:
-        """Check that the task may run on this pool now, and queue it; its task id."""
+    def submit(self, verb: str, params: dict[str, Any]) -> Future[str]:
+        """Check that the task may run on this pool now and hand it to the task manager;
+        the future gets its task id once it is recorded (or why it was not)."""
         pool = self._ready()
         sd_uuid = params["sdUUID"]
         status = pool.statuses.get(sd_uuid)
@@ -285,12 +324,14 @@ class PoolActor(SupervisedActor):
         else:
             self.check_domain(sd_uuid, active=True)
         self._check_writable()
-        # Not waited on: the pool actor never blocks on another actor. The task manager
-        # handles this before any later request that names the task id (its inbox is FIFO
-        # and the id only reaches the client after this message was queued).
-        task_id = str(uuid.uuid4())
-        self.tasks.proxy().submit(verb, params, task_id=task_id)
-        return task_id
+        # Told, not asked: the pool actor never waits on another actor. The caller waits on
+        # ``reply``, which the task manager resolves once the task is on disk (or not).
+        reply: Future[str] = Future()
+        try:
+            self.tasks.tell(SubmitTask(verb, params, str(uuid.uuid4()), reply))
+        except pykka.ActorDeadError:
+            raise ActorUnavailable(path=self.tasks.path, reason="stopped") from None
+        return reply
 
     # --- monitors ------------------------------------------------------------------------
 
@@ -303,11 +344,43 @@ class PoolActor(SupervisedActor):
         if self._parent is None:
             self._parent = self.ctx.supervisor.proxy()
         for sd in sorted(wanted - self._monitors):
-            self._parent.start_child(self.monitor_spec(sd, self.record.host_id))
+            self._watch(self._parent.start_child(self.monitor_spec(sd, self.record.host_id)),
+                        sd, starting=True)
         for sd in sorted(self._monitors - wanted):
             self.board.remove(sd)  # out of repoStats now, not when the monitor is gone
-            self._parent.stop_child(sd)
+            self._watch(self._parent.stop_child(sd), sd, starting=False)
         self._monitors = wanted
+
+    def _watch(self, answer: pykka.Future[Any], sd_uuid: str, *, starting: bool) -> None:
+        """Have the ask thread read the supervisor's answer and post it back."""
+        me = self.actor_ref
+
+        def read() -> None:
+            error: Exception | None = None
+            try:
+                answer.get(timeout=MONITOR_ASK_TIMEOUT)
+            except Exception as e:  # noqa: BLE001 - every answer goes back to the actor
+                error = e
+            _post(me, _MonitorAnswer(sd_uuid, starting, error))
+
+        assert self._asker is not None
+        self._asker.submit(read)
+
+    def _monitor_answer(self, answer: _MonitorAnswer) -> None:
+        error = answer.error
+        if error is None or (answer.starting and isinstance(error, ChildExists)):
+            self._monitor_retry = RETRY_INITIAL
+            return
+        what = "start" if answer.starting else "stop"
+        log.error("pool %s: the monitor of %s did not %s: %s (checking again in %g s)",
+                  self.sp_uuid, answer.sd_uuid, what, str(error) or type(error).__name__,
+                  self._monitor_retry)
+        if self._resync_due:
+            return
+        self._resync_due = True
+        me = self.actor_ref
+        self.ctx.runtime.clock.call_later(self._monitor_retry, lambda: _post(me, _Resync()))
+        self._monitor_retry = min(RETRY_MAX, self._monitor_retry * 2)
 
     def _write_pool(self) -> Workers:
         assert self._writer is not None

@@ -30,6 +30,7 @@ from actors.storage.sd.metadata import DomainMetadata
 from actors.storage.sd.records import check_uuid
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSuchStoragePool,
     StorageDomainAttached,
     StorageDomainNotAttached,
@@ -37,6 +38,7 @@ from messaging.errors import (
     StoragePoolExists,
     WrongMasterVersion,
 )
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +136,7 @@ def create_pool(locator: DomainLocator, *, sp_uuid: str, name: str, master_sd: s
     """Make ``master_sd`` the master of a new pool holding ``domain_list`` (all attached,
     the master active). Checks every domain before writing anything; on a failure undoes
     the writes already made."""
-    if "\n" in name or "," in name:
-        raise InvalidParams("name", "a pool name is one line without commas")
+    check_text(name, "name", forbidden=",")  # POOL_DOMAINS-style lists use commas
     members = list(dict.fromkeys([master_sd, *domain_list]))
     opened = [(locator.open(sd), sd) for sd in members]
     metas = {sd: backend.read_metadata() for backend, sd in opened}
@@ -220,6 +221,8 @@ def write_master(locator: DomainLocator, old: PoolMetadata, new: PoolMetadata) -
     backend = locator.open(old.master)
     meta = backend.read_metadata()
     if PoolMetadata.from_master(meta) != old:
-        raise StorageError(reason=f"the metadata of pool {old.sp_uuid} changed on its master "
-                           f"{old.master} behind this host's back")
+        raise MetadataConflict(f"the metadata of pool {old.sp_uuid} changed on its master "
+                               f"{old.master} behind this host's back (generation "
+                               f"{meta.generation})", what=f"pool {old.sp_uuid}",
+                               found=meta.generation, expected="the one read")
     _write(backend, meta, new.changes())

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.storage.sd.records import ProbeTarget
+from actors.storage.workers import name_native_thread
 from messaging.errors import StorageDomainInvalid, StorageTimeout
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class DomainProbe:
         return True
 
     def _run(self, started: float) -> None:
+        name_native_thread(threading.current_thread().name)
         result = ProbeResult(ok=False, started=started, delay=0.0, error="the probe crashed",
                              code=StorageDomainInvalid.code)
         try:
@@ -145,6 +147,11 @@ class DomainProbe:
         except OSError as e:
             result = ProbeResult(ok=False, started=started, delay=time.monotonic() - started,
                                  error=str(e), code=StorageDomainInvalid.code)
+        except Exception as e:  # a bug is a failed probe, reported and logged
+            log.error("probe of %s failed unexpectedly", self.name, exc_info=e)
+            result = ProbeResult(ok=False, started=started, delay=time.monotonic() - started,
+                                 error=f"the probe failed unexpectedly: {e!r}",
+                                 code=StorageDomainInvalid.code)
         finally:
             with self._lock:
                 self._last = result

@@ -13,10 +13,13 @@ It builds the storage sub-tree under ``/storage``::
 
 and hands out the verb handlers (:mod:`actors.storage.api`), the monitors' board for
 ``Host.getStats`` and, for the VM subsystem, :meth:`StorageSubsystem.prepare_volume` and
-:meth:`StorageSubsystem.teardown_volume`.
+:meth:`StorageSubsystem.teardown_volume` (typed: a
+:class:`~actors.storage.handle.VolumeHandle` and the VM's id, not wire params).
 
 Paths on the host: connections under ``<run_dir>/storage/mnt``, prepared block volumes
-linked under ``<run_dir>/storage/links``, persisted state under ``<state_dir>/storage``
+linked under ``<run_dir>/storage/links``, who prepared which volume recorded under
+``<run_dir>/storage/prepared`` (:mod:`actors.storage.usage`), persisted state under
+``<state_dir>/storage``
 (see :mod:`actors.storage.state`). The ``pools`` supervisor starts one sub-tree per pool
 remembered in the state directory, so a restarted vdsmd reconnects its pools by itself.
 """
@@ -29,22 +32,28 @@ from typing import Any, cast
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
 from actors.storage import taskwork
-from actors.storage.api import POOLS, TASKS, StorageApi, ask, wait
+from actors.storage.api import StorageApi
 from actors.storage.board import MonitorBoard
+from actors.storage.calls import POOLS, TASKS, ask, wait
 from actors.storage.connections import ConnectionsActor
 from actors.storage.domains import DomainsActor
+from actors.storage.handle import VolumeHandle, vm_holder
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.mount import Connector
 from actors.storage.pool import POOL_CHILD, PoolActor
 from actors.storage.sd.filecreate import FilePreallocation
-from actors.storage.sd.records import check_uuid
 from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords
 from actors.storage.tasks import TaskManager
 from actors.storage.taskstore import TaskStore
+from actors.storage.usage import VolumeUsage
 from actors.subsystem import Deps
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from messaging.server import Binding
+
+LOCK_SHARE = 0.8
+"""An image's lock is waited for this share of ``call_timeout`` (then 224), so that a verb
+waiting behind a stuck deletion answers before its own deadline."""
 
 
 class StorageSubsystem:
@@ -61,6 +70,8 @@ class StorageSubsystem:
             mnt_root=run_dir / "mnt", links_dir=run_dir / "links",
             file_preallocation=cast(FilePreallocation, self.config.file_preallocation))
         self.connector = Connector(run_dir / "mnt", timeout=self.config.mount_timeout)
+        self.usage = VolumeUsage(run_dir / "prepared",
+                                 lock_timeout=self.config.call_timeout * LOCK_SHARE)
         self.records = PoolRecords(self.state_dir / "pools")
         s = cfg.supervision
         self.policy = RestartPolicy(s.max_restarts, s.within, s.backoff_initial, s.backoff_max)
@@ -68,7 +79,8 @@ class StorageSubsystem:
                               records=self.records, pool_tree=self.pool_tree,
                               call_timeout=self.config.call_timeout,
                               mount_timeout=self.config.mount_timeout)
-        self.task_env = taskwork.TaskEnv(locator=self.locator, pool_call=self._pool_call)
+        self.task_env = taskwork.TaskEnv(locator=self.locator, pool_call=self._pool_call,
+                                         usage=self.usage)
 
     # --- the sub-tree ----------------------------------------------------------------------
 
@@ -118,7 +130,7 @@ class StorageSubsystem:
             ),
             ChildSpec(
                 "domains",
-                lambda ctx: DomainsActor.start(ctx, locator=self.locator,
+                lambda ctx: DomainsActor.start(ctx, locator=self.locator, usage=self.usage,
                                                workers=cfg.io_workers,
                                                per_domain=cfg.io_per_domain),
                 cls="DomainsActor",
@@ -157,20 +169,15 @@ class StorageSubsystem:
     def libvirt_connected(self) -> None:
         pass
 
-    # --- for the VM subsystem (called on API worker threads: may block, bounded) -----------
+    # --- for the VM subsystem (called on its operation threads: may block, bounded) --------
 
-    def prepare_volume(self, sp: str, sd: str, img: str, vol: str) -> str:
-        """The path a VM opens for this volume (a symlink to a loop device on block domains;
-        the backing chain resolves from it). Raises the storage errors of Image.prepare."""
-        prepared = self.api.prepare({
-            "storagepoolID": check_uuid(sp, "poolID"),
-            "storagedomainID": check_uuid(sd, "domainID"),
-            "imageID": check_uuid(img, "imageID"), "volumeID": check_uuid(vol, "volumeID")})
-        return str(prepared["path"])
+    def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str:
+        """The path VM ``vm_id`` opens for this volume (on block domains a symlink to the
+        device; the backing chain resolves from it), recorded as the VM's use so that the
+        volume cannot be deleted until :meth:`teardown_volume`. Raises Image.prepare's
+        storage errors."""
+        return self.api.volumes.prepare_volume(volume, vm_holder(vm_id)).path
 
-    def teardown_volume(self, sp: str, sd: str, img: str, vol: str) -> None:
-        """Undo :meth:`prepare_volume` once the VM no longer uses the volume."""
-        self.api.teardown({
-            "storagepoolID": check_uuid(sp, "poolID"),
-            "storagedomainID": check_uuid(sd, "domainID"),
-            "imageID": check_uuid(img, "imageID"), "volumeID": check_uuid(vol, "volumeID")})
+    def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
+        """Undo :meth:`prepare_volume` once VM ``vm_id`` no longer uses the volume."""
+        self.api.volumes.teardown_volume(volume, vm_holder(vm_id))

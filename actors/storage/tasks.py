@@ -6,7 +6,12 @@ those threads, never on the actor's. The actor decides every state change, persi
 publishes it as ``|jobs|status|<taskID>``; a worker only reports what happened (a message)
 and journals its steps' progress straight into the store, durably before each step starts.
 
-- ``submit`` queues a task and returns its id at once.
+- ``submit`` queues a task and returns its id at once; the pool actor, which must not wait
+  on this actor, tells it a :class:`SubmitTask` instead, whose ``reply`` future gets the id
+  once the task is recorded, or the error that kept it from being recorded (a full state
+  filesystem: :class:`~messaging.errors.NoSpace`): a client never gets the id of a task that
+  does not exist. A request that gave up waiting cancels the reply first, and a cancelled
+  hand-over is dropped, so nothing runs that the client was told failed.
 - ``stop_task`` aborts it: its :class:`~actors.storage.command.Aborter` kills the running command
   (qemu-img, ...) and the steps already started are undone; the task ends ``failure`` (404).
 - ``revert_task`` undoes what a failed or stopped task still left (an undo that failed before).
@@ -14,6 +19,9 @@ and journals its steps' progress straight into the store, durably before each st
   start-up every task a restart interrupted is reverted (or, for a deletion, finished) on
   the workers; a revert that fails for a transient reason (a pool still reconnecting, storage
   not answering) is retried with a backoff.
+- A state change decided in a told message (a worker's report, a recovery) that the state
+  filesystem refuses is kept pending and retried with a backoff: the actor never fails over
+  it, and what clients read is always what a restarted vdsmd would find on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +56,7 @@ from actors.storage.taskwork import Builder
 from actors.storage.workers import Workers
 from messaging.errors import (
     ActorUnavailable,
+    StorageError,
     TaskAborted,
     TaskNotFinished,
     TaskStateError,
@@ -57,6 +67,19 @@ log = logging.getLogger(__name__)
 
 RECOVERY_ATTEMPTS = 6
 RECOVERY_BACKOFF = 1.0
+SAVE_RETRY_INITIAL = 1.0
+SAVE_RETRY_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class SubmitTask:
+    """Queue a task with the id the sender chose; ``reply`` gets the id once the task is
+    recorded, or the error that kept it from being recorded. Told, never asked."""
+
+    verb: str
+    params: dict[str, Any]
+    task_id: str
+    reply: Future[str]
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,11 @@ class _Ended:
 class _Recover:
     task_id: str
     attempt: int = 0
+
+
+@dataclass(frozen=True)
+class _Flush:
+    """Retry persisting the state changes the state filesystem refused."""
 
 
 def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
@@ -135,6 +163,9 @@ class TaskManager(SupervisedActor):
         self._workers: Workers | None = None
         self._aborters: dict[str, Aborter] = {}
         self._attempts: dict[str, int] = {}
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        """Changes decided in told messages that could not be persisted yet, by task id."""
+        self._save_retry = SAVE_RETRY_INITIAL
 
     def setup(self) -> None:
         self._workers = Workers("storage-task", self.size)
@@ -155,7 +186,8 @@ class TaskManager(SupervisedActor):
         for record in self.store.all():
             states[record.state] = states.get(record.state, 0) + 1
         busy = self._workers.busy() if self._workers else 0
-        return {"tasks": states, "workers": self.size, "busy": busy}
+        return {"tasks": states, "workers": self.size, "busy": busy,
+                "unsaved": sorted(self._unsaved)}
 
     # --- verbs -------------------------------------------------------------------------
 
@@ -164,12 +196,31 @@ class TaskManager(SupervisedActor):
         if verb not in self.builders:
             log.error("refusing a task of unknown kind %s", verb)
             raise ValueError(f"no task kind {verb}")
-        record = self._set(TaskRecord(task_id or str(uuid.uuid4()), verb, params))
+        try:
+            record = self._set(TaskRecord(task_id or str(uuid.uuid4()), verb, params))
+        except StorageError as e:
+            log.error("task %s (%s) not queued: %s", task_id or "-", verb, e.message)
+            raise
         abort = Aborter(record.task_id)
         self._aborters[record.task_id] = abort
         self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
         log.info("task %s (%s) queued", record.task_id, verb)
         return record.task_id
+
+    def _hand_over(self, message: SubmitTask) -> None:
+        """A :class:`SubmitTask` from the pool actor: its ``reply`` gets the outcome."""
+        if not message.reply.set_running_or_notify_cancel():
+            log.warning("task %s (%s) not queued: its request gave up waiting", message.task_id,
+                        message.verb)
+            return
+        try:
+            task_id = self.submit(message.verb, message.params, task_id=message.task_id)
+        except Exception as e:  # every outcome goes to the requester
+            if not isinstance(e, VdsmError):
+                log.error("task %s (%s) not queued", message.task_id, message.verb, exc_info=e)
+            message.reply.set_exception(e)
+        else:
+            message.reply.set_result(task_id)
 
     def task_status(self, task_id: str) -> dict[str, Any]:
         return self.store.get(task_id).to_wire()
@@ -201,19 +252,24 @@ class TaskManager(SupervisedActor):
             raise TaskNotFinished(taskID=task_id, state=record.state)
         self.store.remove(task_id)
         self._aborters.pop(task_id, None)
+        self._unsaved.pop(task_id, None)
         return True
 
     # --- messages from workers and from itself --------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Started):
+        if isinstance(message, SubmitTask):
+            self._hand_over(message)
+        elif isinstance(message, _Started):
             record = self.store.get(message.task_id)
             if record.state == QUEUED:
-                self._set(record, state=RUNNING)
+                self._save(record, state=RUNNING)
         elif isinstance(message, _Ended):
             self._ended(message)
         elif isinstance(message, _Recover):
             self._recover(message)
+        elif isinstance(message, _Flush):
+            self._flush()
         else:
             return super().on_receive(message)
         return None
@@ -224,20 +280,20 @@ class TaskManager(SupervisedActor):
         error = message.error
         if not message.reverting:
             if error is None:
-                self._set(record, state=FINISHED, result=SUCCESS, code=0, message="done")
+                self._save(record, state=FINISHED, result=SUCCESS, code=0, message="done")
             else:
                 if isinstance(error, TaskAborted) or record.state == ABORTING:
                     error = TaskAborted(taskID=record.task_id, reason=error.message)
-                self._set(record, state=FINISHED, result=FAILURE, code=error.code,
-                          message=error.message, undo_pending=message.undo_pending)
+                self._save(record, state=FINISHED, result=FAILURE, code=error.code,
+                           message=error.message, undo_pending=message.undo_pending)
             log.info("task %s (%s) finished: %s", record.task_id, record.verb,
                      "success" if error is None else error.message)
             return
         attempt = self._attempts.pop(record.task_id, None)
         if error is None:
             note = "reverted" if not record.message else f"{record.message}; reverted"
-            self._set(record, state=FINISHED, result=CLEAN_SUCCESS, message=note,
-                      undo_pending=0)
+            self._save(record, state=FINISHED, result=CLEAN_SUCCESS, message=note,
+                       undo_pending=0)
         elif attempt is not None and attempt + 1 < RECOVERY_ATTEMPTS and (
                 error.retryable or isinstance(error, ActorUnavailable)):
             delay = RECOVERY_BACKOFF * 2**attempt
@@ -246,9 +302,9 @@ class TaskManager(SupervisedActor):
             me, retry = self.actor_ref, _Recover(record.task_id, attempt + 1)
             self.ctx.runtime.clock.call_later(delay, lambda: _post(me, retry))
         else:
-            self._set(record, state=FINISHED, result=CLEAN_FAILURE, code=error.code,
-                      message=f"revert failed: {error.message}",
-                      undo_pending=message.undo_pending)
+            self._save(record, state=FINISHED, result=CLEAN_FAILURE, code=error.code,
+                       message=f"revert failed: {error.message}",
+                       undo_pending=message.undo_pending)
 
     def _recover(self, message: _Recover) -> None:
         """Undo a task that a restart interrupted (or retry doing so)."""
@@ -258,15 +314,22 @@ class TaskManager(SupervisedActor):
         started = max(record.progress.started, record.undo_pending)
         self._attempts[record.task_id] = message.attempt
         note = "interrupted by a restart of vdsmd"
-        self._start_revert(record, started, note if message.attempt == 0 else record.message)
+        self._start_revert(record, started, note if message.attempt == 0 else record.message,
+                           told=True)
 
-    def _start_revert(self, record: TaskRecord, started: int, note: str) -> None:
+    def _start_revert(self, record: TaskRecord, started: int, note: str, *,
+                      told: bool = False) -> None:
+        """Undo ``started`` steps on a worker; ``told``: decided in a told message (a failed
+        write is then retried rather than raised)."""
         builder = self.builders.get(record.verb)
         if builder is None:
-            self._set(record, state=FINISHED, result=CLEAN_FAILURE, code=400,
-                      message=f"{note}; unknown task kind {record.verb}: cannot revert")
+            self._save(record, state=FINISHED, result=CLEAN_FAILURE, code=400,
+                       message=f"{note}; unknown task kind {record.verb}: cannot revert")
             return
-        record = self._set(record, state=RECOVERING, message=note)
+        if told:
+            self._save(record, state=RECOVERING, message=note)
+        else:
+            record = self._set(record, state=RECOVERING, message=note)
         self._pool().submit(_revert, self.actor_ref, record, builder, started)
 
     # --- helpers -----------------------------------------------------------------------
@@ -276,8 +339,53 @@ class TaskManager(SupervisedActor):
         return self._workers
 
     def _set(self, record: TaskRecord, **changes: Any) -> TaskRecord:
-        record = self.store.put(record) if not changes else self.store.update(
-            record.task_id, **changes)
+        """Persist, then publish; raises (a storage error) when the write is refused."""
+        pending = self._unsaved.pop(record.task_id, None)
+        if pending is not None:
+            changes = {**pending, **changes}
+        try:
+            record = self.store.put(record) if not changes else self.store.update(
+                record.task_id, **changes)
+        except StorageError:
+            if pending is not None:
+                self._unsaved[record.task_id] = pending
+            raise
         self.ctx.runtime.events.publish(f"|jobs|status|{record.task_id}", record.event())
         return record
+
+    def _save(self, record: TaskRecord, **changes: Any) -> None:
+        """:meth:`_set` for a change decided in a told message: when the state filesystem
+        refuses it, keep it pending (clients keep reading the state on disk) and retry."""
+        try:
+            self._set(record, **changes)
+        except StorageError as e:
+            first = not self._unsaved
+            self._unsaved[record.task_id] = {**self._unsaved.get(record.task_id, {}),
+                                             **changes}
+            log.error("task %s (%s): cannot record %s: %s (retrying)", record.task_id,
+                      record.verb, changes, e.message)
+            if first:
+                self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        me, delay = self.actor_ref, self._save_retry
+        self._save_retry = min(SAVE_RETRY_MAX, self._save_retry * 2)
+        self.ctx.runtime.clock.call_later(delay, lambda: _post(me, _Flush()))
+
+    def _flush(self) -> None:
+        for task_id in list(self._unsaved):
+            try:
+                record = self.store.get(task_id)
+            except VdsmError:
+                self._unsaved.pop(task_id, None)  # cleared meanwhile
+                continue
+            try:
+                self._set(record)
+            except StorageError:
+                continue
+            log.info("task %s: state recorded after all", task_id)
+        if self._unsaved:
+            self._schedule_flush()
+        else:
+            self._save_retry = SAVE_RETRY_INITIAL
 

@@ -4,7 +4,8 @@ A record holds what is needed to report the task (state, result, code, message) 
 it after a restart: its verb, its params and how far its steps got (:class:`Progress`,
 written before each step starts and after it ends). The store is a thread-safe map whose
 every change is written atomically before it is visible, so what a client has been told is
-what a restarted vdsmd finds.
+what a restarted vdsmd finds; a change the state filesystem refuses (full, read-only) raises
+a storage error and is not made.
 
 States (vdsm's names): ``queued`` -> ``running`` -> ``finished``; ``aborting`` after
 Task.stop; ``recovering`` while a revert runs. Results: ``success``, ``failure`` (the task
@@ -25,7 +26,7 @@ from actors.storage import fileutil
 from actors.storage.sd.records import check_uuid
 from actors.storage.state import json_files, read_json, write_json
 from actors.storage.steps import Progress
-from messaging.errors import NoSuchTask
+from messaging.errors import NoSuchTask, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,19 @@ class TaskStore:
             self._records = found
         return sorted(found.values(), key=lambda r: r.created)
 
+    def _write(self, record: TaskRecord) -> None:
+        """Persist ``record``; a storage error (NoSpace 211, else 200) when the state
+        filesystem refuses it (full, read-only, gone): the change is then not made at all."""
+        try:
+            write_json(self._path(record.task_id), record.to_json())
+        except OSError as e:
+            raise StorageError(reason=f"cannot record task {record.task_id} in "
+                               f"{self.directory}: {e.strerror or e}") from None
+
     def put(self, record: TaskRecord) -> TaskRecord:
         with self._lock:
             record = replace(record, updated=time.time())
-            write_json(self._path(record.task_id), record.to_json())
+            self._write(record)
             self._records[record.task_id] = record
             return record
 
@@ -122,7 +132,7 @@ class TaskStore:
             if current is None:
                 raise NoSuchTask(taskID=task_id)
             record = replace(current, updated=time.time(), **changes)
-            write_json(self._path(task_id), record.to_json())
+            self._write(record)
             self._records[task_id] = record
             return record
 

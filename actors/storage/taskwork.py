@@ -10,7 +10,9 @@ runs on the task manager's worker threads.
 - ``StorageDomain.attach`` / ``detach``: one step each, whose undo is the opposite; the
   metadata writes themselves are done by the pool actor (the pool's single writer).
 - ``Volume.delete`` / ``Image.delete``: a deletion cannot be undone; "reverting" an
-  interrupted one finishes it (rolls forward), so nothing half-deleted remains either.
+  interrupted one finishes it (rolls forward), so nothing half-deleted remains either. It
+  holds the image's lock (:mod:`actors.storage.usage`) from its check that nothing is
+  prepared or in use until the deletion is done, so a prepare cannot slip in between.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from actors.storage.locator import DomainLocator
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.sd.records import VolumeCreateRequest, check_uuid
 from actors.storage.steps import Journal, Progress, Step, revert_steps, run_steps
+from actors.storage.usage import VolumeUsage, check_unused
 from messaging.errors import NoSuchImage, NoSuchVolume, StorageError
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,11 @@ class Work(Protocol):
 class TaskEnv:
     locator: DomainLocator
     pool_call: PoolCall
+<<<<<<< HEAD
     guard: WriteGuard = UNGUARDED  # the SPM writer's fence guard (see guard.py)
+=======
+    usage: VolumeUsage
+>>>>>>> main
 
 
 class _StepsWork:
@@ -150,14 +157,18 @@ class DeleteVolume(_Deletion):
         self.vol_uuid = check_uuid(params["volUUID"], "volumeID")
 
     def delete(self) -> None:
-        self.env.locator.open(self.sd_uuid).delete_volume(self.img_uuid, self.vol_uuid)
+        backend = self.env.locator.open(self.sd_uuid)
+        with self.env.usage.image_lock(self.sd_uuid, self.img_uuid, "delete"):
+            check_unused(self.env.usage, backend, self.img_uuid, self.vol_uuid)
+            backend.delete_volume(self.img_uuid, self.vol_uuid)
 
 
 class DeleteImage(_Deletion):
     def delete(self) -> None:
         backend = self.env.locator.open(self.sd_uuid)
-        backend.list_volumes(self.img_uuid)  # NoSuchImage when it is gone
-        backend.delete_image(self.img_uuid)
+        with self.env.usage.image_lock(self.sd_uuid, self.img_uuid, "delete"):
+            check_unused(self.env.usage, backend, self.img_uuid, None)  # NoSuchImage if gone
+            backend.delete_image(self.img_uuid)
 
 
 Builder = Callable[[Mapping[str, Any]], Work]

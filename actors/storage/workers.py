@@ -30,6 +30,46 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _Job = tuple[Future[Any], Callable[[], Any]]
+COMM_MAX = 15
+"""Bytes of a thread's name the kernel keeps (``/proc/<pid>/task/<tid>/comm``)."""
+
+
+def name_native_thread(name: str) -> None:
+    """Give the calling thread ``name`` as the OS sees it too (``ps -L``, ``top -H``,
+    ``/proc/<pid>/task/<tid>/comm``; cut to :data:`COMM_MAX` bytes), so that storage threads
+    (a probe stuck on a frozen mount, a lane's worker) can be told apart from outside."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "wb") as comm:
+            comm.write(name.encode()[:COMM_MAX])
+    except OSError as e:  # no /proc: the name is only a convenience
+        log.debug("cannot name thread %s: %s", name, e)
+
+
+class Handoff:
+    """Settles, once, whether a worker's result reaches its caller or is abandoned.
+
+    The caller waits with a deadline; past it, :meth:`abandon` tells the worker (which may
+    still be running) that nobody will take its result, so the worker undoes it instead of
+    leaving an effect nobody knows of. Whichever of :meth:`deliver` and :meth:`abandon`
+    comes first wins; both answer whether the caller is to get the result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._delivered: bool | None = None
+
+    def deliver(self) -> bool:
+        """Worker: True if the caller takes the result, False if it was abandoned."""
+        with self._lock:
+            if self._delivered is None:
+                self._delivered = True
+            return self._delivered
+
+    def abandon(self) -> bool:
+        """Caller: True if abandoned now, False if the result was just delivered."""
+        with self._lock:
+            if self._delivered is None:
+                self._delivered = False
+            return not self._delivered
 
 
 class Workers:
@@ -63,6 +103,7 @@ class Workers:
         return future
 
     def _run(self) -> None:
+        name_native_thread(threading.current_thread().name)
         while True:
             job = self._queue.get()
             if job is None:

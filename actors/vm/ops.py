@@ -34,9 +34,10 @@ import libvirt
 
 from actors.config import VmConfig
 from actors.host.libvirtconn import LibvirtHandle
+from actors.storage.handle import VolumeHandle
 from actors.vm import domxml
 from actors.vm.hooks import HookRunner
-from actors.vm.params import VmParams
+from actors.vm.params import VmParams, VolumeRef
 from actors.vm.registry import VmRegistry
 from actors.vm.status import Transition, from_state
 from messaging.errors import (
@@ -54,11 +55,15 @@ LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it g
 
 
 class VolumeProvider(Protocol):
-    """What the VMs need from storage: a prepared volume's path, and its teardown."""
+    """What the VMs need from storage: a prepared volume's path for a VM, and its teardown."""
 
-    def prepare_volume(self, sp: str, sd: str, img: str, vol: str, /) -> str: ...
+    def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str: ...
 
-    def teardown_volume(self, sp: str, sd: str, img: str, vol: str, /) -> object: ...
+    def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> object: ...
+
+
+def _handle(v: VolumeRef) -> VolumeHandle:
+    return VolumeHandle(v.pool_id, v.domain_id, v.image_id, v.volume_id)
 
 
 @dataclass(frozen=True)
@@ -327,9 +332,8 @@ class VmOps:
         try:
             for drive in params.drives:
                 if drive.volume is not None:
-                    v = drive.volume
                     paths[drive.index] = self.env.storage.prepare_volume(
-                        v.pool_id, v.domain_id, v.image_id, v.volume_id
+                        _handle(drive.volume), self.vm_id
                     )
         except BaseException:
             self._teardown(params, only=set(paths))
@@ -342,8 +346,7 @@ class VmOps:
             if v is None or (only is not None and drive.index not in only):
                 continue
             try:
-                self.env.storage.teardown_volume(v.pool_id, v.domain_id, v.image_id,
-                                                 v.volume_id)
+                self.env.storage.teardown_volume(_handle(v), self.vm_id)
             except Exception as e:  # noqa: BLE001 - one volume's teardown must not stop the rest
                 log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id,
                             v.volume_id, e)

@@ -1,6 +1,6 @@
 """Storage verbs: connections, domains, pool, images and volumes, SPM."""
 
-from messaging.schema.types import Enum, Field, Int, ListOf, Str, Struct, Uuid
+from messaging.schema.types import Enum, Field, Int, ListOf, Str, Struct, Text, Uuid
 from messaging.schema.verbs import Verb
 
 SP_ID = Field("storagepoolID", Uuid(), doc="the storage pool's UUID")
@@ -12,11 +12,12 @@ DOMAIN_TYPES = ("localfs", "posixfs", "nfs", "iscsi", "fcp", "loop")
 
 CONNECTION = Struct(
     (
-        Field("id", Str(min_len=1, max_len=64), doc="the caller's id of this connection"),
-        Field("connection", Str(min_len=1, max_len=1024), doc="path, device or server:/export"),
+        Field("id", Text(min_len=1, max_len=64), doc="the caller's id of this connection"),
+        Field("connection", Text(min_len=1, max_len=1024),
+              doc="path, device or server:/export"),
         Field("vfs_type", Str(max_len=32, pattern=r"[a-z0-9]*"), required=False),
-        Field("mnt_options", Str(max_len=1024), required=False, default=""),
-        Field("nfs_version", Str(max_len=8), required=False),
+        Field("mnt_options", Text(max_len=1024), required=False, default=""),
+        Field("nfs_version", Text(max_len=8), required=False),
         Field("nfs_timeo", Int(min=1, max=6000), required=False, doc="deciseconds"),
         Field("nfs_retrans", Int(min=0, max=100), required=False),
     ),
@@ -64,10 +65,10 @@ VERBS = (
         (
             SD_ID,
             Field("domainType", Enum(DOMAIN_TYPES)),
-            Field("typeArgs", Str(min_len=1, max_len=1024),
+            Field("typeArgs", Text(min_len=1, max_len=1024),
                   doc="file and loop domains: the connection string of a connected "
                   "localfs/posixfs/nfs connection; iscsi/fcp: the VG name"),
-            Field("name", Str(min_len=1, max_len=64)),
+            Field("name", Text(min_len=1, max_len=64)),
             Field("domainClass", Enum(("data", "iso")), required=False, default="data"),
             Field("version", Int(min=1, max=5), required=False, default=5),
         ),
@@ -121,7 +122,7 @@ VERBS = (
         "Create a pool over existing domains with a master domain.",
         (
             SP_ID,
-            Field("name", Str(min_len=1, max_len=64)),
+            Field("name", Text(min_len=1, max_len=64, forbidden=",")),
             Field("masterSdUUID", Uuid()),
             Field("masterVersion", Int(min=0)),
             Field("domainList", ListOf(Uuid(), max_len=256)),
@@ -203,7 +204,7 @@ VERBS = (
             Field("initialSize", SIZE, required=False, doc="allocated bytes of a thin volume"),
             Field("srcImgUUID", Uuid(), required=False),
             Field("srcVolUUID", Uuid(), required=False),
-            Field("desc", Str(max_len=256), required=False, default=""),
+            Field("desc", Text(max_len=256), required=False, default=""),
         ),
         result="taskID",
         aliases=("createVolume",),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,41 @@ class Str(Type):
 
     def describe(self) -> str:
         return "string"
+
+
+_NOT_TEXT = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+"""Unicode categories that are not text: controls (NUL, newline, escape, DEL...), format
+characters (zero-width, bidi overrides), surrogates, private use, unassigned, and the
+line and paragraph separators."""
+
+
+def check_text(value: str, path: str, *, forbidden: str = "") -> str:
+    """``value`` if it is one line of printable text (no character of :data:`_NOT_TEXT`'s
+    categories, none of ``forbidden``); else :class:`InvalidParams` naming ``path``.
+
+    The one validator of names, descriptions and other free text that ends up in metadata,
+    logs, command lines or file names: the schema's :class:`Text` and the code below the
+    verbs (which may be reached without the schema) both use it.
+    """
+    for i, char in enumerate(value):
+        if char in forbidden or unicodedata.category(char) in _NOT_TEXT:
+            raise InvalidParams(path, f"character {char!r} at position {i} is not allowed "
+                                "(one line of printable text"
+                                f"{', without ' + repr(forbidden) if forbidden else ''})")
+    return value
+
+
+@dataclass(frozen=True)
+class Text(Str):
+    """A :class:`Str` that is one line of printable text (see :func:`check_text`)."""
+
+    forbidden: str = ""
+
+    def check(self, value: Any, path: str) -> str:
+        return check_text(super().check(value, path), path, forbidden=self.forbidden)
+
+    def describe(self) -> str:
+        return "text" + (f" without {self.forbidden!r}" if self.forbidden else "")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,17 @@ def test_unit_runs_vdsmd_and_stops_it_with_sigterm() -> None:
     assert parser["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_unit_restarts_a_failed_agent_and_reloads_keys_with_sighup() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT)
+    service = parser["Service"]
+    # vdsmd exits non-zero (70) when its root supervisor gives up: systemd must restart it
+    assert service["Restart"] in ("on-failure", "always")
+    assert "SuccessExitStatus" not in service or "70" not in service["SuccessExitStatus"]
+    assert service["ExecReload"].split()[-2:] == ["-HUP", "$MAINPID"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed on this machine (no systemd here)")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:

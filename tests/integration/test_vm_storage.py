@@ -105,3 +105,48 @@ def test_a_vm_on_a_missing_volume_fails_cleanly(rig: Rig) -> None:
     assert "no such" in error.message.lower()
     assert not any(p.endswith(vm_id) for p in a.vm_actors(rig.d))
     assert all(v["vmID"] != vm_id for v in rig.call("Host.getVMList"))
+
+
+@pytest.mark.parametrize("kind", ["loop", "localfs"])
+def test_a_volume_a_running_vm_uses_is_not_deleted(rig: Rig, kind: str) -> None:
+    """Deleting a running VM's volume (or its image) is refused, also after a client's
+    teardown and across a restart of vdsmd (the VM keeps running); after VM.destroy it goes."""
+    image = g.build_guest()
+    rig.start().wait_ready()
+    base = rig.local_dir("storage")
+    sd = rig.domain(kind, str(base))
+    sp = rig.pool(sd)
+    rig.wait_valid(sd)
+    img, vol, task = rig.create_volume(sp, sd, size=64 << 20, fmt="cow")
+    assert rig.task(task)["taskResult"] == "success"
+    image_ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": img}
+    ids = {**image_ids, "volumeID": vol}
+    volume_file = base / sd / "images" / img / vol
+    vm_id = a.new_id()
+    drive = {"poolID": sp, "domainID": sd, "imageID": img, "volumeID": vol, "format": "cow",
+             "iface": "virtio"}
+    assert rig.call("VM.create", vmID=vm_id,
+                    vmParams=a.guest_params(image, "idle", drives=[drive]))["vmID"] == vm_id
+    a.wait_status(rig.d, vm_id, "Up")
+
+    def refused() -> None:
+        error = rig.error("Volume.delete", **ids)
+        assert error.code == 218 and f"vm-{vm_id}" in error.message, error
+        error = rig.error("Image.delete", **image_ids)
+        assert error.code == 223 and vol in error.message, error
+        assert volume_file.is_file()
+        assert a.status(rig.d, vm_id)["status"] == "Up"
+
+    refused()
+    rig.call("Image.prepare", **ids)  # a client's teardown never releases the VM's use
+    assert rig.call("Image.teardown", **image_ids) is True
+    refused()
+    rig.stop()  # the VM keeps running while vdsmd restarts, and its volume stays in use
+    rig.start().wait_ready()
+    a.wait_status(rig.d, vm_id, "Up")
+    refused()
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    assert rig.task(rig.call("Volume.delete", **ids))["taskResult"] == "success"
+    assert not volume_file.exists()
+    if kind == "loop":
+        assert loop_devices_of(rig.tmp) == []

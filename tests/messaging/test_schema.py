@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from messaging.errors import InvalidParams, MethodNotFound, VdsmError
 from messaging.schema import SCHEMA
-from messaging.schema.types import Field, Int, ListOf, Path, Str, Struct, Uuid
+from messaging.schema.types import Field, Int, ListOf, Path, Str, Struct, Text, Uuid, check_text
 from messaging.schema.verbs import Schema, Verb
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,3 +121,17 @@ def test_api_docs_are_generated_from_the_schema() -> None:
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "api.md"
     assert docs.read_text() == render(), "run: python -m messaging.apidoc > docs/api.md"
+
+
+def test_text_is_one_line_of_printable_text() -> None:
+    text = Text(min_len=1, max_len=16, forbidden=",")
+    for good in ("pool", "a b=c/..", "données", "名前", "emoji \U0001f600"):
+        assert text.check(good, "name") == good
+    for bad in ("a\x00", "a\n", "\t", "a\x1b", "\x7f", "a\u2028", "\u200b", "\u202e", "a,b",
+                "\ud800", "\ue000"):
+        with pytest.raises(InvalidParams) as refused:
+            text.check(bad, "name")
+        assert refused.value.param == "name"
+    with pytest.raises(InvalidParams, match="length"):
+        text.check("x" * 17, "name")
+    assert check_text("plain", "p") == "plain"

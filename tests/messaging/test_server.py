@@ -20,9 +20,12 @@ from messaging import codec
 from messaging.client import CallTimeout, Client, ClientError
 from messaging.curve import ClientCurve, CurveConfig, generate_keys, start_authenticator
 from messaging.errors import NoSuchVM
+from messaging.events import EventPublisher
+from messaging.ratelog import BURST
 from messaging.schema.types import Field, Int, Str
 from messaging.schema.verbs import Schema, Verb
 from messaging.server import ApiServer, Binding, ServerConfig
+from tests.harness import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,6 +40,8 @@ SCHEMA = Schema(
         Verb("Test.unbound", "declared, no handler"),
         Verb("Test.unencodable", "returns an object msgpack cannot pack"),
         Verb("Test.count", "counts calls"),
+        Verb("Test.hold", "waits until the test releases it", timeout=20.0),
+        Verb("Test.inlineBug", "an inline handler that raises"),
     ]
 )
 
@@ -65,6 +70,10 @@ class Handlers:
             self.count += 1
             return self.count
 
+        def hold(_p: dict[str, Any]) -> bool:
+            self.release.wait(15)
+            return True
+
         return {
             "Test.ping": Binding(lambda p: True, inline=True),
             "Test.echo": Binding(lambda p: p["value"]),
@@ -74,6 +83,8 @@ class Handlers:
             "Test.vdsmError": Binding(vdsm_error),
             "Test.unencodable": Binding(lambda p: object()),
             "Test.count": Binding(count),
+            "Test.hold": Binding(hold),
+            "Test.inlineBug": Binding(bug, inline=True),
         }
 
 
@@ -261,6 +272,107 @@ def test_notification_runs_without_reply(
         sock.close()
 
 
+def _ping_reply_comes_first(sock: zmq.Socket[Any], request_id: int) -> None:
+    """Send a ping with ``request_id``; the next reply must be its own (nothing else)."""
+    sock.send_multipart([b"", msgpack.packb({"id": request_id, "method": "Test.ping"})])
+    assert sock.poll(10_000), "no reply to the ping"
+    reply = msgpack.unpackb(sock.recv_multipart()[-1])
+    assert reply == {"id": request_id, "result": True}, f"a notification got a reply: {reply}"
+
+
+@pytest.mark.parametrize(
+    "notification",
+    [
+        {"method": "Test.nope"},                                        # unknown method
+        {"method": "Test.echo", "params": {"value": 5}},                # wrong type
+        {"method": "Test.echo", "params": {"value": "a", "bogus": 1}},  # unknown param
+        {"method": "Test.echo"},                                        # missing param
+        {"method": "Test.echo", "params": [1, 2]},                      # positional params
+        {"method": "Test.unbound"},                                     # declared, no handler
+        {"method": "Test.vdsmError"},                                   # a VdsmError
+        {"method": "Test.bug"},                                         # a bug (-32603)
+        {"method": "Test.inlineBug"},                                   # a bug, inline
+        {"method": "Test.unencodable"},                                 # result not packable
+        {"method": "Test.timesOut"},                                    # past its deadline
+        {"id": None, "method": "Test.nope"},                            # an explicit nil id
+    ],
+    ids=lambda n: f"{n['method']}-{sorted(n.get('params') or [])}",
+)
+def test_a_notification_never_gets_a_reply(
+    server: ApiServer, context: zmq.Context[Any], notification: dict[str, Any]
+) -> None:
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(server.bound_endpoint or "")
+    try:
+        requests = server.stats["requests"]
+        sock.send_multipart([b"", msgpack.packb(notification)])
+        # Requests of one client are read in order: a reply to a refused notification
+        # would come before the ping's.
+        _ping_reply_comes_first(sock, 1)
+        assert server.stats["requests"] == requests + 2
+        # A notification run by a worker is done (answered, failed or expired) once nothing
+        # is in flight; a reply to it would be sent before the socket thread reads again.
+        wait_for(lambda: server.in_flight == 0, 10, what="the notification to finish")
+        _ping_reply_comes_first(sock, 2)
+    finally:
+        sock.close()
+
+
+def test_an_overloaded_server_does_not_answer_a_notification(
+    context: zmq.Context[Any], tmp_path: Path, handlers: Handlers
+) -> None:
+    srv = make_server(context, f"ipc://{tmp_path}/busy.sock", handlers, max_pending=1,
+                      workers=1)
+    srv.start()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(srv.bound_endpoint or "")
+    try:
+        sock.send_multipart([b"", msgpack.packb({"id": 100, "method": "Test.hold"})])
+        wait_for(lambda: srv.in_flight == 1, 10, what="the held request")
+        sock.send_multipart([b"", msgpack.packb({"method": "Test.count"})])
+        _ping_reply_comes_first(sock, 1)
+        assert srv.stats["requests"] == 3
+        handlers.release.set()
+        assert sock.poll(10_000)
+        assert msgpack.unpackb(sock.recv_multipart()[-1]) == {"id": 100, "result": True}
+        assert handlers.count == 0  # refused as busy: neither run nor answered
+    finally:
+        handlers.release.set()
+        sock.close()
+        srv.stop()
+
+
+def test_dropped_replies_are_logged_at_a_bounded_rate(
+    context: zmq.Context[Any], handlers: Handlers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # inproc: no kernel buffers, so the pipe to a client that never reads holds exactly its
+    # high-water marks and every reply past them is dropped.
+    srv = make_server(context, "inproc://never-reads", handlers)
+    srv.start()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvhwm = 1
+    sock.connect("inproc://never-reads")
+    count = 20_000
+    try:
+        with caplog.at_level(logging.INFO, logger="messaging.server"):
+            frame = msgpack.packb({"id": 1, "method": "Test.ping"})
+            for _ in range(count):
+                sock.send_multipart([b"", frame])
+            wait_for(lambda: srv.stats["requests"] == count, 60, what="every request read")
+            srv.stop()  # flushes the count of lines not logged
+        dropped = srv.stats["dropped"]
+        assert dropped >= count // 4, "too few replies were dropped: the test proves nothing"
+        lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(lines) <= BURST + 1, f"{len(lines)} lines for {dropped} dropped replies"
+        assert f"{dropped - BURST} more dropped replies were not logged" in lines[-1]
+    finally:
+        sock.close()
+        srv.stop()
+
+
 def test_overload_is_refused_with_busy(context: zmq.Context[Any], tmp_path: Path,
                                        handlers: Handlers) -> None:
     srv = make_server(context, f"ipc://{tmp_path}/busy.sock", handlers, max_pending=2,
@@ -285,21 +397,53 @@ def test_overload_is_refused_with_busy(context: zmq.Context[Any], tmp_path: Path
         srv.stop()
 
 
-def test_non_loopback_tcp_needs_curve(context: zmq.Context[Any], handlers: Handlers) -> None:
-    with pytest.raises(ValueError, match="CURVE"):
-        make_server(context, "tcp://0.0.0.0:5999", handlers)
-    with pytest.raises(ValueError, match="CURVE"):
-        make_server(context, "tcp://10.1.2.3:5999", handlers)
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:0", "tcp://localhost:0",
+                                      "tcp://[::1]:0", "tcp://0.0.0.0:5999",
+                                      "tcp://10.1.2.3:5999"])
+def test_every_tcp_endpoint_needs_curve(context: zmq.Context[Any], handlers: Handlers,
+                                        endpoint: str) -> None:
+    # Loopback included: any local user can connect to a tcp port, and the agent is root.
+    with pytest.raises(ValueError, match="without CURVE"):
+        make_server(context, endpoint, handlers)
+    with pytest.raises(ValueError, match="without CURVE"):
+        EventPublisher(context=context, endpoint=endpoint)
 
 
-def test_loopback_tcp_is_allowed(context: zmq.Context[Any], handlers: Handlers) -> None:
-    srv = make_server(context, "tcp://127.0.0.1:0", handlers)
-    srv.start()
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5999", "tcp://10.1.2.3:5999"])
+def test_insecure_tcp_is_for_loopback_only(context: zmq.Context[Any], handlers: Handlers,
+                                           endpoint: str) -> None:
+    with pytest.raises(ValueError, match="loopback addresses only"):
+        make_server(context, endpoint, handlers, insecure_tcp=True)
+    with pytest.raises(ValueError, match="loopback addresses only"):
+        EventPublisher(context=context, endpoint=endpoint, insecure_tcp=True)
+
+
+def test_insecure_loopback_tcp_is_served_with_a_warning(
+    context: zmq.Context[Any], handlers: Handlers, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = make_server(context, "tcp://127.0.0.1:0", handlers, insecure_tcp=True)
+    publisher = EventPublisher(context=context, endpoint="tcp://127.0.0.1:0", insecure_tcp=True)
+    with caplog.at_level(logging.WARNING):
+        srv.start()
+        publisher.start()
     try:
         with Client(srv.bound_endpoint, timeout=5, context=context) as c:
             assert c.call("Test.ping") is True
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("INSECURE" in w and str(srv.bound_endpoint) in w for w in warnings)
+        assert any("INSECURE" in w and str(publisher.bound_endpoint) in w for w in warnings)
     finally:
         srv.stop()
+        publisher.stop()
+
+
+def test_ipc_needs_no_curve(context: zmq.Context[Any], handlers: Handlers,
+                            tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    srv = make_server(context, f"ipc://{tmp_path}/ok.sock", handlers)
+    with caplog.at_level(logging.WARNING):
+        srv.start()
+    srv.stop()
+    assert not any("INSECURE" in r.getMessage() for r in caplog.records)
 
 
 def test_bind_failure_is_reported(context: zmq.Context[Any], handlers: Handlers) -> None:
@@ -326,18 +470,18 @@ def test_curve_lets_authorised_clients_in_and_refuses_others(
     # so that no packet leaves this machine.
     srv = make_server(context, "tcp://127.0.0.1:0", handlers, curve=config)
     srv.start()
+    plain_frame = msgpack.packb({"id": 1, "method": "Test.ping"})
     try:
         good = ClientCurve(client_secret, server_public)
         with Client(srv.bound_endpoint, timeout=5, curve=good, context=context) as c:
             assert c.call("Test.echo", {"value": "secret"}) == "secret"
         bad = ClientCurve(stranger_secret, server_public)
-        with caplog.at_level(logging.WARNING, logger="vdsm.zap"), \
+        with caplog.at_level(logging.WARNING, logger="messaging.curve"), \
                 Client(srv.bound_endpoint, timeout=1, curve=bad, context=context) as c, \
                 pytest.raises(CallTimeout):
             c.call("Test.ping")
-        assert any("DENIED" in r.getMessage() or "ZAP reply" in r.getMessage()
+        assert any("is not authorised" in r.getMessage() and "127.0.0.1" in r.getMessage()
                    for r in caplog.records)
-        plain_frame = msgpack.packb({"id": 1, "method": "Test.ping"})
         assert raw_call(context, srv.bound_endpoint or "", plain_frame, timeout=1) is None
     finally:
         srv.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -97,6 +98,16 @@ def frozen(mountpoint: Path) -> Iterator[None]:
         sh("fsfreeze", "--unfreeze", str(mountpoint), check=False)
 
 
+def autoclear(device: str) -> bool:
+    """Whether loop ``device`` is marked to detach itself once its last user closes it
+    (what ``losetup --detach`` does to a device still in use)."""
+    flag = Path("/sys/block") / Path(device).name / "loop" / "autoclear"
+    try:
+        return flag.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def loop_devices_of(directory: Path) -> list[str]:
     """Loop devices whose backing file lies under ``directory`` (for leak checks)."""
     found = []
@@ -110,3 +121,30 @@ def loop_devices_of(directory: Path) -> list[str]:
             found.append(f"/dev/{node.name}")
     return found
 
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``mountpoint`` (created), unmounted at the end."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    sh("mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        unmount(mountpoint)
+
+
+def fill(directory: Path, name: str = "filler") -> Path:
+    """Fill the filesystem of ``directory`` with one file until it is full; that file."""
+    path = directory / name
+    chunk = b"\1" * 4096
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(1 << 20):  # bounded: 4 GiB at most
+            try:
+                os.write(fd, chunk)
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    return path

@@ -8,18 +8,21 @@ loop devices backed by files under it, so a failing test leaves nothing behind.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from actors.storage import mount
-from messaging.client import ClientError
+from messaging.client import ClientError, Subscriber
 from tests.harness import Vdsmd, wait_for
-from tests.storage.helpers import detach, loop_devices_of, sh, unmount
+from tests.storage.helpers import detach, loop_devices_of, sh, sparse_file, unmount
 
 CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
 
@@ -35,8 +38,49 @@ def mounts_under(directory: Path) -> list[str]:
     return [t for t in targets if t.startswith(prefix)]
 
 
-def threads(pid: int) -> int:
-    return sum(1 for _ in Path(f"/proc/{pid}/task").iterdir())
+def thread_names(pid: int) -> collections.Counter[str]:
+    """How many threads of ``pid`` have each name, as the kernel sees them (``comm``: the
+    storage threads name themselves; the rest carry the process's name)."""
+    names: collections.Counter[str] = collections.Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names[(task / "comm").read_text().strip()] += 1
+        except OSError:
+            continue  # ended meanwhile
+    return names
+
+
+CONFIRM = "|host|block_device|"
+
+
+class ConfirmedSubscriber(Subscriber):
+    """A subscriber that has been seen receiving (see :meth:`Rig.subscriber`); the events
+    used to confirm it are dropped, the others kept in order."""
+
+    def __init__(self, endpoint: str, prefixes: tuple[str, ...]) -> None:
+        super().__init__(endpoint, prefixes)
+        self.early: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+
+    def confirmed(self, timeout: float) -> bool:
+        """Whether a confirmation event arrives within ``timeout`` (others are kept)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = super().receive(left)
+            if event is None:
+                return False
+            if event[0].startswith(CONFIRM):
+                return True
+            self.early.append(event)
+        return False
+
+    def receive(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
+        if self.early:
+            return self.early.popleft()
+        deadline = time.monotonic() + timeout
+        while True:
+            event = super().receive(max(0.0, deadline - time.monotonic()))
+            if event is None or not event[0].startswith(CONFIRM):
+                return event
 
 
 def children(pid: int) -> list[int]:
@@ -118,6 +162,24 @@ class Rig:
 
     def call(self, method: str, **params: Any) -> Any:
         return self.d.call(method, **params)
+
+    @contextlib.contextmanager
+    def subscriber(self, *prefixes: str) -> Iterator[Subscriber]:
+        """Events of ``prefixes`` from the moment this returns: a SUB socket misses what is
+        published before its subscription reaches the publisher, so this also subscribes to
+        block device events and attaches a small loop device (which the agent's udev actor
+        reports) until one arrives."""
+        image = sparse_file(self.tmp / f"confirm-{uuid.uuid4().hex[:8]}.img", 1 << 20)
+        with ConfirmedSubscriber(self.d.events, (*prefixes, CONFIRM)) as sub:
+            for _attempt in range(30):
+                device = sh("losetup", "--find", "--show", str(image)).strip()
+                detach(device)
+                if sub.confirmed(2.0):
+                    break
+            else:
+                raise TimeoutError("the subscription was never seen receiving")
+            yield sub
+        image.unlink()
 
     def error(self, method: str, **params: Any) -> ClientError:
         try:
@@ -201,7 +263,3 @@ def ext4_device(tmp: Path, name: str, size: int) -> str:
     device = sh("losetup", "--find", "--show", str(image)).strip()
     sh("mkfs.ext4", "-q", "-m", "0", device, timeout=60)
     return device
-
-
-def settle(seconds: float) -> None:
-    time.sleep(seconds)

@@ -144,3 +144,53 @@ def test_missing_and_existing_things_get_the_storage_code_naming_them(rig: Rig) 
                                                          "volumeID": vol, "size": MiB})):
         code, message = err(method, **params)
         assert code == -32601 and "not implemented" in message, (method, message)
+
+
+GARBAGE = ("a\x00b", "a\nb", "a\rb", "a\x01b", "a\x1b[31mb", "a\x7fb", "a\u2028b", "\u200b",
+           "a\u202eb")
+
+
+@pytest.mark.timeout(120)
+def test_garbage_in_text_params_is_refused_naming_the_param(rig: Rig) -> None:
+    rig.start()
+    data = rig.local_dir("data")
+    sd = rig.domain("localfs", str(data), "data")
+
+    def refused(method: str, param: str, **params: Any) -> None:
+        error = rig.error(method, **params)
+        assert error.code == -32602, (method, params, error)
+        assert param in error.message, (method, error.message)
+
+    for bad in GARBAGE:
+        refused("StorageDomain.create", "name", storagedomainID=new_id(), domainType="localfs",
+                typeArgs=str(data), name=bad)
+        refused("StorageDomain.create", "typeArgs", storagedomainID=new_id(),
+                domainType="localfs", typeArgs=f"{data}{bad}", name="n")
+        refused("StoragePool.create", "name", storagepoolID=new_id(), name=bad,
+                masterSdUUID=sd, masterVersion=1, domainList=[sd])
+        refused("Volume.create", "desc", storagepoolID=new_id(), storagedomainID=sd,
+                imageID=new_id(), volumeID=new_id(), size=MiB, volFormat="cow",
+                preallocate="sparse", desc=bad)
+        for key, value in (("id", bad), ("connection", f"{data}{bad}"),
+                           ("mnt_options", f"ro{bad}")):
+            conn = {"id": "c", "connection": str(data), key: value}
+            refused("StoragePool.connectStorageServer", f"connectionParams[0].{key}",
+                    storagepoolID=new_id(), domainType="localfs", connectionParams=[conn])
+    refused("StoragePool.create", "name", storagepoolID=new_id(), name="a,b", masterSdUUID=sd,
+            masterVersion=1, domainList=[sd])
+    refused("StorageDomain.create", "name", storagedomainID=new_id(), domainType="localfs",
+            typeArgs=str(data), name="x" * 65)
+    refused("StorageDomain.create", "typeArgs", storagedomainID=new_id(),
+            domainType="localfs", typeArgs="..", name="n")
+    # paths with '.' or '..' components are not connected (each connection answers)
+    for spec in (f"{data}/..", "/..", f"{data}/./x", "/tmp/../root"):
+        result = rig.call("StoragePool.connectStorageServer", storagepoolID=new_id(),
+                          domainType="localfs",
+                          connectionParams=[{"id": "c", "connection": spec}])
+        assert result[0]["status"] == -32602, result
+        assert "'..' component" in result[0]["message"] or "'.'" in result[0]["message"]
+    # a name is metadata, never a path: separators and dots are kept as they are
+    for name in ("a/b", "..", "name with spaces = fine"):
+        other = rig.domain("localfs", str(data), name)
+        assert rig.call("StorageDomain.getInfo", storagedomainID=other)["name"] == name
+    assert "internal error in" not in rig.d.log()  # no verb failed with -32603

@@ -25,6 +25,7 @@ from actors.storage.sd.records import (
 from actors.storage.steps import Progress, revert_steps, run_steps
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSpace,
     NoSuchImage,
     NoSuchStorageDomain,
@@ -34,6 +35,7 @@ from messaging.errors import (
     StorageError,
     TaskAborted,
     VolumeExists,
+    VolumeHasChildren,
 )
 from tests.storage.helpers import ext4, loop_device, sh, sparse_file
 
@@ -92,8 +94,9 @@ def test_update_metadata_with_generation(dom: FileDomain) -> None:
     meta = dom.update_metadata({"POOL_UUID": pool, "ROLE": "Master"}, expected_generation=0)
     assert meta.generation == 1
     assert dom.read_metadata() == meta
-    with pytest.raises(StorageError, match="generation 1, expected 0"):
+    with pytest.raises(MetadataConflict, match="generation 1, expected 0") as conflict:
         dom.update_metadata({"ROLE": "Regular"}, expected_generation=0)
+    assert conflict.value.code == 220 and conflict.value.retryable
     with pytest.raises(StorageError, match="cannot be changed"):
         dom.update_metadata({"SDUUID": new_id()})
     text = dom.layout.metadata.read_bytes()
@@ -127,8 +130,9 @@ def test_volumes_chain_info_prepare_delete(dom: FileDomain) -> None:
     dom.teardown(img, top)
     assert dom.list_images() == (img,)
     assert dom.list_volumes(img) == tuple(sorted((base, top)))
-    with pytest.raises(StorageError, match="parent of"):
+    with pytest.raises(VolumeHasChildren, match=top) as children:
         dom.delete_volume(img, base)
+    assert children.value.code == 217
     with pytest.raises(VolumeExists):
         dom.create_volume(request(dom, img, top))
     dom.delete_volume(img, top)
@@ -148,7 +152,7 @@ def test_cross_image_parent_and_delete_image_order(dom: FileDomain) -> None:
     chain = qemuimg.chain(str(dom.layout.volume(img, v2)))
     assert [Path(c.filename).name for c in chain] == [v2, v1, tvol]
     assert chain[1].backing_filename == f"../{template}/{tvol}"
-    with pytest.raises(StorageError, match="parent of"):
+    with pytest.raises(VolumeHasChildren, match=f"{v1} in image {img}"):
         dom.delete_image(template)
     dom.delete_image(img)  # leaves first
     assert dom.list_images() == (template,)

@@ -10,7 +10,7 @@ from actors.storage import loopdev, qemuimg
 from actors.storage.sd.backend import StorageDomainBackend
 from actors.storage.sd.loopdomain import LoopDomain
 from actors.storage.sd.records import Allocation, VolumeCreateRequest, VolumeFormat
-from messaging.errors import InvalidParams, NoSpace, StorageError
+from messaging.errors import InvalidParams, NoSpace, StorageError, VolumeInUse
 from tests.storage.helpers import ext4, sh
 
 MiB = 1 << 20
@@ -98,8 +98,10 @@ def test_prepare_chain_extend_teardown(dom: LoopDomain, tmp: Path) -> None:
         capped = dom.extend_volume(img, top, 100 * GiB)
         assert GiB < capped.apparentsize < GiB + 10 * MiB
         assert qemuimg.check(prepared.path).ok
-        with pytest.raises(StorageError, match="tear it down"):
+        with pytest.raises(VolumeInUse, match="tear it down") as in_use:
             dom.delete_volume(img, top)
+        assert in_use.value.code == 218 and prepared.device in in_use.value.message
+        assert dom.in_use(img, top).startswith(f"attached to {prepared.device}")
     finally:
         dom.teardown(img, top)
     assert loopdev.find(dom.layout.volume(img, top)) == ()

@@ -29,6 +29,7 @@ from actors.storage.sd.records import (
 from actors.storage.steps import run_steps
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSpace,
     NoSuchImage,
     NoSuchStorageDomain,
@@ -36,6 +37,7 @@ from messaging.errors import (
     StorageDomainExists,
     StorageDomainInvalid,
     StorageError,
+    VolumeHasChildren,
 )
 from tests.storage.test_lvm import NO_DM, volume_group
 
@@ -90,7 +92,7 @@ def test_domain_metadata_in_vg_tags(tmp: Path) -> None:
                                       expected_generation=0)
         assert dom.read_metadata() == updated
         assert updated.generation == 1
-        with pytest.raises(StorageError, match="expected 0"):
+        with pytest.raises(MetadataConflict, match="expected 0"):
             dom.update_metadata({"NAME": "x"}, expected_generation=0)
         stats = dom.stats()
         assert 0 < stats.free < stats.total
@@ -168,7 +170,7 @@ def test_thin_cow_sizes_chain_and_extension(tmp: Path) -> None:
         assert dom.extend_volume(img, top, 8 * MiB).apparentsize == 32 * MiB
         capped = dom.extend_volume(img, top, 100 * GiB)
         assert GiB < capped.apparentsize < GiB + 16 * MiB
-        with pytest.raises(StorageError, match="parent of"):
+        with pytest.raises(VolumeHasChildren, match=top):
             dom.delete_volume(img, base)
         dom.delete_volume(img, top)
         assert dom.volume_info(img, base).role is VolumeRole.LEAF

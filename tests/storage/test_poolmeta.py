@@ -11,6 +11,7 @@ from actors.storage import poolmeta
 from actors.storage.locator import DomainLocator
 from actors.storage.poolmeta import ACTIVE, ATTACHED
 from messaging.errors import (
+    MetadataConflict,
     NoSuchStorageDomain,
     NoSuchStoragePool,
     StorageDomainAttached,
@@ -91,8 +92,9 @@ def test_writes_refuse_a_master_changed_behind_their_back(locator: DomainLocator
     stale = poolmeta.create_pool(locator, sp_uuid=sp, name="p", master_sd=master,
                                  master_version=1, domain_list=[])
     poolmeta.attach(locator, stale, other)
-    with pytest.raises(StorageError, match="behind"):
+    with pytest.raises(MetadataConflict, match="behind") as conflict:
         poolmeta.write_master(locator, stale, stale.with_domain(new_id(), ATTACHED))
+    assert conflict.value.code == 220
 
 
 @pytest.mark.timeout(60)

@@ -6,10 +6,13 @@ command to abort); the storage kinds run through the API in test_api_faults.py.
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 import pytest
@@ -18,11 +21,19 @@ from actors.base import ActorContext, Runtime
 from actors.storage import tasks as tasks_module
 from actors.storage.command import Aborter, run
 from actors.storage.steps import Journal, Progress, Step, revert_steps, run_steps
-from actors.storage.tasks import TaskManager
+from actors.storage.tasks import SubmitTask, TaskManager
 from actors.storage.taskstore import RUNNING, TaskRecord, TaskStore
-from messaging.errors import NoSuchTask, Recovering, StorageError, TaskNotFinished, TaskStateError
+from messaging.errors import (
+    NoSpace,
+    NoSuchTask,
+    Recovering,
+    StorageError,
+    TaskNotFinished,
+    TaskStateError,
+)
 from tests.harness import wait_for
 from tests.storage.conftest import Sink
+from tests.storage.helpers import fill, tmpfs
 
 FLAKY: dict[str, int] = {}
 
@@ -181,3 +192,83 @@ def test_a_restart_reverts_interrupted_tasks_and_keeps_finished_ones(
     assert status["taskResult"] == "cleanFailure"
     assert "unknown task kind" in status["message"]
     assert states(runtime, interrupted.task_id)[0] == "recovering"
+
+
+class Gated:
+    """A task kind whose one step waits (bounded) for the test to open ``GATES[key]``."""
+
+    GATES: ClassVar[dict[str, threading.Event]] = {}
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.gate = self.GATES[str(params["key"])]
+
+    def run(self, abort: Aborter, journal: Journal) -> None:
+        assert self.gate.wait(20), "the test never opened the gate"
+
+    def revert(self, started: int) -> None:
+        pass
+
+
+def hand_over(manager: pykka.ActorProxy[TaskManager], verb: str,
+              params: dict[str, Any]) -> Future[str]:
+    """What the pool actor does: tell the task manager a SubmitTask; the reply future."""
+    reply: Future[str] = Future()
+    manager.actor_ref.tell(SubmitTask(verb, params, str(uuid.uuid4()), reply))
+    return reply
+
+
+@pytest.mark.timeout(60)
+def test_a_task_that_cannot_be_recorded_is_refused_not_given_an_id(
+        tmp: Path, runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    with tmpfs(tmp / "tasks", 64 << 10) as state:
+        manager = start(runtime, state)
+        ok = hand_over(manager, "Test.files", {"dir": str(tmp), "steps": 1}).result(5)
+        assert finished(manager, ok)["taskResult"] == "success"
+        filler = fill(state)
+        reply = hand_over(manager, "Test.files", {"dir": str(tmp), "steps": 1})
+        with pytest.raises(NoSpace) as refused:
+            reply.result(5)
+        assert refused.value.code == 211
+        assert set(manager.task_statuses().get(timeout=5)) == {ok}  # no phantom task
+        assert sorted(p.name for p in state.iterdir()) == sorted([f"{ok}.json", filler.name])
+        assert any("not queued" in r.getMessage() and r.levelname == "ERROR"
+                   for r in caplog.records)
+        # a hand-over its requester gave up on (cancelled) is dropped: nothing runs
+        filler.unlink()
+        late: Future[str] = Future()
+        assert late.cancel()
+        manager.actor_ref.tell(SubmitTask("Test.files", {"dir": str(tmp)}, str(uuid.uuid4()),
+                                          late))
+        again = hand_over(manager, "Test.files", {"dir": str(tmp), "steps": 1}).result(5)
+        assert set(manager.task_statuses().get(timeout=5)) == {ok, again}
+        assert finished(manager, again)["taskResult"] == "success"
+
+
+@pytest.mark.timeout(60)
+def test_a_state_change_the_disk_refuses_is_kept_pending_and_recorded_later(
+        tmp: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks_module, "SAVE_RETRY_INITIAL", 0.1)
+    key = str(uuid.uuid4())
+    Gated.GATES[key] = threading.Event()
+    with tmpfs(tmp / "tasks", 64 << 10) as state:
+        ctx = ActorContext(path="/storage/tasks", runtime=runtime)
+        manager = TaskManager.start(ctx, store=TaskStore(state), builders={"Test.gated": Gated},
+                                    workers=1).proxy()
+        task_id = manager.submit("Test.gated", {"key": key}).get(timeout=5)
+        wait_for(lambda: manager.task_status(task_id).get(timeout=5)["taskState"] == "running",
+                 10, what="running")
+        filler = fill(state)
+        Gated.GATES[key].set()  # the task ends while its end cannot be written
+        wait_for(lambda: manager.describe().get(timeout=5)["unsaved"] == [task_id], 10,
+                 what="the end pending")
+        # what clients read is what a restart would find on disk: still running
+        assert manager.task_status(task_id).get(timeout=5)["taskState"] == "running"
+        on_disk = TaskRecord.from_json(json.loads((state / f"{task_id}.json").read_text()))
+        assert on_disk.state == RUNNING
+        assert manager.actor_ref.is_alive()
+        filler.unlink()
+        assert finished(manager, task_id)["taskResult"] == "success"
+        assert manager.describe().get(timeout=5)["unsaved"] == []
+        on_disk = TaskRecord.from_json(json.loads((state / f"{task_id}.json").read_text()))
+        assert (on_disk.state, on_disk.result) == ("finished", "success")
+        assert states(runtime, task_id)[-1] == "finished"

@@ -25,6 +25,7 @@ from actors.clock import Clock
 from actors.config import VmConfig
 from actors.directory import ActorDirectory
 from actors.host.libvirtconn import DomainEvent, LibvirtHandle
+from actors.storage.handle import VolumeHandle
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
@@ -55,10 +56,10 @@ class Sink:
 
 
 class NoStorage:
-    def prepare_volume(self, sp: str, sd: str, img: str, vol: str, /) -> str:
+    def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str:
         raise AssertionError("not used")
 
-    def teardown_volume(self, sp: str, sd: str, img: str, vol: str, /) -> None:
+    def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
         raise AssertionError("not used")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from actors.config import VmConfig
 from actors.host.libvirtconn import LibvirtHandle
+from actors.storage.handle import VolumeHandle
 from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv, VmOps
 from actors.vm.params import VmParams
@@ -36,7 +37,8 @@ class Volumes:
     prepared: list[str] = field(default_factory=list)
     torn_down: list[str] = field(default_factory=list)
 
-    def prepare_volume(self, sp: str, sd: str, img: str, vol: str, /) -> str:
+    def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str:
+        vol = volume.vol
         if vol in self.fail:
             raise StorageError(reason=f"volume {vol} is not available")
         path = self.root / f"{vol}.qcow2"
@@ -48,8 +50,8 @@ class Volumes:
         self.prepared.append(vol)
         return str(path)
 
-    def teardown_volume(self, sp: str, sd: str, img: str, vol: str, /) -> None:
-        self.torn_down.append(vol)
+    def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
+        self.torn_down.append(volume.vol)
 
 
 def volume_drive(vol: str) -> dict[str, Any]:

@@ -48,8 +48,8 @@ class StorageDomainBackend(Protocol):
 
     def update_metadata(self, changes: Mapping[str, str], *,
                         expected_generation: int | None = None) -> DomainMetadata:
-        """Apply ``changes`` atomically and bump the generation; refuse (StorageError) when
-        ``expected_generation`` is given and the stored one differs."""
+        """Apply ``changes`` atomically and bump the generation; refuse (MetadataConflict)
+        when ``expected_generation`` is given and the stored one differs."""
         ...
 
     def stats(self) -> DomainStats: ...
@@ -91,6 +91,16 @@ class StorageDomainBackend(Protocol):
         """Grow a block volume's allocation to at least ``size`` bytes (no-op for files)."""
         ...
 
+    def children(self, img_uuid: str, vol_uuid: str) -> list[tuple[str, str]]:
+        """The ``(img, vol)`` volumes whose parent this volume is, in any image."""
+        ...
+
+    def in_use(self, img_uuid: str, vol_uuid: str) -> str:
+        """Why the volume is in use on this host, as the system shows it (a process has it
+        open, a loop device is attached, its LV is active); "" when it is not."""
+        ...
+
     def delete_volume(self, img_uuid: str, vol_uuid: str) -> None:
-        """Delete a volume that no other volume uses as its parent."""
+        """Delete a volume that no other volume uses as its parent (VolumeHasChildren) and
+        that is not in use (VolumeInUse, see :meth:`in_use`)."""
         ...

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from actors.storage import fileutil
+from actors.storage import fileutil, leftovers
 from actors.storage.sd import metadata as md
 from actors.storage.sd.filecreate import FilePreallocation, FileVolumeCreation
 from actors.storage.sd.filelayout import Layout
@@ -27,7 +27,16 @@ from actors.storage.sd.records import (
     VolumeRole,
     check_uuid,
 )
-from messaging.errors import InvalidParams, NoSuchStorageDomain, StorageError
+from messaging.errors import (
+    InvalidParams,
+    MetadataConflict,
+    NoSuchStorageDomain,
+    StorageError,
+    VolumeHasChildren,
+    VolumeIllegal,
+    VolumeInUse,
+)
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,8 @@ def check_no_outside_children(img_uuid: str, links: Links) -> None:
     """
     for (parent_img, parent_vol), (child_img, child_vol) in links:
         if parent_img == img_uuid and child_img != img_uuid:
-            raise StorageError(reason=f"volume {parent_vol} is the parent of {child_vol} in "
-                               f"image {child_img}")
+            raise VolumeHasChildren(volUUID=parent_vol,
+                                    children=f"{child_vol} in image {child_img}")
 
 
 def walk_chain(img_uuid: str, vol_uuid: str,
@@ -57,7 +66,8 @@ def walk_chain(img_uuid: str, vol_uuid: str,
     for _ in range(MAX_CHAIN):
         meta = read_meta(img, vol)
         if require_legal and meta.legality is not Legality.LEGAL:
-            raise StorageError(reason=f"volume {vol} of image {img} is ILLEGAL")
+            raise VolumeIllegal(volUUID=vol, legality=meta.legality.value,
+                                reason=f"image {img}: being deleted, or a failed creation")
         found.append((img, vol, meta))
         if not meta.has_parent:
             return found
@@ -109,6 +119,7 @@ class FileDomain(FileVolumeCreation):
             raise InvalidParams("domainType", f"{domain_type!r} is not one of "
                                 f"{', '.join(cls.DOMAIN_TYPES)}")
         layout = Layout(mount, sd_uuid)
+        check_text(name, "name")
         meta = md.DomainMetadata(sd_uuid=layout.sd_uuid, name=name, domain_type=domain_type,
                                  domain_class=domain_class, version=version)
         layout.create(meta)
@@ -127,8 +138,8 @@ class FileDomain(FileVolumeCreation):
                         expected_generation: int | None = None) -> md.DomainMetadata:
         current = self.layout.read_metadata()
         if expected_generation is not None and current.generation != expected_generation:
-            raise StorageError(reason=f"metadata of {self.sd_uuid} changed: generation "
-                               f"{current.generation}, expected {expected_generation}")
+            raise MetadataConflict(what=f"domain {self.sd_uuid}", found=current.generation,
+                                   expected=expected_generation)
         try:
             new = current.updated(changes)
         except ValueError as e:
@@ -211,9 +222,11 @@ class FileDomain(FileVolumeCreation):
         meta = self.layout.read_volume_meta(img_uuid, vol_uuid)
         children = self.children(img_uuid, vol_uuid)
         if children:
-            raise StorageError(reason=f"volume {vol_uuid} is the parent of "
-                               f"{', '.join(v for _, v in children)}")
-        self.before_delete(img_uuid, vol_uuid)
+            raise VolumeHasChildren(volUUID=vol_uuid,
+                                    children=", ".join(v for _, v in children))
+        reason = self.in_use(img_uuid, vol_uuid)
+        if reason:
+            raise VolumeInUse(volUUID=vol_uuid, reason=reason)
         self.layout.write_volume_meta(img_uuid, vol_uuid, meta.with_legality(Legality.ILLEGAL))
         self.remove_data(img_uuid, vol_uuid)
         self.layout.remove_volume_meta(img_uuid, vol_uuid)
@@ -222,8 +235,13 @@ class FileDomain(FileVolumeCreation):
             self.leaf_if_childless(meta.parent_img, meta.parent_vol, ignore=(img_uuid, vol_uuid))
         log.info("deleted volume %s/%s of domain %s", img_uuid, vol_uuid, self.sd_uuid)
 
-    def before_delete(self, img_uuid: str, vol_uuid: str) -> None:
-        """Refuse to delete a volume in use (a hook for block domains)."""
+    def in_use(self, img_uuid: str, vol_uuid: str) -> str:
+        """Why the volume is in use on this host ("" when it is not): a process has its file
+        open (a VM's qemu, a qemu-img). Read from ``/proc``, so true after a restart too."""
+        holders = leftovers.openers(self.layout.volume(img_uuid, vol_uuid))
+        if not holders:
+            return ""
+        return "open by " + ", ".join(f"{comm} (pid {pid})" for pid, comm in holders[:5])
 
     def remove_data(self, img_uuid: str, vol_uuid: str) -> None:
         fileutil.remove(self.layout.volume(img_uuid, vol_uuid))

@@ -149,11 +149,11 @@ class LoopDomain(FileDomain):
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
-    def before_delete(self, img_uuid: str, vol_uuid: str) -> None:
+    def in_use(self, img_uuid: str, vol_uuid: str) -> str:
         devices = loopdev.find(self.layout.volume(img_uuid, vol_uuid))
         if devices:
-            raise StorageError(reason=f"volume {vol_uuid} is prepared on "
-                               f"{devices[0].device}: tear it down first")
+            return f"attached to {devices[0].device}: tear it down first"
+        return super().in_use(img_uuid, vol_uuid)
 
     def remove_data(self, img_uuid: str, vol_uuid: str) -> None:
         path = self.layout.volume(img_uuid, vol_uuid)

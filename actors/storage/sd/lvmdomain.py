@@ -30,11 +30,13 @@ from actors.storage.sd.lvmvolumes import LvmVolumes
 from actors.storage.sd.records import DomainStats, ProbeTarget, check_uuid
 from messaging.errors import (
     InvalidParams,
+    MetadataConflict,
     NoSuchStorageDomain,
     StorageDomainExists,
     StorageDomainInvalid,
     StorageError,
 )
+from messaging.schema.types import check_text
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class LvmDomain(LvmVolumes):
         if domain_type not in cls.DOMAIN_TYPES:
             raise InvalidParams("domainType", f"{domain_type!r} is not an LVM domain type")
         check_vg_name(vg_name)
+        check_text(name, "name")
         sd_uuid = check_uuid(sd_uuid, "storagedomainID")
         holder = lvmtags.sd_uuid_of(lvm.vg(vg_name).tags)
         if holder == sd_uuid:
@@ -127,8 +130,8 @@ class LvmDomain(LvmVolumes):
                         expected_generation: int | None = None) -> md.DomainMetadata:
         current = self.read_metadata()
         if expected_generation is not None and current.generation != expected_generation:
-            raise StorageError(reason=f"metadata of {self.sd_uuid} changed: generation "
-                               f"{current.generation}, expected {expected_generation}")
+            raise MetadataConflict(what=f"domain {self.sd_uuid}", found=current.generation,
+                                   expected=expected_generation)
         try:
             new = current.updated(changes)
         except ValueError as e:

@@ -37,6 +37,8 @@ from messaging.errors import (
     NoSuchVolume,
     StorageError,
     VolumeExists,
+    VolumeHasChildren,
+    VolumeInUse,
 )
 
 log = logging.getLogger(__name__)
@@ -266,14 +268,18 @@ class LvmVolumes:
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
+    def in_use(self, img_uuid: str, vol_uuid: str) -> str:
+        lv, _meta = self._lv(img_uuid, vol_uuid)
+        return "its LV is active: tear it down first" if lv.active else ""
+
     def delete_volume(self, img_uuid: str, vol_uuid: str) -> None:
         lv, meta = self._lv(img_uuid, vol_uuid)
         children = self.children(img_uuid, vol_uuid)
         if children:
-            raise StorageError(reason=f"volume {vol_uuid} is the parent of "
-                               f"{', '.join(v for _, v in children)}")
+            raise VolumeHasChildren(volUUID=vol_uuid,
+                                    children=", ".join(v for _, v in children))
         if lv.active:
-            raise StorageError(reason=f"volume {vol_uuid} is active: tear it down first")
+            raise VolumeInUse(volUUID=vol_uuid, reason="its LV is active: tear it down first")
         self._rewrite(vol_uuid, meta, meta.with_legality(Legality.ILLEGAL))
         self.lvm.lvremove(self.vg_name, [vol_uuid])
         if meta.has_parent:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from messaging.errors import InvalidParams
+from messaging.schema.types import check_text
 
 BLANK_UUID = "00000000-0000-0000-0000-000000000000"
 """The parent of a volume that has none (vdsm's convention)."""
@@ -103,8 +104,7 @@ class VolumeCreateRequest:
                 raise InvalidParams("volFormat", "a volume with a parent must be cow")
             if self.parent_vol == self.vol_uuid:
                 raise InvalidParams("srcVolUUID", "a volume cannot be its own parent")
-        if "\n" in self.description or "\0" in self.description:
-            raise InvalidParams("desc", "a description is one line of text")
+        check_text(self.description, "desc")
 
     @property
     def has_parent(self) -> bool:
