@@ -103,6 +103,21 @@ class PoolMetadata:
             raise StorageError(reason=f"bad MASTER_VERSION in {meta.sd_uuid}") from None
         return cls(meta.pool_uuid, meta.get("POOL_NAME"), meta.sd_uuid, version, tuple(domains))
 
+    def to_record(self) -> dict[str, object]:
+        """The whole pool as plain data (what the SPM's writer sends back to vdsmd)."""
+        return {"spUUID": self.sp_uuid, "name": self.name, "master": self.master,
+                "masterVersion": self.master_version,
+                "domains": [[sd, status] for sd, status in self.domains]}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, object]) -> PoolMetadata:
+        domains = data["domains"]
+        if not isinstance(domains, list):
+            raise StorageError(reason="a pool record without a list of domains")
+        return cls(str(data["spUUID"]), str(data["name"]), str(data["master"]),
+                   int(str(data["masterVersion"])),
+                   tuple((str(sd), str(st)) for sd, st in domains))
+
     def to_wire(self) -> dict[str, object]:
         return {"name": self.name, "master_uuid": self.master,
                 "master_ver": self.master_version, "spm_id": -1, "lver": -1,

@@ -52,11 +52,8 @@ class Work(Protocol):
 class TaskEnv:
     locator: DomainLocator
     pool_call: PoolCall
-<<<<<<< HEAD
-    guard: WriteGuard = UNGUARDED  # the SPM writer's fence guard (see guard.py)
-=======
     usage: VolumeUsage
->>>>>>> main
+    guard: WriteGuard = UNGUARDED  # the SPM writer's fence guard (see guard.py)
 
 
 class _StepsWork:

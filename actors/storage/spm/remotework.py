@@ -33,12 +33,14 @@ ClientFor = Callable[[str], WriterClient]
 
 
 class WriterWork:
-    def __init__(self, client_for: ClientFor, verb: str, params: Mapping[str, Any],
-                 task_id: str) -> None:
+    """``params`` carry the task's id (``taskID``): the pool puts it there when it hands the
+    task over, so the writer's journal and vdsmd's record name the same task."""
+
+    def __init__(self, client_for: ClientFor, verb: str, params: Mapping[str, Any]) -> None:
         self.client_for = client_for
         self.verb = verb
         self.params = dict(params)
-        self.task_id = task_id
+        self.task_id = str(params["taskID"])
 
     def _client(self) -> WriterClient:
         return self.client_for(str(self.params["spUUID"]))
@@ -117,3 +119,12 @@ class SpmStartWork:
 
 def not_spm(sp_uuid: str, reason: str) -> NotSPM:
     return NotSPM(spUUID=sp_uuid, data={"reason": reason})
+
+
+def writer_builders(client_for: ClientFor) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+    """The task kinds vdsmd runs through the SPM's writer."""
+
+    def builder(verb: str) -> Callable[[Mapping[str, Any]], Any]:
+        return lambda params: WriterWork(client_for, verb, params)
+
+    return {verb: builder(verb) for verb in SPM_VERBS}

@@ -28,6 +28,7 @@ from actors.storage.spm.journal import Journal
 from actors.storage.spm.wire import WRITER_SCHEMA
 from actors.storage.spm.writerconf import WriterConfig
 from actors.storage.spm.writerops import WriterOps
+from actors.storage.usage import VolumeUsage
 from messaging.server import ApiServer, ServerConfig
 
 log = logging.getLogger("vdsm-writer")
@@ -40,7 +41,8 @@ def serve(config: WriterConfig, stop: threading.Event) -> None:
     locator = DomainLocator(
         mnt_root=Path(config.mnt_root), links_dir=Path(config.links_dir),
         file_preallocation=cast(FilePreallocation, config.file_preallocation))
-    ops = WriterOps(locator=locator, guard=guard, sp_uuid=config.sp_uuid,
+    usage = VolumeUsage(Path(config.prepared_dir), lock_timeout=config.lock_timeout)
+    ops = WriterOps(locator=locator, guard=guard, usage=usage, sp_uuid=config.sp_uuid,
                     master_sd=config.master_sd, lver=config.lver,
                     io_timeout=config.io_timeout, mail_hosts=config.mail_hosts)
     context: zmq.Context[Any] = zmq.Context()

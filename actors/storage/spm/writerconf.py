@@ -18,6 +18,8 @@ class WriterConfig:
     workers: int = 4
     io_timeout: float = 5.0  # mailbox slot writes
     mail_hosts: int = 64  # mailbox slots served
+    prepared_dir: str = ""  # this host's records of prepared volumes (deletions check them)
+    lock_timeout: float = 20.0  # an image's lock (shared with vdsmd's prepares)
     lver: int = 0  # set by the keeper for each writer it starts
     endpoint: str = ""
     fence_path: str = ""

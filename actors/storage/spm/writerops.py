@@ -27,27 +27,16 @@ from actors.storage.poolmeta import ACTIVE, ATTACHED, PoolMetadata
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.spm.taskjournal import MasterTasks, TaskEntry
 from actors.storage.steps import Progress
+from actors.storage.usage import VolumeUsage
 from messaging.errors import StorageError, StorageNotSupported, TaskAborted, VdsmError
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
 
 
-def pool_to_wire(pool: PoolMetadata) -> dict[str, Any]:
-    return {"spUUID": pool.sp_uuid, "name": pool.name, "master": pool.master,
-            "masterVersion": pool.master_version,
-            "domains": [[sd, status] for sd, status in pool.domains]}
-
-
-def pool_from_wire(data: dict[str, Any]) -> PoolMetadata:
-    return PoolMetadata(str(data["spUUID"]), str(data["name"]), str(data["master"]),
-                        int(data["masterVersion"]),
-                        tuple((str(sd), str(st)) for sd, st in data["domains"]))
-
-
 class WriterOps:
-    def __init__(self, *, locator: DomainLocator, guard: WriteGuard, sp_uuid: str,
-                 master_sd: str, lver: int, io_timeout: float = 5.0,
+    def __init__(self, *, locator: DomainLocator, guard: WriteGuard, usage: VolumeUsage,
+                 sp_uuid: str, master_sd: str, lver: int, io_timeout: float = 5.0,
                  mail_hosts: int = 64) -> None:
         self.locator = locator
         self.guard = guard
@@ -62,7 +51,8 @@ class WriterOps:
         self._aborters: dict[str, Aborter] = {}
         self._lock = threading.Lock()
         self.journals = MasterTasks(locator, master_sd, guard)
-        env = taskwork.TaskEnv(locator=locator, pool_call=self._pool_call, guard=guard)
+        env = taskwork.TaskEnv(locator=locator, pool_call=self._pool_call, usage=usage,
+                               guard=guard)
         self.builders = taskwork.builders(env)
 
     # --- pool --------------------------------------------------------------------------
@@ -85,7 +75,7 @@ class WriterOps:
         self._change(action, sd_uuid)
 
     def change_pool(self, params: dict[str, Any]) -> dict[str, Any]:
-        return pool_to_wire(self._change(params["action"], params["sdUUID"]))
+        return self._change(params["action"], params["sdUUID"]).to_record()
 
     # --- tasks -------------------------------------------------------------------------
 
