@@ -17,6 +17,9 @@ agent's errors:
 
 Start and restore make *transient* domains (``createXML``/``restoreFlags``): libvirt forgets
 them once they stop, and :mod:`actors.vm.recovery` finds running ones by their metadata.
+Whatever XML they hand libvirt, their display is locked
+(:func:`~actors.vm.domxml.locked_display`), also after the hooks; a restore takes from the
+memory image's XML only what :mod:`actors.vm.restorexml` lets through.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+import xml.etree.ElementTree as ET  # only its ParseError, for a broken save image
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +38,12 @@ import libvirt
 
 from actors.config import VmConfig
 from actors.host.libvirtconn import LibvirtHandle
-from actors.vm import domxml
+from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
 from actors.vm.params import VmParams
+from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
+from actors.vm.seriallog import SerialLogs
 from actors.vm.status import Transition, from_state
 from messaging.errors import (
     GuestCallTimeout,
@@ -70,7 +76,7 @@ class VmEnv:
     storage: VolumeProvider
     config: VmConfig
     owner: str  # written into the metadata: this agent's domains are the ones it recovers
-    serial_dir: Path  # one serial log file per VM here
+    logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
 
 
@@ -101,7 +107,7 @@ class VmOps:
 
     @property
     def serial_log(self) -> Path:
-        return self.env.serial_dir / f"{self.vm_id}.log"
+        return self.env.logs.path(self.vm_id)
 
     def hook_budget(self, *hooks: str) -> float:
         """The most the given hooks may take together (each executable has a timeout)."""
@@ -112,24 +118,30 @@ class VmOps:
 
     def start(self, params: VmParams, cancelled: threading.Event) -> Started:
         """Create (or restore, with ``restore_state``) the domain. ``cancelled`` is set by
-        the actor if it gave up waiting: a domain made after that is destroyed here."""
+        the actor if it gave up waiting: a domain made after that is destroyed here.
+
+        The paths in ``params`` were checked by :class:`~actors.vm.paths.PathPolicy`. A
+        failure leaves nothing behind: no registry entry, no prepared volume, no empty log
+        (an existing VM's, refused with ``VMExists``, is not touched at all)."""
         conn = self._conn()
         self._check_free(conn, params)
         paths = self._prepare(params)
+        recorded = False
         try:
             started = time.time()
             stored = params.without_restore_state()
             self.env.registry.add(stored)  # before the domain exists: a crash cannot lose it
+            recorded = True
+            self.env.logs.prepare()
             if params.restore_state is not None:
-                dom = self._restore(conn, params.restore_state, stored, started)
+                dom = self._restore(conn, params.restore_state, stored, paths, started)
                 after = "after_vm_dehibernate"
             else:
-                self.env.serial_dir.mkdir(parents=True, exist_ok=True)
                 xml = domxml.build_domain_xml(
                     stored, serial_log=str(self.serial_log), drive_paths=paths,
                     owner=self.env.owner, started=started,
                 )
-                xml = self._hook("before_vm_start", xml, params)
+                xml = domxml.locked_display(self._hook("before_vm_start", xml, params))
                 with self._libvirt("starting the VM"):
                     dom = conn.createXML(xml, 0)
                 after = "after_vm_start"
@@ -146,18 +158,27 @@ class VmOps:
             return Started(stored, started, state)
         except BaseException:
             self._teardown(params)
+            if recorded:
+                self.env.registry.remove(self.vm_id)
+            self.env.logs.remove_if_empty(self.vm_id)
             raise
 
     def _restore(
-        self, conn: libvirt.virConnect, path: str, stored: VmParams, started: float
+        self, conn: libvirt.virConnect, path: str, stored: VmParams, paths: dict[int, str],
+        started: float,
     ) -> libvirt.virDomain:
         with self._libvirt(f"reading the saved state {path}"):
             image_xml = conn.saveImageGetXMLDesc(path, 0)
         owner = domxml.domain_uuid(image_xml)
         if owner != self.vm_id:
             raise VMError(reason=f"{path} holds the state of VM {owner}, not of {self.vm_id}")
-        xml = domxml.with_metadata(image_xml, stored, owner=self.env.owner, started=started)
-        xml = self._hook("before_vm_dehibernate", xml, stored)
+        try:
+            xml = restorexml.restore_xml(image_xml, stored, serial_log=str(self.serial_log),
+                                         drive_paths=paths, owner=self.env.owner,
+                                         started=started)
+        except (ValueError, ET.ParseError) as e:
+            raise VMError(reason=f"{path} cannot be restored: {e}") from None
+        xml = domxml.locked_display(self._hook("before_vm_dehibernate", xml, stored))
         with self._libvirt(f"restoring the VM from {path}"):
             conn.restoreFlags(path, xml, 0)
             return conn.lookupByUUIDString(self.vm_id)
@@ -215,11 +236,20 @@ class VmOps:
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
     def hibernate(self, params: VmParams, path: str) -> None:
+        """Save the VM's memory to ``path``, a new file of the hibernation directory
+        (checked by :meth:`~actors.vm.paths.PathPolicy.new_memory_image`): created here,
+        mode 0600, before libvirt writes into it; removed again if the save fails."""
         dom = self._dom()
         xml = self._xml(dom)
         self._hook("before_vm_hibernate", xml, params)
-        with self._libvirt(f"saving the VM state to {path}"):
-            dom.save(path)
+        create_memory_image(path)
+        try:
+            with self._libvirt(f"saving the VM state to {path}"):
+                dom.save(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+            raise
         self._after("after_vm_hibernate", xml, params, "the VM state was saved")
 
     # --- devices ---------------------------------------------------------------------------

@@ -35,6 +35,11 @@ DEFAULT_BUS: Mapping[str, Bus] = MappingProxyType(
     {"disk": "virtio", "cdrom": "ide", "floppy": "fdc"}
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters XML 1.0 cannot carry (libvirt's parser refuses the domain XML), lone surrogates
+# included; and control characters, which a kernel command line must not hold either.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_NUL = re.compile("\x00")
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ class VmParams:
     @classmethod
     def from_dict(cls, vm_id: str, params: Mapping[str, Any]) -> VmParams:
         """Build from a vmParams dict already validated by the schema; check its semantics."""
+        _check_text(params, ROOT)
         drives = tuple(_drive(i, d) for i, d in enumerate(params.get("drives", ())))
         _check_drives(drives)
         nics = tuple(_nic(i, n) for i, n in enumerate(params.get("nics", ())))
@@ -204,6 +210,29 @@ class VmParams:
     def without_restore_state(self) -> VmParams:
         """A copy to store once a restore is done (a restart must not restore again)."""
         return replace(self, restore_state=None)
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Refuse text that libvirt's XML or the kernel cannot take, wherever it is in vmParams:
+    NUL and XML-invalid characters anywhere, any control character in ``kernelArgs``. A
+    custom property only becomes an environment variable (and JSON): only NUL is refused."""
+    if isinstance(value, str):
+        if where.startswith(f"{ROOT}.custom."):
+            pattern = _NUL
+        elif where == f"{ROOT}.kernelArgs":
+            pattern = _CONTROL
+        else:
+            pattern = _NOT_XML
+        found = pattern.search(value)
+        if found is not None:
+            raise InvalidParams(where, f"character {found.group()!r} at offset "
+                                       f"{found.start()} is not allowed here")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
 
 
 def _drive(index: int, spec: Mapping[str, Any]) -> Drive:
