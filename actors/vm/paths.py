@@ -164,8 +164,12 @@ class PathPolicy:
         if not any(path.is_relative_to(r) and (itself or path != r) for r in roots):
             shown = ", ".join(str(d) for d in allowed) or "nothing"
             raise InvalidParams(where, f"{_shown(text)} is not in [vm] {setting} ({shown})")
-        own = allowed != (self.hibernation_dir,)
-        private = [*SYSTEM_DIRS, *self.private, *([self.hibernation_dir] if own else [])]
+        if allowed == (self.hibernation_dir,):  # a memory image: the state dir holds them
+            hibernation = Path(os.path.realpath(self.hibernation_dir))
+            private = [d for d in self.private
+                       if not hibernation.is_relative_to(os.path.realpath(d))]
+        else:
+            private = [*SYSTEM_DIRS, *self.private, self.hibernation_dir]
         for directory in private:
             if path.is_relative_to(os.path.realpath(directory)):
                 raise InvalidParams(where, f"{_shown(text)} is in {directory}, which is "

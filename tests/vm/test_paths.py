@@ -207,3 +207,18 @@ def test_hibernation_dir_must_be_its_own(tmp_path: Path) -> None:
         PathPolicy.build(image_dirs=[], hibernation_dir=tmp_path, private=[tmp_path / "s"])
     with pytest.raises(ValueError, match="hibernation_dir"):
         PathPolicy.build(image_dirs=[], hibernation_dir=tmp_path, private=[tmp_path])
+
+
+def test_the_default_layout_memory_images_inside_the_state_dir(tmp_path: Path) -> None:
+    """By default the hibernation directory is <state_dir>/hibernation: memory images may be
+    there, and nothing else of the state directory is a client's."""
+    state = tmp_path / "state"
+    (state / "vms").mkdir(parents=True)
+    policy = PathPolicy.build(image_dirs=[tmp_path], hibernation_dir=state / "hibernation",
+                              private=[state])
+    policy.prepare()
+    target = policy.new_memory_image(str(state / "hibernation" / "vm.save"), "p")
+    create_memory_image(target, "p")
+    assert policy.memory_image(target, "p") == target
+    assert "hibernation_dir" in refused(policy.new_memory_image, str(state / "vms" / "x"))
+    assert "not a client's" in refused(policy.drive_image, target)
