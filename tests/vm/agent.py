@@ -196,13 +196,19 @@ def domain_exists_by_name(conn: libvirt.virConnect, vm_name: str) -> bool:
 class GuestLibvirtd(PrivateLibvirtd):
     """A private libvirtd that can run guests: with a virtlogd of its own in its namespace
     (qemu's output goes through virtlogd). The virtlogd outlives a killed libvirtd, as it
-    would on a host, and is stopped by :meth:`close`."""
+    would on a host, and is stopped by :meth:`close`. ``virtlogd_conf`` is its virtlogd's
+    configuration file (default: the host's)."""
+
+    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None) -> None:
+        super().__init__(workdir)
+        self.virtlogd_conf = virtlogd_conf
 
     def start(self, timeout: float = 20.0) -> None:
         mounts = " && ".join(
             f"mount --bind {self.workdir / name} {target}" for name, target in DIRS.items()
         )
-        virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'} || true)"
+        conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
+        virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'}{conf} || true)"
         script = f"{mounts} && {virtlogd} && exec libvirtd -p {self.workdir / 'libvirtd.pid'}"
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(

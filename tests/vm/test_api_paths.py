@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from tests import guest as g
 from tests.harness import Vdsmd
 from tests.vm import agent as a
+from tests.vm.conftest import fill
 from tests.vm.test_api_lifecycle import live_xml, stored_params
 
 pytestmark = pytest.mark.libvirt
@@ -172,30 +172,6 @@ def test_text_libvirt_cannot_take_is_invalid_params(
         assert (e.code, field in e.message) == (-32602, True), (overrides, e.message)
     assert agent.call("Host.getVMList") == []
     assert a.vm_actors(agent) == []
-
-
-def fill(path: Path, limit: int = 64 << 20) -> None:
-    """Write ``path`` until its filesystem is full (ENOSPC), at most ``limit`` bytes."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with pytest.raises(OSError, match="No space"):
-            for _ in range(limit // 4096):
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture
-def small_state(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs to hold an agent's state directory."""
-    where = tmp_path / "vdsmd" / "state"
-    where.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True,
-                   timeout=30)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)
 
 
 @pytest.mark.root
