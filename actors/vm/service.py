@@ -69,8 +69,7 @@ class VmSubsystem:
                          cfg.serial_log_dir))
         except ValueError as e:
             raise ConfigError(f"[vm] {e}") from None
-        self.paths.prepare()
-        self.logs.prepare()
+        self.paths.prepare()  # the log directory is made by the first VM start
         self.env = VmEnv(
             libvirt=deps.libvirt,
             hooks=HookRunner(cfg.hooks_dir, timeout=cfg.hook_timeout),
