@@ -43,7 +43,7 @@ from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
-from actors.vm.params import VmParams
+from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
 from messaging.errors import LibvirtUnavailable, VMError
 
@@ -197,7 +197,7 @@ class VmActor(SupervisedActor):
             lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
         )
 
-    def hibernate(self, path: str) -> Future[bool]:
+    def hibernate(self, path: MemoryImage) -> Future[bool]:
         before = self._tracker.status
         reply = self._control(
             "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),

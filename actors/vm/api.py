@@ -148,7 +148,7 @@ class VmApi:
 
     def _hibernate(self, p: dict[str, Any]) -> Any:
         return self._verb(p, lambda vm: vm.hibernate(
-            self._paths.new_memory_image(p["hiberVolHandle"], "hiberVolHandle")))
+            self._paths.hibernation_target(p["hiberVolHandle"])))
 
     # --- reads -------------------------------------------------------------------------------
 

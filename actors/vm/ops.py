@@ -40,7 +40,7 @@ from actors.config import VmConfig
 from actors.host.libvirtconn import LibvirtHandle
 from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
-from actors.vm.params import VmParams
+from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
@@ -52,6 +52,7 @@ from messaging.errors import (
     VdsmError,
     VMError,
     VMExists,
+    VolumeInUse,
 )
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,19 @@ class VmOps:
             raise
 
     def _restore(
+        self, conn: libvirt.virConnect, image: MemoryImage, stored: VmParams,
+        paths: dict[int, str], started: float,
+    ) -> libvirt.virDomain:
+        if isinstance(image, str):
+            return self._restore_from(conn, image, stored, paths, started)
+        self._check_unused(image)
+        path = self._prepare_one(image)
+        try:
+            return self._restore_from(conn, path, stored, paths, started)
+        finally:
+            self._teardown_one(image)  # libvirt has read the whole image
+
+    def _restore_from(
         self, conn: libvirt.virConnect, path: str, stored: VmParams, paths: dict[int, str],
         started: float,
     ) -> libvirt.virDomain:
@@ -235,21 +249,31 @@ class VmOps:
         with self._libvirt("sending the ACPI power-off"):
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
-    def hibernate(self, params: VmParams, path: str) -> None:
-        """Save the VM's memory to ``path``, a new file of the hibernation directory
-        (checked by :meth:`~actors.vm.paths.PathPolicy.new_memory_image`): created here,
-        mode 0600, before libvirt writes into it; removed again if the save fails."""
+    def hibernate(self, params: VmParams, target: MemoryImage) -> None:
+        """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the
+        save, torn down after it), or a new file of the hibernation directory (checked by
+        :meth:`~actors.vm.paths.PathPolicy.new_memory_image`), created here with mode 0600
+        before libvirt writes into it and removed again if the save fails."""
         dom = self._dom()
         xml = self._xml(dom)
         self._hook("before_vm_hibernate", xml, params)
-        create_memory_image(path)
-        try:
-            with self._libvirt(f"saving the VM state to {path}"):
-                dom.save(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(path).unlink()
-            raise
+        if isinstance(target, VolumeRef):
+            self._check_unused(target)
+            path = self._prepare_one(target)
+            try:
+                with self._libvirt(f"saving the VM state to volume {target.volume_id}"):
+                    dom.save(path)
+            finally:
+                self._teardown_one(target)
+        else:
+            create_memory_image(target)
+            try:
+                with self._libvirt(f"saving the VM state to {target}"):
+                    dom.save(target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(target).unlink()
+                raise
         self._after("after_vm_hibernate", xml, params, "the VM state was saved")
 
     # --- devices ---------------------------------------------------------------------------
@@ -357,26 +381,33 @@ class VmOps:
         try:
             for drive in params.drives:
                 if drive.volume is not None:
-                    v = drive.volume
-                    paths[drive.index] = self.env.storage.prepare_volume(
-                        v.pool_id, v.domain_id, v.image_id, v.volume_id
-                    )
+                    paths[drive.index] = self._prepare_one(drive.volume)
         except BaseException:
             self._teardown(params, only=set(paths))
             raise
         return paths
 
+    def _prepare_one(self, v: VolumeRef) -> str:
+        return self.env.storage.prepare_volume(v.pool_id, v.domain_id, v.image_id,
+                                               v.volume_id)
+
+    def _teardown_one(self, v: VolumeRef) -> None:
+        try:
+            self.env.storage.teardown_volume(v.pool_id, v.domain_id, v.image_id, v.volume_id)
+        except Exception as e:  # noqa: BLE001 - logged; the VM's own outcome stands
+            log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id, v.volume_id,
+                        e)
+
+    def _check_unused(self, v: VolumeRef) -> None:
+        """A memory image never goes over (or comes from) a drive of a VM of this host."""
+        for vm_id, other in self.env.registry.entries().items():
+            if any(drive.volume == v for drive in other.drives):
+                raise VolumeInUse(volUUID=v.volume_id, reason=f"a drive of VM {vm_id}")
+
     def _teardown(self, params: VmParams, only: set[int] | None = None) -> None:
         for drive in params.drives:
-            v = drive.volume
-            if v is None or (only is not None and drive.index not in only):
-                continue
-            try:
-                self.env.storage.teardown_volume(v.pool_id, v.domain_id, v.image_id,
-                                                 v.volume_id)
-            except Exception as e:  # noqa: BLE001 - one volume's teardown must not stop the rest
-                log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id,
-                            v.volume_id, e)
+            if drive.volume is not None and (only is None or drive.index in only):
+                self._teardown_one(drive.volume)  # one failure must not stop the rest
 
     def _hook(self, hook: str, xml: str, params: VmParams) -> str:
         return self.env.hooks.run(hook, xml, vm_id=self.vm_id, env=params.custom)

@@ -14,6 +14,7 @@ XML stores in its metadata; ``VmParams.from_dict(vm_id, p.to_dict()) == p`` alwa
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -50,6 +51,34 @@ class VolumeRef:
     domain_id: str
     image_id: str
     volume_id: str
+
+    @property
+    def handle(self) -> str:
+        """The volume as a memory image handle (vdsm's order: sd, sp, image, volume)."""
+        return ",".join((self.domain_id, self.pool_id, self.image_id, self.volume_id))
+
+
+#: Where a memory image is: a path (of the hibernation directory) or a storage volume.
+MemoryImage = str | VolumeRef
+
+
+def memory_image(text: str, where: str) -> MemoryImage:
+    """Parse ``hiberVolHandle``/``restoreState``: an absolute path, or a volume handle
+    ``sdUUID,spUUID,imgUUID,volUUID`` (vdsm's order) that storage prepares."""
+    if text.startswith("/"):
+        return text
+    parts = text.split(",")
+    ids = []
+    for part in parts:
+        try:
+            ids.append(str(uuid.UUID(part)))
+        except ValueError:
+            ids.append("")
+    if len(parts) != 4 or not all(i == p.lower() for i, p in zip(ids, parts, strict=True)):
+        raise InvalidParams(where, f"{text[:120]!r} is neither an absolute path nor a volume "
+                                   "handle 'sdUUID,spUUID,imgUUID,volUUID'")
+    sd, sp, img, vol = ids
+    return VolumeRef(pool_id=sp, domain_id=sd, image_id=img, volume_id=vol)
 
 
 @dataclass(frozen=True)
@@ -131,7 +160,7 @@ class VmParams:
     drives: tuple[Drive, ...] = ()
     nics: tuple[Nic, ...] = ()
     display: Literal["vnc", "none"] = "none"
-    restore_state: str | None = None
+    restore_state: MemoryImage | None = None
     custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
@@ -164,7 +193,8 @@ class VmParams:
             drives=drives,
             nics=nics,
             display=params.get("display", "none"),
-            restore_state=params.get("restoreState"),
+            restore_state=(None if params.get("restoreState") is None
+                           else memory_image(params["restoreState"], f"{ROOT}.restoreState")),
             custom=MappingProxyType(custom),
         )
 
@@ -186,7 +216,9 @@ class VmParams:
         out["drives"] = [d.to_dict() for d in self.drives]
         out["nics"] = [n.to_dict() for n in self.nics]
         out["display"] = self.display
-        if self.restore_state is not None:
+        if isinstance(self.restore_state, VolumeRef):
+            out["restoreState"] = self.restore_state.handle
+        elif self.restore_state is not None:
             out["restoreState"] = self.restore_state
         out["custom"] = dict(self.custom)
         return out

@@ -26,8 +26,11 @@ the system's (:data:`SYSTEM_DIRS`), even when an allowed directory contains them
 with NUL, relative paths and over-long names are refused too. Every refusal is
 :class:`~messaging.errors.InvalidParams` (-32602) naming the param.
 
-Drives named by pool/domain/image/volume are not paths a client names: the storage layer
-prepares them and they are not checked here.
+Storage handles need no path at all and are preferred: drives named by
+pool/domain/image/volume, and memory images named by a volume handle
+``sdUUID,spUUID,imgUUID,volUUID`` (vdsm's form of ``hiberVolHandle``), are prepared by the
+storage layer and are not checked here (a memory image never goes to a volume that is a
+drive of a VM of this host: :meth:`~actors.vm.ops.VmOps.hibernate`).
 
 The checks stat the filesystem: call them off the actor threads (the API workers do).
 """
@@ -41,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from actors.vm.params import ROOT, VmParams
+from actors.vm.params import ROOT, MemoryImage, VmParams, memory_image
 from messaging.errors import InvalidParams, NoSpace, StorageError
 
 #: Never a client's file, whatever ``image_dirs`` says.
@@ -80,13 +83,16 @@ class PathPolicy:
 
     def check_params(self, params: VmParams) -> VmParams:
         """``params`` with every path a client named resolved and checked."""
-        kernel = initrd = restore = None
+        kernel = initrd = None
         if params.kernel is not None:
             kernel = self.boot_file(params.kernel, f"{ROOT}.kernel")
         if params.initrd is not None:
             initrd = self.boot_file(params.initrd, f"{ROOT}.initrd")
-        if params.restore_state is not None:
-            restore = self.memory_image(params.restore_state, f"{ROOT}.restoreState")
+        if isinstance(params.restore_state, str):
+            restore: MemoryImage | None = self.memory_image(params.restore_state,
+                                                            f"{ROOT}.restoreState")
+        else:
+            restore = params.restore_state  # a volume, or none
         drives = []
         writers: dict[str, int] = {}
         for drive in params.drives:
@@ -129,6 +135,11 @@ class PathPolicy:
         self._inside(path, (self.hibernation_dir,), text, where, "hibernation_dir")
         self._of_type(path, where, text, block=False)
         return str(path)
+
+    def hibernation_target(self, text: str, where: str = "hiberVolHandle") -> MemoryImage:
+        """Where VM.hibernate writes: a volume (prepared by storage) or a new file."""
+        target = memory_image(text, where)
+        return target if not isinstance(target, str) else self.new_memory_image(target, where)
 
     def new_memory_image(self, text: str, where: str) -> str:
         """Where VM.hibernate may write a memory image: a name that does not exist yet in

@@ -59,8 +59,9 @@ VM_PARAMS = Struct(
         Field("drives", ListOf(DRIVE, max_len=64), required=False, default=[]),
         Field("nics", ListOf(NIC, max_len=32), required=False, default=[]),
         Field("display", Enum(("vnc", "none")), required=False, default="none"),
-        Field("restoreState", Path(min_len=1), required=False,
-              doc="a memory image written by VM.hibernate, in [vm] hibernation_dir"),
+        Field("restoreState", Str(min_len=1, max_len=4096), required=False,
+              doc="a memory image written by VM.hibernate: a file in [vm] hibernation_dir, "
+                  "or a volume 'sdUUID,spUUID,imgUUID,volUUID'"),
         Field("custom", MapOf(Str(max_len=4096), max_len=64), required=False, default={},
               doc="custom properties (names are shell identifiers); hooks get each as "
                   "$custom_<name>"),
@@ -119,9 +120,10 @@ VERBS = (
     Verb(
         "VM.hibernate",
         "Save the VM's state to hiberVolHandle; the VM ends Down.",
-        (VM_ID, Field("hiberVolHandle", Path(min_len=1),
-                      doc="a new file in [vm] hibernation_dir: created with mode 0600, never "
-                          "written over an existing file")),
+        (VM_ID, Field("hiberVolHandle", Str(min_len=1, max_len=4096),
+                      doc="a volume 'sdUUID,spUUID,imgUUID,volUUID' that no VM uses, or a new "
+                          "file in [vm] hibernation_dir (created with mode 0600, never "
+                          "written over an existing file)")),
         aliases=("hibernate",),
         timeout=300.0,
     ),
