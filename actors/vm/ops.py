@@ -156,6 +156,8 @@ class VmOps:
                 raise
             with self._libvirt("reading the VM state"):
                 state = from_state(*dom.state())
+            if isinstance(params.restore_state, str):
+                self._consume(params.restore_state)
             return Started(stored, started, state)
         except BaseException:
             self._teardown(params)
@@ -196,6 +198,16 @@ class VmOps:
         with self._libvirt(f"restoring the VM from {path}"):
             conn.restoreFlags(path, xml, 0)
             return conn.lookupByUUIDString(self.vm_id)
+
+    def _consume(self, path: str) -> None:
+        """Remove a memory image once its VM runs again: restoring it a second time would
+        fork the guest (two copies writing the same disks), and the hibernation directory
+        must not fill up with stale images."""
+        try:
+            Path(path).unlink()
+        except OSError as e:
+            log.warning("VM %s: cannot remove the restored memory image %s: %s", self.vm_id,
+                        path, e)
 
     def destroy(self, params: VmParams) -> None:
         """Power the VM off at once (if it runs) and tear its volumes down."""

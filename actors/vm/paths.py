@@ -16,7 +16,7 @@ change and at a restore:
   with ``O_CREAT|O_EXCL`` and mode 0600 before libvirt writes into it, so nothing is ever
   overwritten and the guest's memory is never readable by others;
 - a **memory image** that ``restoreState`` reads must be an existing regular file in
-  ``[vm] hibernation_dir``.
+  ``[vm] hibernation_dir`` (the restore consumes it: removed once the VM runs again).
 
 Every path is resolved (symlinks, ``..``) before it is checked and the *resolved* path is
 what libvirt gets: a symlink that leads out of an allowed directory is refused, and one

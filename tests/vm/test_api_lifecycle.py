@@ -200,6 +200,7 @@ def test_hibernate_then_restore_the_same_guest(
         stored = conn.lookupByUUIDString(vm_id).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                                                          domxml.METADATA_NS)
         assert "restoreState" not in (domxml.parse_metadata(stored) or {})
+        assert not state.exists()  # consumed: restoring it again would fork the guest
         # The display is locked as after a fresh start (the image holds no password), and a
         # ticket opens it.
         assert_locked(conn, vm_id)
