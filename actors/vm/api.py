@@ -37,7 +37,7 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
-from actors.vm.params import VmParams
+from actors.vm.params import VmParams, check_plain_text
 from actors.vm.paths import PathPolicy
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
@@ -95,7 +95,8 @@ class VmApi:
                 lambda p: self._verb(p, lambda vm: vm.shutdown(p["delay"], p["message"]))
             ),
             "VM.setTicket": Binding(
-                lambda p: self._verb(p, lambda vm: vm.set_ticket(p["password"], p["ttl"]))
+                lambda p: self._verb(p, lambda vm: vm.set_ticket(
+                    check_plain_text(p["password"], "password"), p["ttl"]))
             ),
             "VM.changeCD": Binding(self._media("cdrom")),
             "VM.changeFloppy": Binding(self._media("floppy")),

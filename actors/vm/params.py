@@ -244,6 +244,16 @@ class VmParams:
         return replace(self, restore_state=None)
 
 
+def check_plain_text(value: str, where: str) -> str:
+    """``value`` if it holds no control character (e.g. a display password, which becomes
+    an XML attribute); InvalidParams naming ``where`` otherwise."""
+    found = _CONTROL.search(value) or _NOT_XML.search(value)
+    if found is not None:
+        raise InvalidParams(where, f"character {found.group()!r} at offset {found.start()} "
+                                   "is not allowed here")
+    return value
+
+
 def _check_text(value: Any, where: str) -> None:
     """Refuse text that libvirt's XML or the kernel cannot take, wherever it is in vmParams:
     NUL and XML-invalid characters anywhere, any control character in ``kernelArgs``. A

@@ -172,6 +172,14 @@ def test_text_libvirt_cannot_take_is_invalid_params(
         assert (e.code, field in e.message) == (-32602, True), (overrides, e.message)
     assert agent.call("Host.getVMList") == []
     assert a.vm_actors(agent) == []
+    vm_id = a.new_id()
+    agent.call("VM.create", vmID=vm_id, vmParams=a.bare_params(display="vnc"))
+    for password in ("a\0b", "a\x01b", "a\nb"):
+        e = a.error(lambda p=password: agent.call("VM.setTicket", vmID=vm_id, password=p,
+                                                  ttl=10))
+        assert (e.code, "'password'" in e.message) == (-32602, True), e.message
+    assert agent.call("VM.setTicket", vmID=vm_id, password="fine", ttl=10) is True
+    assert agent.call("VM.destroy", vmID=vm_id) is True
 
 
 @pytest.mark.root
