@@ -107,10 +107,10 @@ def fill(path: Path, limit: int = 64 << 20) -> None:
 
 @pytest.fixture
 def small_state(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs to hold the state directory of the agent in ``tmp_path / "vdsmd"``."""
+    """A 1 MiB tmpfs to hold the state directory of the agent in ``tmp_path / "vdsmd"``."""
     where = tmp_path / "vdsmd" / "state"
     where.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], check=True,
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True,
                    timeout=30)
     try:
         yield where
