@@ -43,7 +43,7 @@ from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
-from actors.vm.params import VmParams
+from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
 from messaging.errors import LibvirtUnavailable, VMError
 
@@ -114,13 +114,16 @@ class VmActor(SupervisedActor):
             self._publish()
             return
         known = self._board.get(self.vm_id)
-        if self.ctx.generation == 1 and self._initial is not None:
-            self._set(self._initial)  # found by recovery
-        elif known is not None:  # restarted after a crash: continue from the last view
+        if known is not None:
+            # Restarted after a crash, or started again by recovery after /vms restarted or
+            # gave this actor up: continue from the last view (no spurious status change;
+            # a Down VM keeps its exit reason); the Attach re-reads the domain.
             self._tracker.set(known.status, pause_code=known.pause_code,
                               exit_reason=known.exit_reason)
             self._started = self._started or known.started
             self._published = self._key()
+        elif self._initial is not None:
+            self._set(self._initial)  # found by recovery
         self.actor_ref.tell(Attach())
 
     def teardown(self) -> None:
@@ -197,7 +200,7 @@ class VmActor(SupervisedActor):
             lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
         )
 
-    def hibernate(self, path: str) -> Future[bool]:
+    def hibernate(self, path: MemoryImage) -> Future[bool]:
         before = self._tracker.status
         reply = self._control(
             "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),
