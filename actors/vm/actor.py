@@ -344,8 +344,8 @@ class VmActor(SupervisedActor):
     # --- re-attaching --------------------------------------------------------------------
 
     def _attach(self) -> None:
-        if self._awaiting_launch or self._running().running(QUERY, CONTROL):
-            return  # an operation in flight will set the state; a later resync re-reads it
+        if self._awaiting_launch or self._running().running(QUERY, CONTROL, DESTROY):
+            return  # an operation in flight (a destroy too) sets the state; a resync re-reads it
         try:
             self._submit("attach", QUERY, timeout=self._env.config.call_timeout,
                          on_ok=self._on_attached, on_error=self._on_attach_failed,
@@ -356,6 +356,8 @@ class VmActor(SupervisedActor):
     def _on_attached(self, found: Attached | None) -> None:
         self._attach_delay = 1.0
         if found is None:
+            if self._running().running(DESTROY):
+                return  # destroyed meanwhile: the destroy's own outcome says why
             if self._tracker.status != VmStatus.DOWN:
                 log.warning("VM %s: its domain is gone", self.vm_id)
                 self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.UNKNOWN))
