@@ -37,6 +37,15 @@ def default_hooks_dir() -> Path:
     return Path("/etc/vdsm/hooks") if _root() else default_state_dir() / "hooks"
 
 
+def default_vm_log_dir() -> Path:
+    return Path("/var/log/vdsm/vms") if _root() else Path.home() / ".cache" / "vdsm" / "vms"
+
+
+#: Where the images a client may name by path (disks, CD-ROMs, floppies, kernels, initrds)
+#: live by default: libvirt's conventional directories.
+DEFAULT_IMAGE_DIRS = (Path("/var/lib/libvirt/images"), Path("/var/lib/libvirt/boot"))
+
+
 class ConfigError(Exception):
     pass
 
@@ -108,6 +117,25 @@ class VmConfig:
     destroy_timeout: float = 30.0  # libvirt gives a stuck qemu 10 s after SIGTERM
     save_timeout: float = 240.0  # VM.hibernate writing the guest's memory
     powering_up: float = 10.0  # a started VM is "Powering up" this long, then "Up"
+    # Paths a client may name (see actors/vm/paths.py): images and boot files only in
+    # image_dirs; memory images (VM.hibernate, restoreState) only in hibernation_dir.
+    image_dirs: tuple[Path, ...] = DEFAULT_IMAGE_DIRS
+    hibernation_dir: str = ""  # empty: <state_dir>/hibernation
+    # Guests' serial console logs: capped and rotated by virtlogd, outside the state dir.
+    serial_log_dir: Path = field(default_factory=default_vm_log_dir)
+    serial_logs_kept: int = 20  # logs of VMs no longer known that are kept for post-mortems
+    resync_interval: float = 5.0  # a VM without a running actor is recovered within ~2x this
+
+    def __post_init__(self) -> None:
+        if self.resync_interval <= 0:
+            raise ConfigError("[vm] resync_interval must be positive")
+        if self.serial_logs_kept < 0:
+            raise ConfigError("[vm] serial_logs_kept must not be negative")
+        for path in (*self.image_dirs, self.serial_log_dir):
+            if not path.is_absolute():
+                raise ConfigError(f"[vm] {path} is not an absolute path")
+        if self.hibernation_dir and not Path(self.hibernation_dir).is_absolute():
+            raise ConfigError(f"[vm] hibernation_dir {self.hibernation_dir} is not absolute")
 
 
 @dataclass(frozen=True)
@@ -224,6 +252,11 @@ def _coerce(section: str, key: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
         return Path(value)
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(kind)[0]
+        return tuple(_coerce(section, key, item, v) for v in value)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")

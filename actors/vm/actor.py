@@ -43,7 +43,7 @@ from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
-from actors.vm.params import VmParams
+from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
 from messaging.errors import LibvirtUnavailable, VMError
 
@@ -114,13 +114,16 @@ class VmActor(SupervisedActor):
             self._publish()
             return
         known = self._board.get(self.vm_id)
-        if self.ctx.generation == 1 and self._initial is not None:
-            self._set(self._initial)  # found by recovery
-        elif known is not None:  # restarted after a crash: continue from the last view
+        if known is not None:
+            # Restarted after a crash, or started again by recovery after /vms restarted or
+            # gave this actor up: continue from the last view (no spurious status change;
+            # a Down VM keeps its exit reason); the Attach re-reads the domain.
             self._tracker.set(known.status, pause_code=known.pause_code,
                               exit_reason=known.exit_reason)
             self._started = self._started or known.started
             self._published = self._key()
+        elif self._initial is not None:
+            self._set(self._initial)  # found by recovery
         self.actor_ref.tell(Attach())
 
     def teardown(self) -> None:
@@ -197,7 +200,7 @@ class VmActor(SupervisedActor):
             lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
         )
 
-    def hibernate(self, path: str) -> Future[bool]:
+    def hibernate(self, path: MemoryImage) -> Future[bool]:
         before = self._tracker.status
         reply = self._control(
             "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),
@@ -341,8 +344,8 @@ class VmActor(SupervisedActor):
     # --- re-attaching --------------------------------------------------------------------
 
     def _attach(self) -> None:
-        if self._awaiting_launch or self._running().running(QUERY, CONTROL):
-            return  # an operation in flight will set the state; a later resync re-reads it
+        if self._awaiting_launch or self._running().running(QUERY, CONTROL, DESTROY):
+            return  # an operation in flight (a destroy too) sets the state; a resync re-reads it
         try:
             self._submit("attach", QUERY, timeout=self._env.config.call_timeout,
                          on_ok=self._on_attached, on_error=self._on_attach_failed,
@@ -353,6 +356,8 @@ class VmActor(SupervisedActor):
     def _on_attached(self, found: Attached | None) -> None:
         self._attach_delay = 1.0
         if found is None:
+            if self._running().running(DESTROY):
+                return  # destroyed meanwhile: the destroy's own outcome says why
             if self._tracker.status != VmStatus.DOWN:
                 log.warning("VM %s: its domain is gone", self.vm_id)
                 self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.UNKNOWN))

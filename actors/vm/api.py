@@ -7,6 +7,14 @@ so the wait is bounded. ``VM.create`` starts the actor under ``/vms`` first; whe
 fails it stops the actor before answering, so the client never sees a half-started VM.
 ``VM.destroy`` stops and removes the actor once the domain is gone.
 
+Every path a client names (drives, kernel, initrd, restoreState, a CD/floppy image, the
+hibernation file) is checked and resolved by :class:`~actors.vm.paths.PathPolicy` here,
+before any actor is asked. A ``VM.create`` for a vmID the agent knows (on the board or in
+the registry, whether or not its actor runs) is refused with ``VMExists`` before anything
+is touched. A known VM whose actor is not running (being restarted, or given up and
+waiting for the next recovery pass) answers ``ActorUnavailable`` (102, retryable), never
+``NoSuchVM``.
+
 Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from the
 :class:`~actors.vm.board.VmBoard`: no actor is asked, no libvirt call is made.
 
@@ -29,8 +37,10 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
-from actors.vm.params import VmParams
+from actors.vm.params import VmParams, check_plain_text
+from actors.vm.paths import PathPolicy
 from actors.vm.registry import VmRegistry
+from actors.vm.seriallog import SerialLogs
 from messaging.errors import (
     ActorUnavailable,
     NoSuchVM,
@@ -58,6 +68,8 @@ class VmApi:
         directory: ActorDirectory,
         board: VmBoard,
         registry: VmRegistry,
+        paths: PathPolicy,
+        logs: SerialLogs,
         vms_path: str,
         spec: SpecFactory,
         ready: threading.Event,
@@ -65,6 +77,8 @@ class VmApi:
         self._directory = directory
         self._board = board
         self._registry = registry
+        self._paths = paths
+        self._logs = logs
         self._vms_path = vms_path
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
         self._spec = spec
@@ -81,13 +95,12 @@ class VmApi:
                 lambda p: self._verb(p, lambda vm: vm.shutdown(p["delay"], p["message"]))
             ),
             "VM.setTicket": Binding(
-                lambda p: self._verb(p, lambda vm: vm.set_ticket(p["password"], p["ttl"]))
+                lambda p: self._verb(p, lambda vm: vm.set_ticket(
+                    check_plain_text(p["password"], "password"), p["ttl"]))
             ),
             "VM.changeCD": Binding(self._media("cdrom")),
             "VM.changeFloppy": Binding(self._media("floppy")),
-            "VM.hibernate": Binding(
-                lambda p: self._verb(p, lambda vm: vm.hibernate(p["hiberVolHandle"]))
-            ),
+            "VM.hibernate": Binding(self._hibernate),
             "VM.getStats": Binding(self.get_stats),
             "Host.getVMList": Binding(self.get_vm_list),
             "Host.getAllVmStats": Binding(self.get_all_vm_stats),
@@ -98,31 +111,45 @@ class VmApi:
     def create(self, params: dict[str, Any]) -> dict[str, Any]:
         self._check_ready()
         vm_id = params["vmID"]
-        vm = VmParams.from_dict(vm_id, params["vmParams"])
+        vm = self._paths.check_params(VmParams.from_dict(vm_id, params["vmParams"]))
+        if self._board.get(vm_id) is not None or vm_id in self._registry:
+            raise VMExists(vmID=vm_id)  # running, or its actor restarting: touch nothing
         try:
             self._vms.proxy().start_child(self._spec(vm)).get(timeout=SUPERVISOR_TIMEOUT)
         except ChildExists:
             raise VMExists(vmID=vm_id) from None
         except ChildStartError as e:
+            self._board.remove(vm_id)
             raise VMError(reason=f"cannot start the actor of VM {vm_id}: {e}") from None
+        except (pykka.Timeout, pykka.ActorDeadError):
+            raise ActorUnavailable(path=self._vms_path, reason="it did not answer") from None
         try:
             result: dict[str, Any] = self._wait(self._proxy(vm_id).launch())
         except BaseException:
-            self._remove(vm_id)
+            # This create's own actor and board entry; the start removed what it made.
+            self._stop_actor(vm_id)
+            self._board.remove(vm_id)
             raise
         return result
 
     def destroy(self, params: dict[str, Any]) -> bool:
         vm_id = params["vmID"]
         self._verb(params, lambda vm: vm.destroy())
-        self._remove(vm_id)
+        self._registry.remove(vm_id)  # first: a recovery pass meanwhile must not revive it
+        self._stop_actor(vm_id)
+        self._board.remove(vm_id)
+        self._logs.prune(self._registry.ids() | self._board.ids())
         return True
 
     def _media(self, device: Literal["cdrom", "floppy"]) -> Callable[[dict[str, Any]], Any]:
         def handler(p: dict[str, Any]) -> Any:
-            return self._verb(p, lambda vm: vm.change_media(device, p["path"]))
+            return self._verb(p, lambda vm: vm.change_media(device, self._paths.media(p["path"])))
 
         return handler
+
+    def _hibernate(self, p: dict[str, Any]) -> Any:
+        return self._verb(p, lambda vm: vm.hibernate(
+            self._paths.hibernation_target(p["hiberVolHandle"])))
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -151,19 +178,29 @@ class VmApi:
             raise Recovering()
 
     def _proxy(self, vm_id: str) -> VmProxy:
-        info = self._directory.get(f"{self._vms_path}/{vm_id}")
+        path = f"{self._vms_path}/{vm_id}"
+        info = self._directory.get(path)
         if info is None:
-            raise NoSuchVM(vmID=vm_id)
+            raise self._absent(vm_id)
         ref = self._directory.ref(info.path)  # ActorUnavailable while it restarts
         return ref.proxy()
 
+    def _absent(self, vm_id: str) -> VdsmError:
+        """The error for a VM without an actor: retryable if the agent knows the VM."""
+        if self._board.get(vm_id) is not None:
+            return ActorUnavailable(path=f"{self._vms_path}/{vm_id}",
+                                    reason="its actor is being restarted; try again shortly")
+        return NoSuchVM(vmID=vm_id)
+
     def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Any:
+        """Ask the VM's actor (``call`` may first check more params: the VM's existence is
+        checked before them)."""
         self._check_ready()
         vm_id = params["vmID"]
         try:
             future = call(self._proxy(vm_id))
         except pykka.ActorDeadError:
-            raise NoSuchVM(vmID=vm_id) from None
+            raise self._absent(vm_id) from None
         return self._wait(future)
 
     def _wait(self, asked: Any) -> Any:
@@ -181,11 +218,9 @@ class VmApi:
         except concurrent.futures.TimeoutError:
             raise VMError(reason=f"the operation did not end within {OP_WAIT:g} s") from None
 
-    def _remove(self, vm_id: str) -> None:
+    def _stop_actor(self, vm_id: str) -> None:
         """Stop and forget the VM's actor (its VM is gone or never started)."""
         try:
             self._vms.proxy().stop_child(vm_id).get(timeout=SUPERVISOR_TIMEOUT)
         except (pykka.Timeout, pykka.ActorDeadError, VdsmError) as e:
             log.error("cannot stop the actor of VM %s: %s", vm_id, e)
-        self._board.remove(vm_id)
-        self._registry.remove(vm_id)

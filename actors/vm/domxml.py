@@ -38,6 +38,7 @@ ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 #: An instant long past: a display password valid until then lets nobody in until
 #: VM.setTicket sets a real one.
 EXPIRED = 1.0
+LOCKABLE = ("vnc", "spice")  # the display types that take a password
 
 _PREFIX = {"virtio": "vd", "ide": "hd", "scsi": "sd", "sata": "sd", "fdc": "fd"}
 _FORMAT = {"cow": "qcow2", "raw": "raw"}
@@ -189,17 +190,30 @@ def _interface(nic: Nic) -> ET.Element:
 
 
 def _vnc(listen: str) -> ET.Element:
-    graphics = ET.Element(
-        "graphics",
-        type="vnc",
-        port="-1",
-        autoport="yes",
-        listen=listen,
-        passwd=secrets.token_urlsafe(6)[:8],
-        passwdValidTo=_timestamp(EXPIRED),
-    )
+    graphics = ET.Element("graphics", type="vnc", port="-1", autoport="yes", listen=listen)
+    _lock(graphics)
     ET.SubElement(graphics, "listen", type="address", address=listen)
     return graphics
+
+
+def _lock(graphics: ET.Element) -> None:
+    graphics.set("passwd", secrets.token_urlsafe(6)[:8])
+    graphics.set("passwdValidTo", _timestamp(EXPIRED))
+
+
+def locked_display(domain_xml: str) -> str:
+    """``domain_xml`` with every VNC/SPICE display locked: a random password that expired
+    long ago, so that nobody gets in until ``VM.setTicket`` sets one. Every path that
+    (re)defines a domain passes its final XML through here (after the hooks), whatever the
+    XML came from (our builder, a hook, a saved state image). A display without a password
+    is open; QEMU also cannot take a password later for a display started without one."""
+    root = ET.fromstring(domain_xml)  # from our builder, a site hook or libvirtd
+    displays = [g for g in root.iterfind("devices/graphics") if g.get("type") in LOCKABLE]
+    if not displays:
+        return domain_xml
+    for graphics in displays:
+        _lock(graphics)
+    return ET.tostring(root, encoding="unicode")
 
 
 def _timestamp(when: float) -> str:

@@ -2,7 +2,11 @@
 
 The executables of ``<hooks_dir>/<hook>/`` run one after another in name order. Each gets
 the domain XML in a temporary file whose path is in ``$_hook_domxml``, the VM id in ``$vmId``
-and the VM's custom properties as further environment variables. A hook may rewrite the file:
+and the VM's custom properties as ``$custom_<name>`` (a property ``team`` is
+``$custom_team``). That is the whole environment besides a fixed ``PATH`` and ``LANG``:
+nothing is inherited from the agent, and a client's custom property can never set
+``PATH``, ``LD_PRELOAD``, ``BASH_ENV`` or anything else a root hook or its interpreter
+obeys. A hook may rewrite the file:
 the next hook reads the rewritten XML and :meth:`HookRunner.run` returns the final one (only
 ``before_vm_start`` and ``before_vm_dehibernate`` rewrites have an effect: the caller ignores
 the others). Files that are not executable, hidden files and directories are skipped.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -64,8 +69,14 @@ VMID_ENV = "vmId"
 HOOK_NAME_ENV = "_hook_name"
 DEFAULT_TIMEOUT = 30.0
 STDERR_TAIL = 2048
-# Environment variables the hook gets from the agent's own environment.
-_INHERITED = ("PATH", "LANG", "LC_ALL", "TZ")
+#: A hook's environment besides its own variables: fixed, nothing inherited from the agent.
+BASE_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+#: A custom property ``name`` reaches the hooks as ``$custom_<name>``.
+CUSTOM_PREFIX = "custom_"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class HookRunner:
@@ -107,7 +118,9 @@ class HookRunner:
     ) -> str:
         """Run ``hook``'s executables over ``domxml``; return the XML they leave.
 
-        ``env`` (the VM's custom properties) is added to each hook's environment.
+        ``env`` (the VM's custom properties) reaches each hook as ``custom_<name>``
+        variables; a name that is not a shell identifier or a value with NUL is a bug of
+        the caller (``ValueError``).
         """
         scripts = self.scripts(hook)
         if not scripts:
@@ -116,8 +129,7 @@ class HookRunner:
         with tempfile.TemporaryDirectory(prefix="vdsm-hook-") as workdir:
             xml_path = Path(workdir) / "domxml"
             xml_path.write_text(domxml)
-            environ = {k: os.environ[k] for k in _INHERITED if k in os.environ}
-            environ.update(env or {})
+            environ = hook_environment(env or {})
             environ.update({DOMXML_ENV: str(xml_path), VMID_ENV: vm_id, HOOK_NAME_ENV: hook})
             for script in scripts:
                 _run_one(hook, script, environ, Path(workdir), limit)
@@ -129,6 +141,16 @@ class HookRunner:
                 raise HookError(hook=hook, reason=f"it left invalid domain XML ({e})") from None
             log.info("hook %s of VM %s rewrote the domain XML", hook, vm_id)
         return result
+
+
+def hook_environment(custom: Mapping[str, str]) -> dict[str, str]:
+    """The fixed base environment plus the custom properties, each under its prefix."""
+    environ = dict(BASE_ENV)
+    for name, value in custom.items():
+        if _ENV_NAME.fullmatch(name) is None or "\0" in value:
+            raise ValueError(f"custom property {name!r} cannot be a hook variable")
+        environ[CUSTOM_PREFIX + name] = value
+    return environ
 
 
 def _run_one(

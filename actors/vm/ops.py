@@ -17,6 +17,9 @@ agent's errors:
 
 Start and restore make *transient* domains (``createXML``/``restoreFlags``): libvirt forgets
 them once they stop, and :mod:`actors.vm.recovery` finds running ones by their metadata.
+Whatever XML they hand libvirt, their display is locked
+(:func:`~actors.vm.domxml.locked_display`), also after the hooks; a restore takes from the
+memory image's XML only what :mod:`actors.vm.restorexml` lets through.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+import xml.etree.ElementTree as ET  # only its ParseError, for a broken save image
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +39,12 @@ import libvirt
 from actors.config import VmConfig
 from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
-from actors.vm import domxml
+from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
-from actors.vm.params import VmParams, VolumeRef
+from actors.vm.params import MemoryImage, VmParams, VolumeRef
+from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
+from actors.vm.seriallog import SerialLogs
 from actors.vm.status import Transition, from_state
 from messaging.errors import (
     GuestCallTimeout,
@@ -47,6 +53,7 @@ from messaging.errors import (
     VdsmError,
     VMError,
     VMExists,
+    VolumeInUse,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +82,7 @@ class VmEnv:
     storage: VolumeProvider
     config: VmConfig
     owner: str  # written into the metadata: this agent's domains are the ones it recovers
-    serial_dir: Path  # one serial log file per VM here
+    logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
 
 
@@ -106,7 +113,7 @@ class VmOps:
 
     @property
     def serial_log(self) -> Path:
-        return self.env.serial_dir / f"{self.vm_id}.log"
+        return self.env.logs.path(self.vm_id)
 
     def hook_budget(self, *hooks: str) -> float:
         """The most the given hooks may take together (each executable has a timeout)."""
@@ -117,24 +124,30 @@ class VmOps:
 
     def start(self, params: VmParams, cancelled: threading.Event) -> Started:
         """Create (or restore, with ``restore_state``) the domain. ``cancelled`` is set by
-        the actor if it gave up waiting: a domain made after that is destroyed here."""
+        the actor if it gave up waiting: a domain made after that is destroyed here.
+
+        The paths in ``params`` were checked by :class:`~actors.vm.paths.PathPolicy`. A
+        failure leaves nothing behind: no registry entry, no prepared volume, no empty log
+        (an existing VM's, refused with ``VMExists``, is not touched at all)."""
         conn = self._conn()
         self._check_free(conn, params)
         paths = self._prepare(params)
+        recorded = False
         try:
             started = time.time()
             stored = params.without_restore_state()
             self.env.registry.add(stored)  # before the domain exists: a crash cannot lose it
+            recorded = True
+            self.env.logs.prepare()
             if params.restore_state is not None:
-                dom = self._restore(conn, params.restore_state, stored, started)
+                dom = self._restore(conn, params.restore_state, stored, paths, started)
                 after = "after_vm_dehibernate"
             else:
-                self.env.serial_dir.mkdir(parents=True, exist_ok=True)
                 xml = domxml.build_domain_xml(
                     stored, serial_log=str(self.serial_log), drive_paths=paths,
                     owner=self.env.owner, started=started,
                 )
-                xml = self._hook("before_vm_start", xml, params)
+                xml = domxml.locked_display(self._hook("before_vm_start", xml, params))
                 with self._libvirt("starting the VM"):
                     dom = conn.createXML(xml, 0)
                 after = "after_vm_start"
@@ -148,24 +161,58 @@ class VmOps:
                 raise
             with self._libvirt("reading the VM state"):
                 state = from_state(*dom.state())
+            if isinstance(params.restore_state, str):
+                self._consume(params.restore_state)
             return Started(stored, started, state)
         except BaseException:
             self._teardown(params)
+            if recorded:
+                self.env.registry.remove(self.vm_id)
+            self.env.logs.remove_if_empty(self.vm_id)
             raise
 
     def _restore(
-        self, conn: libvirt.virConnect, path: str, stored: VmParams, started: float
+        self, conn: libvirt.virConnect, image: MemoryImage, stored: VmParams,
+        paths: dict[int, str], started: float,
+    ) -> libvirt.virDomain:
+        if isinstance(image, str):
+            return self._restore_from(conn, image, stored, paths, started)
+        self._check_unused(image)
+        path = self._prepare_one(image)
+        try:
+            return self._restore_from(conn, path, stored, paths, started)
+        finally:
+            self._teardown_one(image)  # libvirt has read the whole image
+
+    def _restore_from(
+        self, conn: libvirt.virConnect, path: str, stored: VmParams, paths: dict[int, str],
+        started: float,
     ) -> libvirt.virDomain:
         with self._libvirt(f"reading the saved state {path}"):
             image_xml = conn.saveImageGetXMLDesc(path, 0)
         owner = domxml.domain_uuid(image_xml)
         if owner != self.vm_id:
             raise VMError(reason=f"{path} holds the state of VM {owner}, not of {self.vm_id}")
-        xml = domxml.with_metadata(image_xml, stored, owner=self.env.owner, started=started)
-        xml = self._hook("before_vm_dehibernate", xml, stored)
+        try:
+            xml = restorexml.restore_xml(image_xml, stored, serial_log=str(self.serial_log),
+                                         drive_paths=paths, owner=self.env.owner,
+                                         started=started)
+        except (ValueError, ET.ParseError) as e:
+            raise VMError(reason=f"{path} cannot be restored: {e}") from None
+        xml = domxml.locked_display(self._hook("before_vm_dehibernate", xml, stored))
         with self._libvirt(f"restoring the VM from {path}"):
             conn.restoreFlags(path, xml, 0)
             return conn.lookupByUUIDString(self.vm_id)
+
+    def _consume(self, path: str) -> None:
+        """Remove a memory image once its VM runs again: restoring it a second time would
+        fork the guest (two copies writing the same disks), and the hibernation directory
+        must not fill up with stale images."""
+        try:
+            Path(path).unlink()
+        except OSError as e:
+            log.warning("VM %s: cannot remove the restored memory image %s: %s", self.vm_id,
+                        path, e)
 
     def destroy(self, params: VmParams) -> None:
         """Power the VM off at once (if it runs) and tear its volumes down."""
@@ -219,12 +266,31 @@ class VmOps:
         with self._libvirt("sending the ACPI power-off"):
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
-    def hibernate(self, params: VmParams, path: str) -> None:
+    def hibernate(self, params: VmParams, target: MemoryImage) -> None:
+        """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the
+        save, torn down after it), or a new file of the hibernation directory (checked by
+        :meth:`~actors.vm.paths.PathPolicy.new_memory_image`), created here with mode 0600
+        before libvirt writes into it and removed again if the save fails."""
         dom = self._dom()
         xml = self._xml(dom)
         self._hook("before_vm_hibernate", xml, params)
-        with self._libvirt(f"saving the VM state to {path}"):
-            dom.save(path)
+        if isinstance(target, VolumeRef):
+            self._check_unused(target)
+            path = self._prepare_one(target)
+            try:
+                with self._libvirt(f"saving the VM state to volume {target.volume_id}"):
+                    dom.save(path)
+            finally:
+                self._teardown_one(target)
+        else:
+            create_memory_image(target)
+            try:
+                with self._libvirt(f"saving the VM state to {target}"):
+                    dom.save(target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(target).unlink()
+                raise
         self._after("after_vm_hibernate", xml, params, "the VM state was saved")
 
     # --- devices ---------------------------------------------------------------------------
@@ -332,24 +398,32 @@ class VmOps:
         try:
             for drive in params.drives:
                 if drive.volume is not None:
-                    paths[drive.index] = self.env.storage.prepare_volume(
-                        _handle(drive.volume), self.vm_id
-                    )
+                    paths[drive.index] = self._prepare_one(drive.volume)
         except BaseException:
             self._teardown(params, only=set(paths))
             raise
         return paths
 
+    def _prepare_one(self, v: VolumeRef) -> str:
+        return self.env.storage.prepare_volume(_handle(v), self.vm_id)
+
+    def _teardown_one(self, v: VolumeRef) -> None:
+        try:
+            self.env.storage.teardown_volume(_handle(v), self.vm_id)
+        except Exception as e:  # noqa: BLE001 - logged; the VM's own outcome stands
+            log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id, v.volume_id,
+                        e)
+
+    def _check_unused(self, v: VolumeRef) -> None:
+        """A memory image never goes over (or comes from) a drive of a VM of this host."""
+        for vm_id, other in self.env.registry.entries().items():
+            if any(drive.volume == v for drive in other.drives):
+                raise VolumeInUse(volUUID=v.volume_id, reason=f"a drive of VM {vm_id}")
+
     def _teardown(self, params: VmParams, only: set[int] | None = None) -> None:
         for drive in params.drives:
-            v = drive.volume
-            if v is None or (only is not None and drive.index not in only):
-                continue
-            try:
-                self.env.storage.teardown_volume(_handle(v), self.vm_id)
-            except Exception as e:  # noqa: BLE001 - one volume's teardown must not stop the rest
-                log.warning("VM %s: tearing down volume %s failed: %s", self.vm_id,
-                            v.volume_id, e)
+            if drive.volume is not None and (only is None or drive.index in only):
+                self._teardown_one(drive.volume)  # one failure must not stop the rest
 
     def _hook(self, hook: str, xml: str, params: VmParams) -> str:
         return self.env.hooks.run(hook, xml, vm_id=self.vm_id, env=params.custom)

@@ -14,6 +14,7 @@ XML stores in its metadata; ``VmParams.from_dict(vm_id, p.to_dict()) == p`` alwa
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -35,6 +36,11 @@ DEFAULT_BUS: Mapping[str, Bus] = MappingProxyType(
     {"disk": "virtio", "cdrom": "ide", "floppy": "fdc"}
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters XML 1.0 cannot carry (libvirt's parser refuses the domain XML), lone surrogates
+# included; and control characters, which a kernel command line must not hold either.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_NUL = re.compile("\x00")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,34 @@ class VolumeRef:
     domain_id: str
     image_id: str
     volume_id: str
+
+    @property
+    def handle(self) -> str:
+        """The volume as a memory image handle (vdsm's order: sd, sp, image, volume)."""
+        return ",".join((self.domain_id, self.pool_id, self.image_id, self.volume_id))
+
+
+#: Where a memory image is: a path (of the hibernation directory) or a storage volume.
+MemoryImage = str | VolumeRef
+
+
+def memory_image(text: str, where: str) -> MemoryImage:
+    """Parse ``hiberVolHandle``/``restoreState``: an absolute path, or a volume handle
+    ``sdUUID,spUUID,imgUUID,volUUID`` (vdsm's order) that storage prepares."""
+    if text.startswith("/"):
+        return text
+    parts = text.split(",")
+    ids = []
+    for part in parts:
+        try:
+            ids.append(str(uuid.UUID(part)))
+        except ValueError:
+            ids.append("")
+    if len(parts) != 4 or not all(i == p.lower() for i, p in zip(ids, parts, strict=True)):
+        raise InvalidParams(where, f"{text[:120]!r} is neither an absolute path nor a volume "
+                                   "handle 'sdUUID,spUUID,imgUUID,volUUID'")
+    sd, sp, img, vol = ids
+    return VolumeRef(pool_id=sp, domain_id=sd, image_id=img, volume_id=vol)
 
 
 @dataclass(frozen=True)
@@ -126,12 +160,13 @@ class VmParams:
     drives: tuple[Drive, ...] = ()
     nics: tuple[Nic, ...] = ()
     display: Literal["vnc", "none"] = "none"
-    restore_state: str | None = None
+    restore_state: MemoryImage | None = None
     custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_dict(cls, vm_id: str, params: Mapping[str, Any]) -> VmParams:
         """Build from a vmParams dict already validated by the schema; check its semantics."""
+        _check_text(params, ROOT)
         drives = tuple(_drive(i, d) for i, d in enumerate(params.get("drives", ())))
         _check_drives(drives)
         nics = tuple(_nic(i, n) for i, n in enumerate(params.get("nics", ())))
@@ -158,7 +193,8 @@ class VmParams:
             drives=drives,
             nics=nics,
             display=params.get("display", "none"),
-            restore_state=params.get("restoreState"),
+            restore_state=(None if params.get("restoreState") is None
+                           else memory_image(params["restoreState"], f"{ROOT}.restoreState")),
             custom=MappingProxyType(custom),
         )
 
@@ -180,7 +216,9 @@ class VmParams:
         out["drives"] = [d.to_dict() for d in self.drives]
         out["nics"] = [n.to_dict() for n in self.nics]
         out["display"] = self.display
-        if self.restore_state is not None:
+        if isinstance(self.restore_state, VolumeRef):
+            out["restoreState"] = self.restore_state.handle
+        elif self.restore_state is not None:
             out["restoreState"] = self.restore_state
         out["custom"] = dict(self.custom)
         return out
@@ -204,6 +242,39 @@ class VmParams:
     def without_restore_state(self) -> VmParams:
         """A copy to store once a restore is done (a restart must not restore again)."""
         return replace(self, restore_state=None)
+
+
+def check_plain_text(value: str, where: str) -> str:
+    """``value`` if it holds no control character (e.g. a display password, which becomes
+    an XML attribute); InvalidParams naming ``where`` otherwise."""
+    found = _CONTROL.search(value) or _NOT_XML.search(value)
+    if found is not None:
+        raise InvalidParams(where, f"character {found.group()!r} at offset {found.start()} "
+                                   "is not allowed here")
+    return value
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Refuse text that libvirt's XML or the kernel cannot take, wherever it is in vmParams:
+    NUL and XML-invalid characters anywhere, any control character in ``kernelArgs``. A
+    custom property only becomes an environment variable (and JSON): only NUL is refused."""
+    if isinstance(value, str):
+        if where.startswith(f"{ROOT}.custom."):
+            pattern = _NUL
+        elif where == f"{ROOT}.kernelArgs":
+            pattern = _CONTROL
+        else:
+            pattern = _NOT_XML
+        found = pattern.search(value)
+        if found is not None:
+            raise InvalidParams(where, f"character {found.group()!r} at offset "
+                                       f"{found.start()} is not allowed here")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
 
 
 def _drive(index: int, spec: Mapping[str, Any]) -> Drive:

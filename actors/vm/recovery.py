@@ -18,30 +18,42 @@ after every libvirt reconnect, a pass runs in two steps:
 A pass blocks (libvirt calls, asking the ``/vms`` supervisor to start children), so it runs
 on a ``vm-recovery`` thread of its own, never on an actor's or libvirt's event thread;
 :meth:`Resync.request` only flags that a pass is wanted.
+
+VM actors that are gone while their VMs are not are found by :meth:`Resync.check`, run on
+the clock every ``[vm] resync_interval``: when the ``/vms`` supervisor was restarted (its
+VM actors stopped with it) or gave a VM's actor up, a VM on the board has no running actor;
+seen so on two checks in a row (not a create or destroy in progress), it gets a pass, which
+starts a new actor for it in ``recover`` mode. A given-up actor is started again at most
+once per backoff (doubling from the interval up to :data:`RETRY_MAX`), so an actor that
+keeps failing does not spin. Until then the API answers ``ActorUnavailable`` (102).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 import pykka
 
-from actors.directory import ActorDirectory
+from actors.directory import GAVE_UP, RUNNING, ActorDirectory
 from actors.host.libvirtconn import LibvirtHandle
 from actors.vm import domxml
 from actors.vm.actor import Attach
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
 from actors.vm.status import ExitReason, Transition, VmStatus, from_state
-from messaging.errors import VdsmError
+from messaging.errors import ActorUnavailable, VdsmError
 
 log = logging.getLogger(__name__)
+
+RETRY_MAX = 300.0  # a VM actor given up again and again is retried this often at most
+SUPERVISOR_WAIT = 30.0  # a pass waits this long for a (re)starting /vms supervisor
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,8 @@ class Resync:
         vms_path: str,
         start_vm: StartVm,
         on_done: Callable[[], None],
+        known: Callable[[], Collection[str]] = frozenset,
+        interval: float = 5.0,
     ) -> None:
         self._libvirt = libvirt_handle
         self._owner = owner
@@ -120,10 +134,14 @@ class Resync:
         self._vms_path = vms_path
         self._start_vm = start_vm
         self._on_done = on_done
+        self._known = known
+        self._interval = interval
         self._lock = threading.Lock()
         self._wanted = False
         self._enabled = False
         self._thread: threading.Thread | None = None
+        self._missing: set[str] = set()  # VMs without a running actor at the last check
+        self._retries: dict[str, tuple[float, int]] = {}  # given-up VM -> (next try, tries)
         self.passes = 0
 
     def enable(self) -> None:
@@ -158,8 +176,30 @@ class Resync:
             except Exception:
                 log.exception("VM recovery failed")
 
+    def check(self) -> None:
+        """Ask for a pass when a VM the agent knows has had no running actor on two checks
+        in a row. Runs on the clock's thread: reads memory only, never blocks."""
+        known = set(self._known())
+        gave_up = {v for v in known if self._actor_state(v) == GAVE_UP}
+        missing = {v for v in known if self._actor_state(v) is None} | gave_up
+        now = time.monotonic()
+        with self._lock:
+            self._retries = {v: r for v, r in self._retries.items() if v in known}
+            due = {v for v in missing & self._missing
+                   if v not in gave_up or self._retries.get(v, (0.0, 0))[0] <= now}
+        self._missing = missing
+        if due:
+            log.warning("VMs without a running actor: %s; recovering them",
+                        ", ".join(sorted(due)))
+            self.request()
+
+    def _actor_state(self, vm_id: str) -> str | None:
+        info = self._directory.get(f"{self._vms_path}/{vm_id}")
+        return None if info is None else info.state
+
     def run_once(self) -> None:
         conn = self._libvirt.get()
+        self._wait_for_supervisor()
         seen: set[str] = set()
         for vm_id, params in self._registry.entries().items():
             found = find_domain(conn, vm_id, self._owner)
@@ -185,17 +225,47 @@ class Resync:
         log.info("VM recovery pass %d: %d VMs of ours (%d adopted from libvirt)",
                  self.passes, len(seen), len(strays))
 
+    def _wait_for_supervisor(self) -> None:
+        """Until ``/vms`` runs (it may be restarting); ActorUnavailable past the wait."""
+        deadline = time.monotonic() + SUPERVISOR_WAIT
+        while True:
+            info = self._directory.get(self._vms_path)
+            if info is not None and info.state == RUNNING:
+                return
+            if time.monotonic() > deadline:
+                raise ActorUnavailable(path=self._vms_path,
+                                       reason=info.state if info else "not started")
+            time.sleep(0.05)
+
     def _ensure(self, found: Found) -> None:
-        """Start an actor for the VM, or tell its actor to re-attach."""
+        """Start an actor for the VM (also in place of a given-up one, with a backoff), or
+        tell its actor to re-attach."""
         vm_id = found.params.vm_id
         info = self._directory.get(f"{self._vms_path}/{vm_id}")
-        if info is not None:
+        if info is not None and info.state != GAVE_UP:
             _attach(info.ref)
             return
+        if info is not None and not self._may_retry(vm_id):
+            return
+        if vm_id not in self._registry:
+            return  # destroyed meanwhile
         try:
             self._start_vm(found)
         except Exception as e:  # noqa: BLE001 - one VM must not stop the others
             log.error("cannot recover VM %s: %s", vm_id, e)
+
+    def _may_retry(self, vm_id: str) -> bool:
+        """A given-up VM actor is started again with a doubling delay between tries."""
+        now = time.monotonic()
+        with self._lock:
+            next_try, tries = self._retries.get(vm_id, (0.0, 0))
+            if now < next_try:
+                return False
+            delay = min(RETRY_MAX, self._interval * 2 ** tries)
+            self._retries[vm_id] = (now + delay, tries + 1)
+        log.warning("VM %s: its actor was given up; starting it again (try %d)", vm_id,
+                    tries + 1)
+        return True
 
 
 def _attach(ref: pykka.ActorRef[Any] | None) -> None:

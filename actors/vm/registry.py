@@ -15,14 +15,16 @@ domain's own metadata stays the source of the params of a running VM.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 from actors.vm.params import VmParams
-from messaging.errors import VdsmError
+from messaging.errors import NoSpace, StorageError, VdsmError
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +39,46 @@ class VmRegistry:
         return self.directory / f"{uuid.UUID(vm_id)}{SUFFIX}"  # a UUID: safe in a path
 
     def add(self, params: VmParams) -> None:
-        """Record the VM (atomically: a crash leaves the old entry or the new one)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Record the VM (atomically: a crash leaves the old entry or the new one).
+
+        A failed write (a full state filesystem) leaves nothing behind and raises
+        ``NoSpace`` (211) or ``StorageError`` (200)."""
         path = self._path(params.vm_id)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(params.to_dict(), sort_keys=True))
-        tmp.replace(path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w") as f:
+                f.write(json.dumps(params.to_dict(), sort_keys=True))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            what = f"cannot record VM {params.vm_id} in {self.directory}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(where=str(self.directory), reason=what) from None
+            raise StorageError(reason=f"{what}: {e.strerror}") from None
 
     def remove(self, vm_id: str) -> None:
         self._path(vm_id).unlink(missing_ok=True)
+
+    def __contains__(self, vm_id: str) -> bool:
+        return self._path(vm_id).exists()
+
+    def ids(self) -> set[str]:
+        """The vmIDs recorded (from the file names: nothing is read)."""
+        try:
+            names = [p.name for p in self.directory.glob(f"*{SUFFIX}")]
+        except OSError as e:
+            log.error("cannot list %s: %s", self.directory, e)
+            return set()
+        found = set()
+        for name in names:
+            try:
+                found.add(str(uuid.UUID(name[: -len(SUFFIX)])))
+            except ValueError:
+                continue
+        return found
 
     def entries(self) -> dict[str, VmParams]:
         """Every recorded VM; unreadable entries are logged and skipped."""

@@ -8,16 +8,23 @@ handlers (:mod:`actors.vm.api`) and recovery (:mod:`actors.vm.recovery`).
 
 The agent's ``owner`` tag, written into every domain's metadata, is its state directory:
 stable across restarts of one agent, distinct between agents sharing a libvirtd.
+
+It also builds the :class:`~actors.vm.paths.PathPolicy` (where files a client names may
+be; the agent's own directories are never among them) and the
+:class:`~actors.vm.seriallog.SerialLogs`, and runs :meth:`Resync.check` on the clock so
+that VMs whose actors are gone (``/vms`` restarted, an actor given up) are recovered.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pykka
 
+from actors.config import ConfigError
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
 from actors.storage.service import StorageSubsystem
@@ -29,9 +36,11 @@ from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv
 from actors.vm.params import VmParams
+from actors.vm.paths import PathPolicy
 from actors.vm.recovery import Found, Resync
 from actors.vm.registry import VmRegistry
 from actors.vm.sampler import VmStatsSampler
+from actors.vm.seriallog import SerialLogs
 from actors.vm.status import Transition
 from messaging.server import Binding
 
@@ -50,13 +59,24 @@ class VmSubsystem:
         state_dir = deps.config.daemon.state_dir
         self.board = VmBoard()
         self.registry = VmRegistry(state_dir / "vms")
+        self.logs = SerialLogs(cfg.serial_log_dir, kept=cfg.serial_logs_kept)
+        hibernation = Path(cfg.hibernation_dir) if cfg.hibernation_dir else \
+            state_dir / "hibernation"
+        try:
+            self.paths = PathPolicy.build(
+                image_dirs=cfg.image_dirs, hibernation_dir=hibernation,
+                private=(state_dir, deps.config.daemon.run_dir, cfg.hooks_dir,
+                         cfg.serial_log_dir))
+        except ValueError as e:
+            raise ConfigError(f"[vm] {e}") from None
+        self.paths.prepare()  # the log directory is made by the first VM start
         self.env = VmEnv(
             libvirt=deps.libvirt,
             hooks=HookRunner(cfg.hooks_dir, timeout=cfg.hook_timeout),
             storage=storage,
             config=cfg,
             owner=str(state_dir.resolve()),
-            serial_dir=state_dir / "vms",
+            logs=self.logs,
             registry=self.registry,
         )
         #: set once the first recovery pass is done: VM verbs answer 100 until then
@@ -69,10 +89,12 @@ class VmSubsystem:
             vms_path=VMS,
             start_vm=self._recover_vm,
             on_done=self.ready.set,
+            known=self.board.ids,
+            interval=cfg.resync_interval,
         )
         self.api = VmApi(directory=deps.runtime.directory, board=self.board,
-                         registry=self.registry, vms_path=VMS, spec=self.vm_spec,
-                         ready=self.ready)
+                         registry=self.registry, paths=self.paths, logs=self.logs,
+                         vms_path=VMS, spec=self.vm_spec, ready=self.ready)
 
     def vm_spec(
         self,
@@ -121,6 +143,8 @@ class VmSubsystem:
 
     def started(self) -> None:
         self.resync.enable()
+        self.deps.runtime.clock.call_every(self.deps.config.vm.resync_interval,
+                                           self.resync.check)
 
     def domain_event(self, event: DomainEvent) -> None:
         info = self.deps.runtime.directory.get(f"{VMS}/{event.uuid}")

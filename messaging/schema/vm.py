@@ -18,7 +18,9 @@ VM_ID = Field("vmID", Uuid(), doc="the VM's UUID")
 
 DRIVE = Struct(
     (
-        Field("path", Path(), required=False, doc="a file or block device (or empty: no media)"),
+        Field("path", Path(), required=False,
+              doc="a regular file or block device in [vm] image_dirs, symlinks resolved, "
+                  "never in the agent's own directories (or empty: no media)"),
         Field("poolID", Uuid(), required=False, doc="storage pool of the volume"),
         Field("domainID", Uuid(), required=False, doc="storage domain of the volume"),
         Field("imageID", Uuid(), required=False, doc="image of the volume"),
@@ -48,14 +50,21 @@ VM_PARAMS = Struct(
         Field("memSize", Int(min=16, max=4 * 1024 * 1024), doc="MiB"),
         Field("smp", Int(min=1, max=512), required=False, default=1),
         Field("emulator", Enum(("kvm", "qemu")), required=False, default="kvm"),
-        Field("kernel", Path(min_len=1), required=False),
-        Field("initrd", Path(min_len=1), required=False),
-        Field("kernelArgs", Str(max_len=4096), required=False),
+        Field("kernel", Path(min_len=1), required=False,
+              doc="a regular file in [vm] image_dirs"),
+        Field("initrd", Path(min_len=1), required=False,
+              doc="a regular file in [vm] image_dirs"),
+        Field("kernelArgs", Str(max_len=4096), required=False,
+              doc="the kernel command line; no control characters"),
         Field("drives", ListOf(DRIVE, max_len=64), required=False, default=[]),
         Field("nics", ListOf(NIC, max_len=32), required=False, default=[]),
         Field("display", Enum(("vnc", "none")), required=False, default="none"),
-        Field("restoreState", Path(min_len=1), required=False),
-        Field("custom", MapOf(Str(max_len=4096), max_len=64), required=False, default={}),
+        Field("restoreState", Str(min_len=1, max_len=4096), required=False,
+              doc="a memory image written by VM.hibernate: a file in [vm] hibernation_dir, "
+                  "or a volume 'sdUUID,spUUID,imgUUID,volUUID'"),
+        Field("custom", MapOf(Str(max_len=4096), max_len=64), required=False, default={},
+              doc="custom properties (names are shell identifiers); hooks get each as "
+                  "$custom_<name>"),
     ),
     name="vmParams",
 )
@@ -99,19 +108,22 @@ VERBS = (
     Verb(
         "VM.changeCD",
         "Insert a CD-ROM image (an empty path ejects).",
-        (VM_ID, Field("path", Path())),
+        (VM_ID, Field("path", Path(), doc="as vmParams.drives[].path")),
         aliases=("changeCD",),
     ),
     Verb(
         "VM.changeFloppy",
         "Insert a floppy image (an empty path ejects).",
-        (VM_ID, Field("path", Path())),
+        (VM_ID, Field("path", Path(), doc="as vmParams.drives[].path")),
         aliases=("changeFloppy",),
     ),
     Verb(
         "VM.hibernate",
         "Save the VM's state to hiberVolHandle; the VM ends Down.",
-        (VM_ID, Field("hiberVolHandle", Path(min_len=1))),
+        (VM_ID, Field("hiberVolHandle", Str(min_len=1, max_len=4096),
+                      doc="a volume 'sdUUID,spUUID,imgUUID,volUUID' that no VM uses, or a new "
+                          "file in [vm] hibernation_dir (created with mode 0600, never "
+                          "written over an existing file)")),
         aliases=("hibernate",),
         timeout=300.0,
     ),

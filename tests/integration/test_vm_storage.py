@@ -150,3 +150,47 @@ def test_a_volume_a_running_vm_uses_is_not_deleted(rig: Rig, kind: str) -> None:
     assert not volume_file.exists()
     if kind == "loop":
         assert loop_devices_of(rig.tmp) == []
+
+
+@pytest.mark.parametrize("kind", ["loop", "localfs"])
+def test_hibernate_to_a_volume_and_restore_from_it(rig: Rig, kind: str) -> None:
+    """vdsm's way: the memory image goes to a storage volume named by its handle
+    (sdUUID,spUUID,imgUUID,volUUID), prepared for the save and the restore only; a volume
+    that is a VM's drive is refused."""
+    image = g.build_guest()
+    rig.start().wait_ready()
+    sd = rig.domain(kind, str(rig.local_dir("storage")))
+    sp = rig.pool(sd)
+    rig.wait_valid(sd)
+    disk_img, disk_vol, task = rig.create_volume(sp, sd, size=64 << 20, fmt="cow")
+    assert rig.task(task)["taskResult"] == "success"
+    mem_img, mem_vol, task = rig.create_volume(
+        sp, sd, size=256 << 20, fmt="raw",
+        prealloc="preallocated" if kind == "loop" else "sparse")
+    assert rig.task(task)["taskResult"] == "success"
+    handle = f"{sd},{sp},{mem_img},{mem_vol}"
+    disk = {"poolID": sp, "domainID": sd, "imageID": disk_img, "volumeID": disk_vol,
+            "format": "cow"}
+    vm_id, params = a.new_id(), a.guest_params(image, drives=[disk], display="vnc")
+    rig.call("VM.create", vmID=vm_id, vmParams=params)
+    serial = a.serial_log(rig.d, vm_id)
+    g.wait_for_marker(serial, g.MARKER_READY, a.BOOT_TIMEOUT)
+    # Over the VM's own disk: refused, nothing happens to the VM.
+    own_disk = f"{sd},{sp},{disk_img},{disk_vol}"
+    e = rig.error("VM.hibernate", vmID=vm_id, hiberVolHandle=own_disk)
+    assert e.code == 218 and disk_vol in e.message
+    assert a.wait_status(rig.d, vm_id, "Up")
+
+    assert rig.call("VM.hibernate", vmID=vm_id, hiberVolHandle=handle) is True
+    assert a.status(rig.d, vm_id)["exitReason"] == "saved"
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    if kind == "loop":
+        assert loop_devices_of(rig.tmp / "storage") == []  # every volume torn down again
+    restored = rig.call("VM.create", vmID=vm_id, vmParams={**params, "restoreState": handle})
+    assert restored["vmID"] == vm_id
+    a.wait_status(rig.d, vm_id, "Up")
+    rig.call("VM.shutdown", vmID=vm_id, delay=120)  # the same guest, still running: it
+    a.wait_status(rig.d, vm_id, "Down")             # obeys the power button, no new boot
+    assert g.MARKER_ACPI_SHUTDOWN in serial.read_text()
+    assert serial.read_text().count(g.MARKER_BOOTED) == 1
+    assert rig.call("VM.destroy", vmID=vm_id) is True

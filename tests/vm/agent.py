@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import libvirt
 
+from actors import config as config_module
 from actors.vm import domxml
 from messaging.client import ClientError
 from tests import guest as g
@@ -31,8 +33,13 @@ STATUS_TIMEOUT = 60.0
 
 
 def config(hooks_dir: Path, **vm: Any) -> str:
-    """A vdsmd config: fault injection on, short VM timings (overridable)."""
-    settings = {"powering_up": 1.0, "call_timeout": 5.0, "hook_timeout": 5.0, **vm}
+    """A vdsmd config: fault injection on, short VM timings (overridable); images may come
+    from the test guest's cache and from the test's own directory (the parent of
+    ``hooks_dir``), serial logs go to ``vm-logs`` there."""
+    top = hooks_dir.parent
+    settings = {"powering_up": 1.0, "call_timeout": 5.0, "hook_timeout": 5.0,
+                "image_dirs": [str(g.default_cache_dir().absolute()), str(top)],
+                "serial_log_dir": str(top / "vm-logs"), "resync_interval": 1.0, **vm}
     lines = ["[debug]", "fault_injection = true", "[vm]", f'hooks_dir = "{hooks_dir}"']
     lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
               for k, v in settings.items()]
@@ -43,8 +50,18 @@ def owner(agent: Vdsmd) -> str:
     return str(agent.state_dir.resolve())
 
 
+def vm_setting(agent: Vdsmd, name: str, default: Any = None) -> Any:
+    """A [vm] setting of the agent's config file."""
+    return tomllib.loads(agent.config_path.read_text()).get("vm", {}).get(name, default)
+
+
 def serial_log(agent: Vdsmd, vm_id: str) -> Path:
-    return agent.state_dir / "vms" / f"{vm_id}.log"
+    directory = vm_setting(agent, "serial_log_dir", str(config_module.default_vm_log_dir()))
+    return Path(directory) / f"{vm_id}.log"
+
+
+def hibernation_dir(agent: Vdsmd) -> Path:
+    return Path(vm_setting(agent, "hibernation_dir", "") or agent.state_dir / "hibernation")
 
 
 def new_id() -> str:
@@ -179,13 +196,19 @@ def domain_exists_by_name(conn: libvirt.virConnect, vm_name: str) -> bool:
 class GuestLibvirtd(PrivateLibvirtd):
     """A private libvirtd that can run guests: with a virtlogd of its own in its namespace
     (qemu's output goes through virtlogd). The virtlogd outlives a killed libvirtd, as it
-    would on a host, and is stopped by :meth:`close`."""
+    would on a host, and is stopped by :meth:`close`. ``virtlogd_conf`` is its virtlogd's
+    configuration file (default: the host's)."""
+
+    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None) -> None:
+        super().__init__(workdir)
+        self.virtlogd_conf = virtlogd_conf
 
     def start(self, timeout: float = 20.0) -> None:
         mounts = " && ".join(
             f"mount --bind {self.workdir / name} {target}" for name, target in DIRS.items()
         )
-        virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'} || true)"
+        conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
+        virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'}{conf} || true)"
         script = f"{mounts} && {virtlogd} && exec libvirtd -p {self.workdir / 'libvirtd.pid'}"
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(

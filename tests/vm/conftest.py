@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,27 @@ def agent(
         finally:
             daemon.kill()
             destroy_owned(conn, str(daemon.state_dir.resolve()))
+
+
+def fill(path: Path, limit: int = 64 << 20) -> None:
+    """Write ``path`` until its filesystem is full (ENOSPC), at most ``limit`` bytes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with pytest.raises(OSError, match="No space"):
+            for _ in range(limit // 4096):
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def small_state(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs to hold the state directory of the agent in ``tmp_path / "vdsmd"``."""
+    where = tmp_path / "vdsmd" / "state"
+    where.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True,
+                   timeout=30)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)

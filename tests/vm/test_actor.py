@@ -32,6 +32,7 @@ from actors.vm.hooks import HookRunner
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
+from actors.vm.seriallog import SerialLogs
 from actors.vm.status import ExitReason, Transition, VmStatus
 from messaging.errors import GuestCallBusy, GuestCallTimeout, VMBusy, VMError
 from tests.harness import wait_for
@@ -151,7 +152,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
                       destroy_timeout=2.0, start_timeout=2.0)
     vm_env = VmEnv(libvirt=LibvirtHandle("test:///default"), hooks=HookRunner(tmp_path),
                    storage=NoStorage(), config=config, owner=str(tmp_path),
-                   serial_dir=tmp_path / "vms", registry=VmRegistry(tmp_path / "vms"))
+                   logs=SerialLogs(tmp_path / "vms", kept=5), registry=VmRegistry(tmp_path / "vms"))
     params = VmParams.from_dict(str(uuid.uuid4()), validated(raw_params()))
     try:
         yield Env(runtime, sink, VmBoard(), vm_env, params)

@@ -49,8 +49,9 @@ def test_unknown_vm_and_invalid_params(agent: Vdsmd) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_failed_starts_leave_no_actor_and_no_domain(
+def test_failed_starts_leave_no_actor_no_domain_and_no_log(
     agent: Vdsmd, guest_image: g.GuestImage, hooks_dir: Path, conn: libvirt.virConnect,
+    tmp_path: Path,
 ) -> None:
     def refused(params: dict[str, Any]) -> tuple[int, str]:
         vm_id = a.new_id()
@@ -59,12 +60,19 @@ def test_failed_starts_leave_no_actor_and_no_domain(
         assert agent.call("Host.getVMList") == []
         assert not a.domain_exists(conn, vm_id)
         assert not a.domain_exists_by_name(conn, params["vmName"])
+        assert not a.serial_log(agent, vm_id).exists()  # no empty log left behind
+        assert not list(agent.state_dir.glob("vms/*"))  # nor a registry entry
         return e.code, e.message
 
     code, message = refused(a.guest_params(guest_image, kernel="/nonexistent/vmlinuz"))
-    assert code == 5 and "/nonexistent/vmlinuz" in message
+    assert code == -32602 and "vmParams.kernel" in message and "/nonexistent/vmlinuz" in message
     code, message = refused(a.bare_params(drives=[{"path": "/nonexistent/disk.img"}]))
-    assert code == 5 and "/nonexistent/disk.img" in message
+    assert code == -32602 and "/nonexistent/disk.img" in message
+    # qemu itself refuses this one, after libvirt opened the serial log.
+    garbage = tmp_path / "garbage-kernel"
+    garbage.write_bytes(os.urandom(4096))
+    code, message = refused(a.guest_params(guest_image, kernel=str(garbage)))
+    assert code == 5 and "kernel" in message
 
     hook = a.hook(hooks_dir, "before_vm_start", "50_refuse", "echo 'no room' >&2; exit 3\n")
     code, message = refused(a.bare_params())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,15 @@ def stored_params(conn: libvirt.virConnect, vm_id: str) -> dict[str, Any]:
     return params
 
 
+def assert_locked(conn: libvirt.virConnect, vm_id: str) -> None:
+    """The VM's VNC display has a password that expired long ago."""
+    graphics = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE).find("devices/graphics")
+    assert graphics is not None
+    assert graphics.get("passwd"), "the display has no password"
+    valid_to = graphics.get("passwdValidTo", "")
+    assert valid_to and valid_to < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), valid_to
+
+
 def media(conn: libvirt.virConnect, vm_id: str, device: str) -> str | None:
     source = live_xml(conn, vm_id).find(f"devices/disk[@device='{device}']/source")
     return None if source is None else source.get("file")
@@ -52,7 +63,7 @@ def test_lifecycle_verbs_hooks_and_events(
 ) -> None:
     ran = tmp_path / "hooks.log"
     a.hook(hooks_dir, "before_vm_start", "10_describe",
-           f'echo "before_vm_start $vmId $team" >> {ran}\n'
+           f'echo "before_vm_start $vmId $custom_team $team" >> {ran}\n'
            'sed -i "s|</domain>|<description>hooked</description></domain>|" '
            '"$_hook_domxml"\n')
     for name in ("after_vm_start", "before_vm_pause", "after_vm_cont", "before_vm_set_ticket",
@@ -70,7 +81,7 @@ def test_lifecycle_verbs_hooks_and_events(
         g.wait_for_marker(a.serial_log(agent, vm_id), g.MARKER_READY, a.BOOT_TIMEOUT)
 
         # The hooks ran with the VM id and its custom properties; the rewrite took effect.
-        assert f"before_vm_start {vm_id} blue" in ran.read_text()
+        assert f"before_vm_start {vm_id} blue \n" in ran.read_text()  # only as custom_team
         assert f"after_vm_start {vm_id}" in ran.read_text()
         assert live_xml(conn, vm_id).findtext("description") == "hooked"
         assert stored_params(conn, vm_id)["vmName"] == params["vmName"]
@@ -100,6 +111,7 @@ def test_lifecycle_verbs_hooks_and_events(
         assert "pauseCode" not in a.status(agent, vm_id)
 
         # A VNC ticket, CD-ROM and floppy media in and out, a reset.
+        assert_locked(conn, vm_id)
         assert agent.call("setVmTicket", vmID=vm_id, password="s3cret", ttl=120) is True
         secure = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE)
         graphics = secure.find("devices/graphics")
@@ -164,8 +176,8 @@ def test_hibernate_then_restore_the_same_guest(
     for name in ("before_vm_hibernate", "after_vm_hibernate", "before_vm_dehibernate",
                  "after_vm_restore"):
         a.hook(hooks_dir, name, "10_log", f'echo "{name} $vmId" >> {ran}\n')
-    vm_id, state = a.new_id(), tmp_path / "state.save"
-    params = a.guest_params(guest_image)
+    vm_id, state = a.new_id(), a.hibernation_dir(agent) / "state.save"
+    params = a.guest_params(guest_image, display="vnc")
     with agent.subscriber(f"|virt|VM_status|{vm_id}") as sub:
         wait_for(lambda: agent.call("Host.ping"), 5)
         agent.call("VM.create", vmID=vm_id, vmParams=params)
@@ -177,6 +189,7 @@ def test_hibernate_then_restore_the_same_guest(
         assert statuses(sub, vm_id, "Down") == ["Saving State", "Down"]
         assert a.status(agent, vm_id)["exitReason"] == "saved"
         assert state.stat().st_size > MIB
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600  # the guest's memory: root's only
         assert not a.domain_exists(conn, vm_id)
         assert agent.call("VM.destroy", vmID=vm_id) is True
 
@@ -187,6 +200,13 @@ def test_hibernate_then_restore_the_same_guest(
         stored = conn.lookupByUUIDString(vm_id).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                                                          domxml.METADATA_NS)
         assert "restoreState" not in (domxml.parse_metadata(stored) or {})
+        assert not state.exists()  # consumed: restoring it again would fork the guest
+        # The display is locked as after a fresh start (the image holds no password), and a
+        # ticket opens it.
+        assert_locked(conn, vm_id)
+        assert agent.call("VM.setTicket", vmID=vm_id, password="again", ttl=60) is True
+        graphics = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE).find("devices/graphics")
+        assert graphics is not None and graphics.get("passwd") == "again"
         # The restored guest is the same one, still running: it obeys the power button
         # without booting again.
         agent.call("VM.shutdown", vmID=vm_id, delay=120)

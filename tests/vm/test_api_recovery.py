@@ -109,7 +109,8 @@ def test_a_libvirt_reconnect_resyncs_missed_changes(
     tmp_path: Path, private_libvirtd: a.GuestLibvirtd,
 ) -> None:
     private_libvirtd.start()
-    config = "[libvirt]\nreconnect_max = 0.5\n[vm]\npowering_up = 1.0\n"
+    config = ("[libvirt]\nreconnect_max = 0.5\n[vm]\npowering_up = 1.0\n"
+              f'serial_log_dir = "{tmp_path / "vm-logs"}"\n')
     with running_vdsmd(tmp_path / "d", libvirt_uri=private_libvirtd.uri,
                        config=config) as vdsmd:
         a.wait_ready(vdsmd)

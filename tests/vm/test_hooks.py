@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.vm.hooks import HOOK_NAMES, HookRunner
+from actors.vm.hooks import BASE_ENV, HOOK_NAMES, HookRunner
 from messaging.errors import HookError
 from tests.vm.helpers import VM_ID
 
@@ -58,14 +58,46 @@ def test_hook_environment(tmp_path: Path) -> None:
         tmp_path,
         "after_vm_start",
         "dump",
-        f'echo "$vmId|$_hook_name|$sap_agent|$(cat "$_hook_domxml")|$SECRET_OF_AGENT" > {out}\n',
+        f'echo "$vmId|$_hook_name|$custom_sap_agent|$(cat "$_hook_domxml")|$SECRET_OF_AGENT|'
+        f'$sap_agent" > {out}\n',
     )
     os.environ["SECRET_OF_AGENT"] = "leaked"
     try:
         HookRunner(tmp_path).run("after_vm_start", XML, vm_id=VM_ID, env={"sap_agent": "true"})
     finally:
         del os.environ["SECRET_OF_AGENT"]
-    assert out.read_text().strip() == f"{VM_ID}|after_vm_start|true|{XML}|"
+    assert out.read_text().strip() == f"{VM_ID}|after_vm_start|true|{XML}||"
+
+
+@pytest.mark.timeout(10)
+def test_custom_properties_cannot_steer_a_root_hook(tmp_path: Path) -> None:
+    """Custom properties named like what a shell, the dynamic linker or a PATH lookup obey
+    reach a (bash) hook only under their prefix; the hook's PATH is the fixed one."""
+    marker = tmp_path / "injected"
+    evil_bin = tmp_path / "evil-bin"
+    evil_bin.mkdir()
+    (evil_bin / "cat").write_text(f"#!/bin/sh\ntouch {marker}-path\n")
+    (evil_bin / "cat").chmod(0o755)
+    startup = tmp_path / "startup.sh"
+    startup.write_text(f"touch {marker}-bash-env\n")
+    dump = tmp_path / "env"
+    script = hook(tmp_path, "before_vm_start", "10_env", "")
+    script.write_text(f"#!/bin/bash\ncat /dev/null\nenv > {dump}\n")
+    custom = {
+        "PATH": str(evil_bin), "BASH_ENV": str(startup), "ENV": str(startup),
+        "SHELLOPTS": "xtrace", "PS4": f"$(touch {marker}-ps4)", "LD_PRELOAD": "/nonexistent.so",
+        "LD_LIBRARY_PATH": str(evil_bin), "IFS": "/", "_hook_domxml": "/etc/shadow",
+        "vmId": "someone-else",
+    }
+    HookRunner(tmp_path).run("before_vm_start", XML, vm_id=VM_ID, env=custom)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("injected")) == []
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert seen["PATH"] == BASE_ENV["PATH"]
+    for name in ("BASH_ENV", "ENV", "PS4", "LD_PRELOAD", "LD_LIBRARY_PATH"):
+        assert name not in seen, name
+    assert seen["vmId"] == VM_ID and seen["_hook_domxml"] != "/etc/shadow"
+    assert {k: v for k, v in seen.items() if k.startswith("custom_")} == {
+        f"custom_{k}": v for k, v in custom.items()}
 
 
 @pytest.mark.timeout(10)

@@ -21,6 +21,7 @@ from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv, VmOps
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
+from actors.vm.seriallog import SerialLogs
 from actors.vm.status import VmStatus
 from messaging.errors import StorageError, VMError
 from tests.vm.helpers import raw_params, validated
@@ -70,7 +71,7 @@ def ops_for(tmp_path: Path, volumes: Volumes, conn: libvirt.virConnect) -> Any:
     handle = LibvirtHandle("qemu:///system")
     handle._set(conn)  # the test's own connection stands in for the LibvirtActor's
     env = VmEnv(libvirt=handle, hooks=HookRunner(tmp_path / "hooks"), storage=volumes,
-                config=VmConfig(), owner=str(tmp_path), serial_dir=tmp_path / "vms",
+                config=VmConfig(), owner=str(tmp_path), logs=SerialLogs(tmp_path / "vms", kept=5),
                 registry=VmRegistry(tmp_path / "vms"))
     made: list[VmOps] = []
 

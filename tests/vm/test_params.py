@@ -178,3 +178,19 @@ def test_without_restore_state() -> None:
     assert p.restore_state == "/save/file"
     assert p.without_restore_state().restore_state is None
     assert "restoreState" not in p.without_restore_state().to_dict()
+
+
+@pytest.mark.timeout(5)
+def test_a_memory_image_is_a_path_or_a_volume_handle() -> None:
+    assert build(restoreState="/var/lib/vdsm/hibernation/x").restore_state == \
+        "/var/lib/vdsm/hibernation/x"
+    handle = f"{DOMAIN},{POOL},{IMAGE},{VOLUME}"
+    p = build(restoreState=handle)
+    assert p.restore_state == VolumeRef(POOL, DOMAIN, IMAGE, VOLUME)
+    assert p.to_dict()["restoreState"] == handle
+    assert VmParams.from_dict(VM_ID, p.to_dict()) == p
+    assert build(restoreState=handle.upper()).restore_state == p.restore_state  # as Uuid does
+    for bad in ("relative/x", f"{DOMAIN},{POOL},{IMAGE}", f"{DOMAIN},{POOL},{IMAGE},x",
+                f"{DOMAIN[:-1]},{POOL},{IMAGE},{VOLUME}", f"{handle},{VOLUME}",
+                f"{DOMAIN},{POOL},{IMAGE},{VOLUME}\0"):
+        assert "vmParams.restoreState" in invalid(restoreState=bad).message
