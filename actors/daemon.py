@@ -97,7 +97,7 @@ class Daemon:
             directory=self.directory,
             fault_injection=cfg.debug.fault_injection,
         )
-        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
+        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt, context=self._context)
         storage = StorageSubsystem(deps)
         self._subsystems = [storage, VmSubsystem(deps, storage=storage)]
         self._guard = ProcessGuard.start(self._fatal)

@@ -41,7 +41,7 @@ from actors.directory import ServiceRef
 from actors.storage import poolmeta
 from actors.storage.board import MonitorBoard
 from actors.storage.locator import DomainLocator
-from actors.storage.poolmeta import ACTIVE, ATTACHED, PoolMetadata
+from actors.storage.poolmeta import ACTIVE, PoolMetadata
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
@@ -73,6 +73,15 @@ MonitorSpec = Callable[[str, int], ChildSpec]
 @dataclass(frozen=True)
 class _Load:
     pass
+
+
+@dataclass(frozen=True)
+class PoolChanged:
+    """The SPM's writer changed the pool (an attach or detach task): its new metadata, as
+    :meth:`PoolMetadata.to_record` gives it. Told before the task is reported finished, so a
+    client that sees the task done also sees its effect."""
+
+    record: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,9 @@ class PoolActor(SupervisedActor):
             self._loaded(message.future)
         elif isinstance(message, _Written):
             self._written(message)
+        elif isinstance(message, PoolChanged):
+            self._pool = PoolMetadata.from_record(message.record)
+            self._reconcile()
         elif isinstance(message, _MonitorAnswer):
             self._monitor_answer(message)
         elif isinstance(message, _Resync):

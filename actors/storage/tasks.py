@@ -248,6 +248,12 @@ class TaskManager(SupervisedActor):
     def task_statuses(self) -> dict[str, dict[str, Any]]:
         return {r.task_id: r.to_wire() for r in self.store.all()}
 
+    def running(self, sp_uuid: str) -> list[str]:
+        """The ids of this pool's SPM tasks that have not finished."""
+        return [r.task_id for r in self.store.all()
+                if not r.finished and r.params.get("spUUID") == sp_uuid
+                and r.verb != "StoragePool.spmStart"]
+
     def stop_task(self, task_id: str) -> bool:
         record = self.store.get(task_id)
         abort = self._aborters.get(task_id)

@@ -24,7 +24,10 @@ from messaging.client import ClientError, Subscriber
 from tests.harness import Vdsmd, wait_for
 from tests.storage.helpers import detach, loop_devices_of, sh, sparse_file, unmount
 
-CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+SPM_CONFIG = ("[spm]\nlease_time = 3\nrenew_interval = 0.5\nio_timeout = 0.5\n"
+              "agent_timeout = 2\nheartbeat_interval = 0.2\njournal = true\n")
+"""Short SPM lease timings (a dead SPM is replaced within seconds) and the safety journal."""
+CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n" + SPM_CONFIG
 
 
 def new_id() -> str:
@@ -218,10 +221,17 @@ class Rig:
                          domainList=[master, *others]) is True
         assert self.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
                          masterSdUUID=master, masterVersion=1) is True
+        self.spm_start(sp)
         for sd in others:
             assert self.call("StorageDomain.activate", storagedomainID=sd,
                              storagepoolID=sp) is True
         return sp
+
+    def spm_start(self, sp: str, timeout: float = 60.0) -> None:
+        """Make this host the pool's SPM (spmStart, then its task must succeed)."""
+        status = self.task(self.call("StoragePool.spmStart", storagepoolID=sp), timeout)
+        assert status["taskResult"] == "success", status
+        assert self.call("StoragePool.getSpmStatus", storagepoolID=sp)["spmStatus"] == "SPM"
 
     def task(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The task's status once it is finished."""

@@ -33,6 +33,7 @@ from actors.storage.spm.fencer import Fencer
 from actors.storage.spm.journal import Journal
 from actors.storage.spm.keeperconf import KeeperConfig
 from actors.storage.spm.leaseops import DEAD, LeaseHeld, LeaseOps
+from actors.storage.spm.libops import LibLeaseOps
 from actors.storage.spm.renewer import HostIdState, Renewer
 from actors.storage.spm.writerconf import WriterConfig
 from actors.storage.spm.writerproc import WriterProcess
@@ -52,6 +53,7 @@ class Keeper:
         self.reason = ""
         self.releasing = False
         self.attempts = 0  # acquisitions asked for; vdsmd matches outcomes to its asks
+        self.pending_acquire = False
         self.writer: WriterProcess | None = None
         self.last_hb = time.monotonic()
         self.stopping = threading.Event()
@@ -220,6 +222,9 @@ class Keeper:
     # --- host id and fencing -------------------------------------------------------------
 
     def _on_hostid(self, state: HostIdState) -> None:
+        if self.pending_acquire and state.state == "live" and self.status == FREE:
+            self.pending_acquire = False
+            self._acquire()
         if self.status == SPM:
             if state.state == "live":
                 self.fencer.extend(state.deadline - self.config.margin)
@@ -249,14 +254,15 @@ class Keeper:
     # --- acquiring and releasing ---------------------------------------------------------
 
     def _acquire(self) -> None:
-        self.attempts += 1
         host = self.renewer.state
+        if host.state != "live":  # contend as soon as the host id is ours
+            self.pending_acquire = True
+            self.reason = f"waiting for the host id ({host.state})"
+            return
+        self.attempts += 1
         if self.status != FREE or self.releasing:
             self.reason = f"cannot contend while {self.status}" + \
                 (" (releasing)" if self.releasing else "")
-            return
-        if host.state != "live":
-            self.reason = f"cannot contend: the host id is {host.state}"
             return
         self.status, self.reason = CONTEND, ""
         threading.Thread(target=self._contend, name="contend", daemon=True).start()
@@ -401,8 +407,6 @@ def main() -> int:
     leftover_dead = (procutil.kill_recorded(run / "writer.pid", group=True, timeout=5.0)
                      and procutil.kill_recorded(run / "keeper.pid", group=False, timeout=5.0))
     procutil.write_pidfile(run / "keeper.pid", os.getpid())
-    from actors.storage.spm.libops import LibLeaseOps  # the lease algorithms (plain layer)
-
     keeper = Keeper(config, LibLeaseOps(config), fast_first=leftover_dead)
 
     def on_term(_signum: int, _frame: Any) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
+MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
 @dataclass(frozen=True)
 class KeeperConfig:
     sp_uuid: str
@@ -33,7 +36,7 @@ class KeeperConfig:
 
     @property
     def endpoint(self) -> str:
-        return f"ipc://{self.run_dir}/keeper.sock"
+        return f"ipc://{self.run_dir}/k.sock"
 
     @property
     def fence_path(self) -> Path:
@@ -46,7 +49,7 @@ class KeeperConfig:
         return self.io_timeout + self.kill_grace
 
     def writer_endpoint(self, lver: int) -> str:
-        return f"ipc://{self.run_dir}/writer-{lver}.sock"
+        return f"ipc://{self.run_dir}/w{lver}.sock"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -57,6 +60,10 @@ class KeeperConfig:
         if not isinstance(data, dict):
             raise ValueError("the keeper's config is not a JSON object")
         config = cls(**data)
+        longest = len(config.writer_endpoint(10**6).removeprefix("ipc://").encode())
+        if longest > MAX_IPC_PATH:
+            raise ValueError(f"the keeper's run dir {config.run_dir} is too long for unix "
+                             f"sockets ({longest} > {MAX_IPC_PATH} bytes): use a shorter run dir")
         if config.lease <= config.margin + config.renew_interval + config.io_timeout:
             raise ValueError(f"lease {config.lease} s leaves no time to renew: it must exceed "
                              f"renew_interval + 2 x io_timeout + kill_grace")

@@ -22,7 +22,6 @@ from actors.base import ActorContext, SupervisedActor
 from actors.storage.spm.board import LeaseBoard, LeaseState
 from actors.storage.spm.keeperconf import KeeperConfig
 from actors.storage.spm.link import KeeperLink
-from messaging.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,8 @@ class LeaseActor(SupervisedActor):
     # --- verbs (asked through a proxy by API workers; answered at once) -------------------
 
     def spm_start(self) -> bool:
-        state = self.board.get(self.sp_uuid)
-        if state.status == "SPM":
-            return True
-        if state.status not in ("Free", "Contend"):
-            raise StorageError(reason=f"the lease keeper of pool {self.sp_uuid} is not ready: "
-                               f"{state.reason or state.status}")
-        self._command("acquire")
+        if self.board.get(self.sp_uuid).status != "SPM":
+            self._command("acquire")  # a keeper still starting contends once it can
         return True
 
     def spm_stop(self) -> bool:

@@ -30,14 +30,18 @@ SPM_VERBS = ("Volume.create", "Volume.delete", "Image.delete", "StorageDomain.at
              "StorageDomain.detach")
 
 ClientFor = Callable[[str], WriterClient]
+PoolChanged = Callable[[str, dict[str, Any]], None]
+"""``(spUUID, pool record)``: an SPM task changed the pool (attach, detach); tell its actor."""
 
 
 class WriterWork:
     """``params`` carry the task's id (``taskID``): the pool puts it there when it hands the
     task over, so the writer's journal and vdsmd's record name the same task."""
 
-    def __init__(self, client_for: ClientFor, verb: str, params: Mapping[str, Any]) -> None:
+    def __init__(self, client_for: ClientFor, verb: str, params: Mapping[str, Any],
+                 pool_changed: PoolChanged | None = None) -> None:
         self.client_for = client_for
+        self.pool_changed = pool_changed
         self.verb = verb
         self.params = dict(params)
         self.task_id = str(params["taskID"])
@@ -54,8 +58,8 @@ class WriterWork:
                                    name=f"abort-watch-{self.task_id[:8]}", daemon=True)
         watcher.start()
         try:
-            client.call("Writer.runTask", {"taskID": self.task_id, "verb": self.verb,
-                                           "params": self.params}, timeout=TASK_TIMEOUT)
+            result = client.call("Writer.runTask", {"taskID": self.task_id, "verb": self.verb,
+                                                    "params": self.params}, timeout=TASK_TIMEOUT)
         except TaskAborted:
             raise
         except VdsmError as e:
@@ -64,6 +68,8 @@ class WriterWork:
             raise
         finally:
             stop.set()
+        if self.pool_changed is not None and isinstance(result, dict) and "pool" in result:
+            self.pool_changed(str(self.params["spUUID"]), result["pool"])
         journal(Progress(1, 1, 1, "done"))
 
     def _watch_abort(self, abort: Aborter, client: WriterClient, stop: threading.Event) -> None:
@@ -121,10 +127,11 @@ def not_spm(sp_uuid: str, reason: str) -> NotSPM:
     return NotSPM(spUUID=sp_uuid, data={"reason": reason})
 
 
-def writer_builders(client_for: ClientFor) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+def writer_builders(client_for: ClientFor, pool_changed: PoolChanged,
+                    ) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     """The task kinds vdsmd runs through the SPM's writer."""
 
     def builder(verb: str) -> Callable[[Mapping[str, Any]], Any]:
-        return lambda params: WriterWork(client_for, verb, params)
+        return lambda params: WriterWork(client_for, verb, params, pool_changed)
 
     return {verb: builder(verb) for verb in SPM_VERBS}

@@ -116,6 +116,9 @@ class WriterOps:
             with self._lock:
                 self._aborters.pop(task_id, None)
         self.journals.remove(task_id)
+        if verb in ("StorageDomain.attach", "StorageDomain.detach"):
+            pool = poolmeta.read_pool(self.locator, self.sp_uuid, self.master_sd, None)
+            return {"taskID": task_id, "pool": pool.to_record()}
         return {"taskID": task_id}
 
     def revert_task(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ stalled after 1.5 s without a heartbeat); every wait is bounded by a multiple of
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import uuid
@@ -167,4 +166,4 @@ def test_a_restarted_keeper_takes_its_host_id_back_at_once(rig: KeeperRig) -> No
     assert second.state["hostId"]["generation"] == generation + 1
     # no watch of lease + 2 io_timeouts: the previous keeper was checked dead by its pid file
     assert time.monotonic() - started < rig.config(1).lease
-    assert os.path.exists(rig.config(1).run / "keeper.pid")
+    assert (rig.config(1).run / "keeper.pid").exists()
