@@ -229,8 +229,10 @@ class Rig:
 
     def spm_start(self, sp: str, timeout: float = 60.0) -> None:
         """Make this host the pool's SPM (spmStart, then its task must succeed)."""
-        status = self.task(self.call("StoragePool.spmStart", storagepoolID=sp), timeout)
+        task_id = self.call("StoragePool.spmStart", storagepoolID=sp)
+        status = self.task(task_id, timeout)
         assert status["taskResult"] == "success", status
+        assert self.call("Task.clear", taskID=task_id) is True  # as a manager would
         assert self.call("StoragePool.getSpmStatus", storagepoolID=sp)["spmStatus"] == "SPM"
 
     def task(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def test_file_domains_pool_volumes_and_images(rig: Rig) -> None:
     assert rig.task(task)["taskResult"] == "success"
     assert rig.call("StorageDomain.getInfo", storagedomainID=sd_b)["pool"] == []
     tasks = rig.call("Host.getAllTasksStatuses")
-    assert len(tasks) == 7 and tasks[task]["taskState"] == "finished"  # spmStart is one
+    assert len(tasks) == 6 and tasks[task]["taskState"] == "finished"
     assert rig.call("Task.clear", taskID=task) is True
 
     # a restarted vdsmd reconnects its pool from the state dir and still knows its tasks
