@@ -26,7 +26,7 @@ from actors.clock import Clock
 from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.host import api as host_api
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
-from actors.host.stats import HostStatsActor
+from actors.host.stats import HostStatsActor, LastSample
 from actors.host.udev import UdevActor
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
@@ -53,6 +53,7 @@ class Daemon:
         self._auth: Any = None
         self.directory = ActorDirectory()
         self.libvirt = LibvirtHandle(config.libvirt.uri)
+        self.host_stats = LastSample()
         self._subsystems: list[Subsystem] = []
 
     # --- start/stop ----------------------------------------------------------------------
@@ -154,12 +155,16 @@ class Daemon:
                     on_event=self._route_domain_event,
                     on_connect=[s.libvirt_connected for s in self._subsystems],
                     reconnect_max=cfg.libvirt.reconnect_max,
+                    probe_interval=cfg.libvirt.probe_interval,
+                    stall_timeout=cfg.libvirt.stall_timeout,
+                    reconnect_after=cfg.libvirt.reconnect_after,
                 ),
                 cls="LibvirtActor",
             ),
             ChildSpec(
                 "stats",
-                lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval),
+                lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval,
+                                                 last=self.host_stats),
                 cls="HostStatsActor",
             ),
             ChildSpec("udev", UdevActor.start, cls="UdevActor"),
@@ -189,8 +194,10 @@ class Daemon:
         table.update(
             host_api.bindings(
                 stats=ServiceRef(self.directory, "/host/stats"),
+                last_stats=self.host_stats,
                 udev=ServiceRef(self.directory, "/host/udev"),
                 libvirt_handle=self.libvirt,
+                clock=runtime.clock,
                 state_dir=self.config.daemon.state_dir,
                 extra_stats=self._extra_host_stats,
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from actors.storage.sd.records import (
 from actors.storage.state import PoolRecord, PoolRecords
 from actors.storage.tasks import TaskManager
 from actors.supervisor import ChildExists, ChildSpec, Supervisor
+from messaging.deadline import current as current_deadline
 from messaging.errors import (
     ActorUnavailable,
     NoSuchStoragePool,
@@ -59,7 +61,13 @@ POOL_START_TIMEOUT = 60.0
 
 
 def wait(future: concurrent.futures.Future[T], timeout: float, what: str) -> T:
-    """The result of storage work, or :class:`StorageTimeout` after ``timeout``."""
+    """The result of storage work, or :class:`StorageTimeout` after ``timeout``.
+
+    The request's deadline is extended to cover ``timeout`` (the wire timeout derives from
+    the storage call's own), and the wait never outlasts the request's deadline."""
+    deadline = current_deadline()
+    deadline.cover(time.monotonic() + timeout)
+    timeout = deadline.clamp(timeout)
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
@@ -68,6 +76,7 @@ def wait(future: concurrent.futures.Future[T], timeout: float, what: str) -> T:
 
 def ask(future: pykka.Future[T], path: str, timeout: float = ASK_TIMEOUT) -> T:
     """An actor's answer, or :class:`ActorUnavailable` (retryable) if it gives none."""
+    timeout = current_deadline().clamp(timeout)
     try:
         return future.get(timeout=timeout)
     except pykka.Timeout:

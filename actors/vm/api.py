@@ -1,14 +1,20 @@
 """Handlers of the VM verbs (and of Host.getVMList / Host.getAllVmStats).
 
 They run on the API server's worker threads, never on an actor's. A lifecycle verb asks
-the VM's actor (a proxy call, answered at once) for a future of the operation, then waits
-on it here: the blocking part itself runs on the VM's GuestCaller thread with a deadline,
-so the wait is bounded. ``VM.create`` starts the actor under ``/vms`` first; when the start
-fails it stops the actor before answering, so the client never sees a half-started VM.
-``VM.destroy`` stops and removes the actor once the domain is gone.
+the VM's actor (a proxy call, answered at once) for a future of the operation: the blocking
+part runs on the VM's GuestCaller thread with a deadline. The request's deadline is extended
+to cover the operation's (the wire timeout is derived from the operation's deadline, hooks
+included), and the handler returns the operation's future: the server replies when it
+resolves, and no worker waits for it. ``VM.create`` and ``VM.destroy`` wait (bounded by the
+request's deadline) because they act after the operation: ``VM.create`` starts the actor
+under ``/vms`` first, and when the start fails it stops the actor before answering, so the
+client never sees a half-started VM; ``VM.destroy`` stops and removes the actor once the
+domain is gone.
 
 Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from the
-:class:`~actors.vm.board.VmBoard`: no actor is asked, no libvirt call is made.
+:class:`~actors.vm.board.VmBoard` and run inline on the API server's socket thread: no
+actor is asked, no libvirt call is made, no worker is needed, so they answer even when every
+worker is busy.
 
 Until the first recovery pass after the agent started, every handler answers
 ``Recovering`` (code 100).
@@ -29,8 +35,10 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
+from actors.vm.inflight import OpFuture
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
+from messaging.deadline import current as current_deadline
 from messaging.errors import (
     ActorUnavailable,
     NoSuchVM,
@@ -45,7 +53,6 @@ log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
 SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
-OP_WAIT = 900.0  # every operation has its own, shorter deadline; this is a safety net
 
 VmProxy = pykka.ActorProxy[VmActor]
 SpecFactory = Callable[[VmParams], ChildSpec]
@@ -88,9 +95,9 @@ class VmApi:
             "VM.hibernate": Binding(
                 lambda p: self._verb(p, lambda vm: vm.hibernate(p["hiberVolHandle"]))
             ),
-            "VM.getStats": Binding(self.get_stats),
-            "Host.getVMList": Binding(self.get_vm_list),
-            "Host.getAllVmStats": Binding(self.get_all_vm_stats),
+            "VM.getStats": Binding(self.get_stats, inline=True),
+            "Host.getVMList": Binding(self.get_vm_list, inline=True),
+            "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -99,14 +106,18 @@ class VmApi:
         self._check_ready()
         vm_id = params["vmID"]
         vm = VmParams.from_dict(vm_id, params["vmParams"])
+        deadline = current_deadline()
         try:
-            self._vms.proxy().start_child(self._spec(vm)).get(timeout=SUPERVISOR_TIMEOUT)
+            self._vms.proxy().start_child(self._spec(vm)).get(
+                timeout=deadline.clamp(SUPERVISOR_TIMEOUT))
+        except pykka.Timeout:
+            raise VMError(reason=f"the actor of VM {vm_id} did not start in time") from None
         except ChildExists:
             raise VMExists(vmID=vm_id) from None
         except ChildStartError as e:
             raise VMError(reason=f"cannot start the actor of VM {vm_id}: {e}") from None
         try:
-            result: dict[str, Any] = self._wait(self._proxy(vm_id).launch())
+            result: dict[str, Any] = self._wait(self._operation(self._proxy(vm_id).launch()))
         except BaseException:
             self._remove(vm_id)
             raise
@@ -114,7 +125,7 @@ class VmApi:
 
     def destroy(self, params: dict[str, Any]) -> bool:
         vm_id = params["vmID"]
-        self._verb(params, lambda vm: vm.destroy())
+        self._wait(self._verb(params, lambda vm: vm.destroy()))
         self._remove(vm_id)
         return True
 
@@ -157,34 +168,44 @@ class VmApi:
         ref = self._directory.ref(info.path)  # ActorUnavailable while it restarts
         return ref.proxy()
 
-    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Any:
+    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
+        """Ask the VM's actor for an operation; its future (the server replies from it)."""
         self._check_ready()
         vm_id = params["vmID"]
         try:
-            future = call(self._proxy(vm_id))
+            asked = call(self._proxy(vm_id))
         except pykka.ActorDeadError:
             raise NoSuchVM(vmID=vm_id) from None
-        return self._wait(future)
+        return self._operation(asked)
 
-    def _wait(self, asked: Any) -> Any:
-        """The outcome of an operation: ``asked`` is the proxy call's pykka future, which
-        resolves (at once) to the operation's own future."""
+    def _operation(self, asked: Any) -> Future[Any]:
+        """The operation's future: ``asked`` is the proxy call's pykka future, which resolves
+        (at once) to it. The request's deadline is extended to cover the operation's."""
         try:
-            operation: Future[Any] = asked.get(timeout=ASK_TIMEOUT)
+            operation: Future[Any] = asked.get(timeout=current_deadline().clamp(ASK_TIMEOUT))
         except pykka.Timeout:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor did not answer") \
                 from None
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor stopped") from None
+        if isinstance(operation, OpFuture):
+            current_deadline().cover(operation.deadline)
+        return operation
+
+    def _wait(self, operation: Future[Any]) -> Any:
+        """The outcome of an operation, waited for no longer than the request's deadline."""
+        deadline = current_deadline()
         try:
-            return operation.result(timeout=OP_WAIT)
+            return operation.result(timeout=deadline.remaining())
         except concurrent.futures.TimeoutError:
-            raise VMError(reason=f"the operation did not end within {OP_WAIT:g} s") from None
+            raise VMError(reason=f"the operation did not end within {deadline.budget:g} s") \
+                from None
 
     def _remove(self, vm_id: str) -> None:
         """Stop and forget the VM's actor (its VM is gone or never started)."""
         try:
-            self._vms.proxy().stop_child(vm_id).get(timeout=SUPERVISOR_TIMEOUT)
+            self._vms.proxy().stop_child(vm_id).get(
+                timeout=max(1.0, current_deadline().clamp(SUPERVISOR_TIMEOUT)))
         except (pykka.Timeout, pykka.ActorDeadError, VdsmError) as e:
             log.error("cannot stop the actor of VM %s: %s", vm_id, e)
         self._board.remove(vm_id)

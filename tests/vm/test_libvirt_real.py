@@ -18,6 +18,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from actors.clock import Clock
 from actors.vm import domxml
 from actors.vm.guestcall import GuestCaller
 from actors.vm.params import VmParams
@@ -208,15 +209,16 @@ def test_boot_real_guest_stats_media_ticket_status(
 
 @pytest.mark.timeout(120)
 def test_stopped_qemu_is_contained(
-    conn: libvirt.virConnect, domains: list[libvirt.virDomain], tmp_path: Path
+    conn: libvirt.virConnect, domains: list[libvirt.virDomain], tmp_path: Path,
+    clock: Clock,
 ) -> None:
     # No kernel and no disk: SeaBIOS finds nothing to boot and qemu just runs.
     p = make_params(emulator="qemu", memSize=96)
     dom = conn.createXML(domxml.build_domain_xml(p, serial_log=str(tmp_path / "s.log")), 0)
     domains.append(dom)
     pid = qemu_pid(dom)
-    control = GuestCaller(p.vm_id)
-    sampler = GuestCaller("host", max_outstanding=2)
+    control = GuestCaller(p.vm_id, clock=clock)
+    sampler = GuestCaller("host", max_outstanding=2, clock=clock)
     history = StatsHistory()
 
     def sample() -> dict[str, Any]:

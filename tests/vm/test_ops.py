@@ -15,13 +15,13 @@ import libvirt
 import pytest
 
 from actors.config import VmConfig
-from actors.host.libvirtconn import LibvirtHandle
 from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv, VmOps
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
 from actors.vm.status import VmStatus
 from messaging.errors import StorageError, VMError
+from tests.libvirthelp import handle_over
 from tests.vm.helpers import raw_params, validated
 
 pytestmark = pytest.mark.libvirt
@@ -65,8 +65,7 @@ def volumes(tmp_path: Path) -> Volumes:
 
 @pytest.fixture
 def ops_for(tmp_path: Path, volumes: Volumes, conn: libvirt.virConnect) -> Any:
-    handle = LibvirtHandle("qemu:///system")
-    handle._set(conn)  # the test's own connection stands in for the LibvirtActor's
+    handle = handle_over(conn, "qemu:///system")
     env = VmEnv(libvirt=handle, hooks=HookRunner(tmp_path / "hooks"), storage=volumes,
                 config=VmConfig(), owner=str(tmp_path), serial_dir=tmp_path / "vms",
                 registry=VmRegistry(tmp_path / "vms"))
@@ -77,7 +76,10 @@ def ops_for(tmp_path: Path, volumes: Volumes, conn: libvirt.virConnect) -> Any:
         made.append(ops)
         return ops
 
-    yield make
+    # The ops run on the test's thread here (on a GuestCaller thread, which leases the
+    # connection, in the agent): the test's thread holds the lease.
+    with handle.lease():
+        yield make
     for ops in made:
         try:
             conn.lookupByUUIDString(ops.vm_id).destroy()

@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from messaging.client import CallTimeout, ClientError
+from messaging.schema import SCHEMA
 from tests.harness import Vdsmd, next_event, running_vdsmd, wait_for
 from tests.vm import agent as a
 
@@ -128,6 +130,9 @@ def test_a_stopped_libvirtd_is_survived_and_reconnected(
             # closed under its calls in flight) and the agent tries to reconnect.
             wait_for(lambda: libvirt_detail(vdsmd)["retired"], 60,
                      what="the stalled connection to be retired")
+            # A new connection is being opened: it hangs too, on its own thread.
+            wait_for(lambda: libvirt_detail(vdsmd)["connecting"], 30,
+                     what="a reconnect attempt")
         # libvirtd continues: its answers reach the calls abandoned on the old connection.
         next_event(sub, lambda _t, p: p["connected"] is True, 60)
         assert vdsmd.proc is not None and vdsmd.proc.poll() is None, vdsmd.log()
@@ -151,3 +156,68 @@ def test_a_stopped_libvirtd_is_survived_and_reconnected(
         assert vdsmd.proc.poll() is None
         libvirt_actor = next(x for x in vdsmd.call("Actors.list") if x["path"] == "/host/libvirt")
         assert libvirt_actor["restarts"] == 0
+
+
+def timed_call(vdsmd: Vdsmd, method: str, **params: Any) -> Any:
+    """``method``'s answer, waited for no longer than its deadline (the schema's timeout)
+    plus a little: a hung or starved verb fails the test (CallTimeout), and so does the
+    server's own timeout reply (-32603)."""
+    timeout = SCHEMA.lookup(method).timeout + 2.0
+    with vdsmd.client(timeout=timeout) as client:
+        return client.call(method, params)
+
+
+@pytest.mark.timeout(300)
+def test_a_libvirtd_stall_starves_no_worker_and_no_board_read(
+    tmp_path: Path, libvirtd: a.GuestLibvirtd
+) -> None:
+    config = CONFIG + "[api]\nworkers = 4\n"
+    with running_vdsmd(tmp_path / "d", libvirt_uri=libvirtd.uri, config=config) as vdsmd:
+        a.wait_ready(vdsmd)
+        ids = start_vms(vdsmd, 2)
+        outcomes: list[Any] = []
+
+        def caps() -> None:
+            started = time.monotonic()
+            try:
+                vdsmd.call("Host.getCapabilities", timeout=90)
+                outcomes.append(("ok", time.monotonic() - started))
+            except ClientError as e:
+                outcomes.append((e.code, time.monotonic() - started))
+            except CallTimeout:
+                outcomes.append(("no answer", time.monotonic() - started))
+
+        with stopped_libvirtd(libvirtd):
+            # Many more libvirt-bound requests than API workers, all at once, before the
+            # stall is noticed; and VM verbs that get stuck in libvirtd too.
+            threads = [threading.Thread(target=caps, daemon=True) for _ in range(24)]
+            for thread in threads:
+                thread.start()
+            background_calls(vdsmd, [("VM.pause", {"vmID": v}) for v in ids] * 3)
+            # Board reads, ping and worker-bound verbs that do not need libvirt answer.
+            for _ in range(3):
+                assert timed_call(vdsmd, "Host.ping") is True
+                assert {s["vmID"] for s in timed_call(vdsmd, "Host.getAllVmStats")} == set(ids)
+                assert {v["vmID"] for v in timed_call(vdsmd, "Host.getVMList")} == set(ids)
+                assert timed_call(vdsmd, "VM.getStats", vmID=ids[0])[0]["vmID"] == ids[0]
+                assert "cpuIdle" in timed_call(vdsmd, "Host.getStats")
+                assert timed_call(vdsmd, "Actors.inspect", path="/host/libvirt")["answering"]
+                assert timed_call(vdsmd, "Host.getDeviceList") is not None
+            # Every getCapabilities got its answer within its deadline: 101, libvirt is not
+            # answering (not a timeout of the request, not silence).
+            budget = SCHEMA.lookup("Host.getCapabilities").timeout + 2.0
+            for thread in threads:
+                thread.join(budget + 10)
+            assert len(outcomes) == len(threads)
+            assert {code for code, _ in outcomes} == {101}, outcomes
+            assert max(took for _, took in outcomes) < budget, outcomes
+        # libvirtd continues: everything recovers.
+        wait_for(lambda: code_of(lambda: vdsmd.call("Host.getCapabilities")) is None, 60,
+                 what="Host.getCapabilities to answer again")
+        for vm_id in ids:
+            wait_for(lambda v=vm_id: a.status(vdsmd, v)["status"] in ("Up", "Paused"), 30)
+            if a.status(vdsmd, vm_id)["status"] == "Paused":
+                assert vdsmd.call("VM.cont", vmID=vm_id) is True
+            a.wait_status(vdsmd, vm_id, "Up")
+        assert vdsmd.call("VM.pause", vmID=ids[0]) is True
+        assert vdsmd.call("VM.cont", vmID=ids[0]) is True
