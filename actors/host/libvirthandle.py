@@ -131,7 +131,7 @@ class LibvirtHandle:
         (whatever its code: "client socket is closed" is an internal error); any other is
         itself. Call it inside the lease that got the error."""
         held: Connection | None = getattr(self._local, "held", None)
-        if held is None or not is_alive(held.conn):
+        if held is not None and not is_alive(held.conn):
             return LibvirtUnavailable(reason=str(error))
         translated: BaseException = error
         return translated
@@ -143,9 +143,11 @@ class LibvirtHandle:
         self._on_dead = on_dead
 
     def install(self, entry: Connection) -> None:
-        """``entry`` becomes the current connection (the previous one must be retired)."""
+        """``entry`` becomes the current connection (a previous one, left by an actor that
+        died before retiring it, is retired first)."""
+        if self._current is not None:
+            self.retire("replaced by a new connection")
         with self._lock:
-            assert self._current is None, "retire the current connection first"
             self._current = entry
             self._stalled = ""
             self._reason = ""
@@ -260,5 +262,5 @@ def is_alive(conn: libvirt.virConnect) -> bool:
     """``isAlive()``: a local check of the client's socket, no RPC."""
     try:
         return bool(conn.isAlive() == 1)
-    except libvirt.libvirtError:
+    except (libvirt.libvirtError, TypeError, AttributeError):  # closed: no C object left
         return False

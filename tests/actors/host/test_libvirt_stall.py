@@ -89,6 +89,15 @@ def background_calls(vdsmd: Vdsmd, calls: list[tuple[str, dict[str, Any]]]) -> l
     return threads
 
 
+def settle_vms(vdsmd: Vdsmd, ids: list[str]) -> None:
+    """Every VM Up again: a pause that was stuck in libvirtd may have gone through."""
+    for vm_id in ids:
+        wait_for(lambda v=vm_id: a.status(vdsmd, v)["status"] in ("Up", "Paused"), 30)
+        if a.status(vdsmd, vm_id)["status"] == "Paused":
+            assert vdsmd.call("VM.cont", vmID=vm_id) is True
+        a.wait_status(vdsmd, vm_id, "Up")
+
+
 def libvirt_detail(vdsmd: Vdsmd) -> dict[str, Any]:
     detail: dict[str, Any] = vdsmd.call("Actors.inspect", path="/host/libvirt")["detail"]
     return detail
@@ -144,11 +153,8 @@ def test_a_stopped_libvirtd_is_survived_and_reconnected(
                  what="the retired connection to be closed")
         listed = {v["vmID"]: v["status"] for v in vdsmd.call("Host.getVMList")}
         assert set(listed) == set(ids)
-        # The VM.pause that was stuck in libvirtd went through once it was continued.
-        paused = wait_for(lambda: a.status(vdsmd, ids[0])["status"] == "Paused", 30)
-        assert paused and vdsmd.call("VM.cont", vmID=ids[0]) is True
-        for vm_id in ids:
-            a.wait_status(vdsmd, vm_id, "Up")
+        # A VM.pause that was stuck in libvirtd went through once it was continued.
+        settle_vms(vdsmd, ids)
         # The VMs are driven again through the new connection.
         assert vdsmd.call("VM.pause", vmID=ids[2]) is True
         assert a.status(vdsmd, ids[2])["status"] == "Paused"
@@ -214,10 +220,6 @@ def test_a_libvirtd_stall_starves_no_worker_and_no_board_read(
         # libvirtd continues: everything recovers.
         wait_for(lambda: code_of(lambda: vdsmd.call("Host.getCapabilities")) is None, 60,
                  what="Host.getCapabilities to answer again")
-        for vm_id in ids:
-            wait_for(lambda v=vm_id: a.status(vdsmd, v)["status"] in ("Up", "Paused"), 30)
-            if a.status(vdsmd, vm_id)["status"] == "Paused":
-                assert vdsmd.call("VM.cont", vmID=vm_id) is True
-            a.wait_status(vdsmd, vm_id, "Up")
+        settle_vms(vdsmd, ids)
         assert vdsmd.call("VM.pause", vmID=ids[0]) is True
         assert vdsmd.call("VM.cont", vmID=ids[0]) is True
