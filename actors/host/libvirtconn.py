@@ -194,8 +194,9 @@ class LibvirtActor(SupervisedActor):
 
     def _on_opened(self, opened: Opened) -> None:
         if self._attempt is None or self._attempt.serial != opened.serial:
-            if opened.entry is not None:  # cannot happen: a late attempt closes its own
-                opened.entry.finalize()
+            if opened.entry is not None:  # not expected: a late attempt closes its own
+                threading.Thread(target=opened.entry.finalize, name="libvirt-close-stray",
+                                 daemon=True).start()
             return
         self._attempt = None
         if opened.entry is None:
