@@ -5,11 +5,11 @@ the VM's actor (a proxy call, answered at once) for a future of the operation: t
 part runs on the VM's GuestCaller thread with a deadline. The request's deadline is extended
 to cover the operation's (the wire timeout is derived from the operation's deadline, hooks
 included), and the handler returns the operation's future: the server replies when it
-resolves, and no worker waits for it. ``VM.create`` and ``VM.destroy`` wait (bounded by the
-request's deadline) because they act after the operation: ``VM.create`` starts the actor
-under ``/vms`` first, and when the start fails it stops the actor before answering, so the
-client never sees a half-started VM; ``VM.destroy`` stops and removes the actor once the
-domain is gone.
+resolves, and no worker waits for it. ``VM.create`` and ``VM.destroy`` act after their
+operation too, on a ``vm-finish`` thread (two; stopping an actor is quick) before the reply:
+``VM.create`` starts the actor under ``/vms`` first, and when the start fails it stops the
+actor before answering, so the client never sees a half-started VM; ``VM.destroy`` stops and
+removes the actor once the domain is gone.
 
 Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from the
 :class:`~actors.vm.board.VmBoard` and run inline on the API server's socket thread: no
@@ -22,11 +22,10 @@ Until the first recovery pass after the agent started, every handler answers
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import pykka
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
 SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
+FINISHERS = 2  # threads that stop the actors of destroyed VMs and of failed starts
 
 VmProxy = pykka.ActorProxy[VmActor]
 SpecFactory = Callable[[VmParams], ChildSpec]
@@ -76,6 +76,8 @@ class VmApi:
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
         self._spec = spec
         self._ready = ready
+        # Acts after an operation (stops an actor: asks its supervisor): off the workers.
+        self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="vm-finish")
 
     def bindings(self) -> dict[str, Binding]:
         return {
@@ -102,7 +104,7 @@ class VmApi:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+    def create(self, params: dict[str, Any]) -> Future[Any]:
         self._check_ready()
         vm_id = params["vmID"]
         vm = VmParams.from_dict(vm_id, params["vmParams"])
@@ -117,17 +119,16 @@ class VmApi:
         except ChildStartError as e:
             raise VMError(reason=f"cannot start the actor of VM {vm_id}: {e}") from None
         try:
-            result: dict[str, Any] = self._wait(self._operation(self._proxy(vm_id).launch()))
+            launched = self._operation(self._proxy(vm_id).launch())
         except BaseException:
             self._remove(vm_id)
             raise
-        return result
+        return self._after(launched, on_error=lambda: self._remove(vm_id))
 
-    def destroy(self, params: dict[str, Any]) -> bool:
+    def destroy(self, params: dict[str, Any]) -> Future[Any]:
         vm_id = params["vmID"]
-        self._wait(self._verb(params, lambda vm: vm.destroy()))
-        self._remove(vm_id)
-        return True
+        return self._after(self._verb(params, lambda vm: vm.destroy()),
+                           on_ok=lambda: self._remove(vm_id))
 
     def _media(self, device: Literal["cdrom", "floppy"]) -> Callable[[dict[str, Any]], Any]:
         def handler(p: dict[str, Any]) -> Any:
@@ -192,14 +193,34 @@ class VmApi:
             current_deadline().cover(operation.deadline)
         return operation
 
-    def _wait(self, operation: Future[Any]) -> Any:
-        """The outcome of an operation, waited for no longer than the request's deadline."""
-        deadline = current_deadline()
-        try:
-            return operation.result(timeout=deadline.remaining())
-        except concurrent.futures.TimeoutError:
-            raise VMError(reason=f"the operation did not end within {deadline.budget:g} s") \
-                from None
+    def _after(
+        self,
+        operation: Future[Any],
+        *,
+        on_ok: Callable[[], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> Future[Any]:
+        """The operation's outcome, once ``on_ok`` or ``on_error`` ran on a finisher thread
+        (no worker waits for the operation). The request's deadline covers both."""
+        if isinstance(operation, OpFuture):
+            current_deadline().cover(operation.deadline + SUPERVISOR_TIMEOUT)
+        reply: Future[Any] = Future()
+
+        def settle(done: Future[Any]) -> None:
+            error = done.exception() if not done.cancelled() else VMError(reason="cancelled")
+            then = on_error if error is not None else on_ok
+            try:
+                if then is not None:
+                    then()
+            except Exception:
+                log.exception("acting after a VM operation failed")
+            if error is not None:
+                reply.set_exception(error)
+            else:
+                reply.set_result(done.result())
+
+        operation.add_done_callback(lambda done: self._finisher.submit(settle, done))
+        return reply
 
     def _remove(self, vm_id: str) -> None:
         """Stop and forget the VM's actor (its VM is gone or never started)."""

@@ -60,24 +60,26 @@ def test_a_verb_whose_hooks_outlast_its_wire_timeout_gets_its_own_answer(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize(("verb", "hook"), [("VM.pause", "before_vm_pause"),
+                                            ("VM.destroy", "before_vm_destroy")])
 def test_vm_operations_in_progress_hold_no_api_worker(
-    few_workers: Vdsmd, hooks_dir: Path,
+    few_workers: Vdsmd, hooks_dir: Path, verb: str, hook: str,
 ) -> None:
     ids = [a.new_id() for _ in range(3)]
     for vm_id in ids:
         few_workers.call("VM.create", vmID=vm_id, vmParams=a.bare_params())
     for vm_id in ids:
         a.wait_status(few_workers, vm_id, "Up")
-    sleeping_hook(hooks_dir, "before_vm_pause", 8)
+    sleeping_hook(hooks_dir, hook, 8)
     answers: list[Any] = []
     threads = [threading.Thread(
-        target=lambda v=vm_id: answers.append(few_workers.call("VM.pause", vmID=v)))
+        target=lambda v=vm_id: answers.append(few_workers.call(verb, vmID=v)))
         for vm_id in ids]
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: _pausing(few_workers) == len(ids), 20,
-                 what="every VM to be in its pause hook")
+        wait_for(lambda: _running(few_workers, verb) == len(ids), 20,
+                 what=f"every VM to be in its {hook} hook")
         # More VM operations than workers are running: worker-bound verbs still answer
         # within their own deadline.
         inspect_timeout = SCHEMA.lookup("Actors.inspect").timeout
@@ -91,12 +93,12 @@ def test_vm_operations_in_progress_hold_no_api_worker(
     assert answers == [True] * len(ids)
 
 
-def _pausing(vdsmd: Vdsmd) -> int:
-    """How many VM actors have a pause in flight (from Actors.inspect)."""
+def _running(vdsmd: Vdsmd, verb: str) -> int:
+    """How many VM actors have ``verb`` in flight (from Actors.inspect)."""
     count = 0
     for actor in vdsmd.call("Actors.list"):
         if not actor["path"].startswith("/vms/") or actor["path"] == "/vms/sampler":
             continue
         detail = vdsmd.call("Actors.inspect", path=actor["path"]).get("detail", {})
-        count += any(op["name"] == "VM.pause" for op in detail.get("operations", []))
+        count += any(op["name"] == verb for op in detail.get("operations", []))
     return count
