@@ -95,8 +95,22 @@ class CurveSection:
 
 @dataclass(frozen=True)
 class LibvirtConfig:
+    """The libvirt connection. libvirtd's liveness is probed by the agent (libvirt's own
+    client keepalive is off: see actors/host/libvirtopen.py)."""
+
     uri: str = field(default_factory=default_libvirt_uri)
-    reconnect_max: float = 5.0
+    reconnect_max: float = 5.0  # longest backoff between connect attempts
+    probe_interval: float = 5.0  # how often the agent checks that libvirtd answers
+    stall_timeout: float = 5.0  # no answer this long: verbs needing libvirt answer 101
+    reconnect_after: float = 15.0  # no answer this long: retire the connection, reconnect
+
+    def __post_init__(self) -> None:
+        for name in ("reconnect_max", "probe_interval", "stall_timeout", "reconnect_after"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[libvirt] {name} must be positive")
+        if self.reconnect_after < self.stall_timeout:
+            raise ConfigError("[libvirt] reconnect_after must not be shorter than "
+                              "stall_timeout")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.dirlock import DirectoryInUse, DirLock
 from actors.host import api as host_api
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
-from actors.host.stats import HostStatsActor
+from actors.host.stats import HostStatsActor, LastSample
 from actors.host.udev import UdevActor
 from actors.processguard import ProcessGuard
 from actors.storage.service import StorageSubsystem
@@ -73,6 +73,7 @@ class Daemon:
         self._keys_checked = time.monotonic()
         self.directory = ActorDirectory()
         self.libvirt = LibvirtHandle(config.libvirt.uri)
+        self.host_stats = LastSample()
         self._subsystems: list[Subsystem] = []
 
     # --- start/stop ----------------------------------------------------------------------
@@ -266,12 +267,16 @@ class Daemon:
                     on_event=self._route_domain_event,
                     on_connect=[s.libvirt_connected for s in self._subsystems],
                     reconnect_max=cfg.libvirt.reconnect_max,
+                    probe_interval=cfg.libvirt.probe_interval,
+                    stall_timeout=cfg.libvirt.stall_timeout,
+                    reconnect_after=cfg.libvirt.reconnect_after,
                 ),
                 cls="LibvirtActor",
             ),
             ChildSpec(
                 "stats",
-                lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval),
+                lambda ctx: HostStatsActor.start(ctx, interval=cfg.host.stats_interval,
+                                                 last=self.host_stats),
                 cls="HostStatsActor",
             ),
             ChildSpec("udev", UdevActor.start, cls="UdevActor"),
@@ -301,8 +306,10 @@ class Daemon:
         table.update(
             host_api.bindings(
                 stats=ServiceRef(self.directory, "/host/stats"),
+                last_stats=self.host_stats,
                 udev=ServiceRef(self.directory, "/host/udev"),
                 libvirt_handle=self.libvirt,
+                clock=runtime.clock,
                 state_dir=self.config.daemon.state_dir,
                 extra_stats=self._extra_host_stats,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from messaging import errors
+from messaging.deadline import REPLY_MARGIN
 from messaging.schema import SCHEMA
 from messaging.schema.types import MISSING, Field, ListOf, Struct
 
@@ -41,6 +42,15 @@ def render() -> str:
         "Generated from `messaging/schema/` by `python -m messaging.apidoc`; do not edit.",
         "The wire format, events and security rules are in PROTOCOL.md.",
         "",
+        "Deadlines: each request gets its verb's server-side timeout when it is accepted. A",
+        "verb that starts an operation with a deadline of its own (a VM operation: its `[vm]`",
+        "timeout plus its hooks' budget, each hook executable `[vm] hook_timeout` + 1 s; a",
+        "storage call: its `[storage]` timeout) is given until that deadline plus "
+        f"{REPLY_MARGIN:g} s,",
+        "so the reply is the operation's own outcome (e.g. code 5, qemu not responding), never",
+        "a timeout while it still runs. Past the deadline the reply is `-32603 ... did not",
+        "finish within N s` and a late result is dropped.",
+        "",
     ]
     for namespace in SCHEMA.namespaces():
         lines += [f"## {namespace}", ""]
@@ -51,7 +61,11 @@ def render() -> str:
             lines.append("")
             if verb.aliases:
                 lines.append(f"Aliases: {', '.join(f'`{a}`' for a in verb.aliases)}. ")
-            lines.append(f"Server-side timeout: {verb.timeout:g} s.")
+            if verb.operation:
+                lines.append(f"Server-side timeout: {verb.timeout:g} s, or the operation's "
+                             f"deadline ({verb.operation}) plus {REPLY_MARGIN:g} s if later.")
+            else:
+                lines.append(f"Server-side timeout: {verb.timeout:g} s.")
             lines.append("")
             if verb.params:
                 lines.append("Params:")

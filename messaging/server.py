@@ -1,11 +1,20 @@
 """The request/reply API server: one ROUTER socket, owned by one thread.
 
 The socket thread decodes and validates every frame against the schema, then either runs the
-handler inline (only for handlers declared non-blocking, such as ``Host.ping``) or hands it
-to a bounded pool of worker threads. Workers never touch the socket: they put the outcome on
-a queue and wake the socket thread through a pipe that sits in the same poller. So a slow
-verb cannot delay another client's ``Host.ping``, and every request has a deadline: when it
-passes, the client gets a timeout error and a late result is dropped.
+handler inline (only for handlers declared non-blocking, such as ``Host.ping`` and the board
+reads) or hands it to a bounded pool of worker threads. Workers never touch the socket: they
+put the outcome on a queue and wake the socket thread through a pipe that sits in the same
+poller. So a slow verb cannot delay another client's ``Host.ping``.
+
+Every request has a :class:`~messaging.deadline.Deadline` (the verb's timeout), current while
+its handler runs: waits in the handler use the time left, and a handler that starts an
+operation with a longer deadline of its own extends the request's to cover it. When the
+deadline passes, the client gets a timeout error and a late result is dropped.
+
+A handler may return a :class:`concurrent.futures.Future` instead of a value: the reply is
+then sent when the future resolves, and no thread waits for it. Verbs whose work runs
+elsewhere with a deadline (a libvirt call on a bounded caller, a VM operation) answer this
+way, so that a stalled libvirtd holds none of the shared workers.
 
 A request without an id (a notification) never gets a reply, whatever happens to it: an
 unknown method, invalid params, an overload, a failure or a timeout are logged only. Lines a
@@ -26,7 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +43,7 @@ import zmq
 
 from messaging import codec, endpoints
 from messaging.curve import AuthorizedKeys, CurveConfig, apply_server
+from messaging.deadline import Deadline, serving
 from messaging.errors import (
     InternalError,
     NotAuthorized,
@@ -53,7 +63,9 @@ Handler = Callable[[dict[str, Any]], Any]
 
 @dataclass(frozen=True)
 class Binding:
-    """A verb's implementation. ``inline`` handlers run on the socket thread: never block."""
+    """A verb's implementation. ``inline`` handlers run on the socket thread: never block.
+
+    A handler returns the result, or a ``concurrent.futures.Future`` of it (see above)."""
 
     handler: Handler
     inline: bool = False
@@ -78,7 +90,7 @@ class _Pending:
     envelope: list[bytes]
     request: codec.Request
     verb: Verb
-    deadline: float
+    deadline: Deadline
     done: bool = False
 
 
@@ -283,27 +295,46 @@ class ApiServer:
             if not codec.is_notification(value):
                 self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
             return
+        deadline = Deadline(verb.timeout)
         if binding.inline:
-            outcome, error = _call(binding.handler, params, verb.name)
-            if request.id is not None:
-                self._reply_outcome(sock, envelope, request.id, outcome, error)
-            return
-        if len(self._pending) >= self._config.max_pending:
+            with serving(deadline):
+                outcome, error = _call(binding.handler, params, verb.name)
+            if not isinstance(outcome, Future):
+                if request.id is not None:
+                    self._reply_outcome(sock, envelope, request.id, outcome, error)
+                return
+        elif len(self._pending) >= self._config.max_pending:
             error = ServerBusy(pending=len(self._pending))
             self._refusals("refused request from %s: %s", _peer(envelope), error.message)
             if request.id is not None:
                 self._reply(sock, envelope, codec.error_reply(request.id, error))
             return
         token = next(self._tokens)
-        deadline = time.monotonic() + verb.timeout
         self._pending[token] = _Pending(envelope, request, verb, deadline)
-        heapq.heappush(self._deadlines, (deadline, token))
-        self._executor.submit(self._work, token, binding.handler, params, verb.name)
+        heapq.heappush(self._deadlines, (deadline.at, token))
+        if binding.inline:
+            self._defer(token, outcome, verb.name)
+        else:
+            self._executor.submit(self._work, token, binding.handler, params, verb.name,
+                                  deadline)
 
-    def _work(self, token: int, handler: Handler, params: dict[str, Any], name: str) -> None:
-        outcome, error = _call(handler, params, name)
+    def _work(self, token: int, handler: Handler, params: dict[str, Any], name: str,
+              deadline: Deadline) -> None:
+        with serving(deadline):
+            outcome, error = _call(handler, params, name)
+        if isinstance(outcome, Future):
+            self._defer(token, outcome, name)
+            return
         self._results.put((token, outcome, error))
         self._wake()
+
+    def _defer(self, token: int, future: Future[Any], name: str) -> None:
+        """Reply when ``future`` resolves (on whichever thread resolves it)."""
+        def done(f: Future[Any]) -> None:
+            self._results.put((token, *_outcome(f, name)))
+            self._wake()
+
+        future.add_done_callback(done)
 
     def _send_results(self, sock: zmq.Socket[Any]) -> None:
         while True:
@@ -313,7 +344,7 @@ class ApiServer:
                 return
             pending = self._pending.pop(token, None)
             if pending is None:
-                log.info("dropping the late result of request %s (already timed out)", token)
+                self._drops("dropping the late result of request %s (already timed out)", token)
                 continue
             pending.done = True
             if pending.request.id is not None:
@@ -323,12 +354,17 @@ class ApiServer:
         now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, token = heapq.heappop(self._deadlines)
-            pending = self._pending.pop(token, None)
+            pending = self._pending.get(token)
             if pending is None:
                 continue
+            if pending.deadline.at > now:  # its handler extended it to cover an operation
+                heapq.heappush(self._deadlines, (pending.deadline.at, token))
+                continue
+            del self._pending[token]
             self.stats["timeouts"] += 1
-            error = RequestTimeout(method=pending.verb.name, timeout=pending.verb.timeout)
-            log.warning("%s", error.message)
+            error = RequestTimeout(method=pending.verb.name,
+                                   timeout=round(pending.deadline.budget, 1))
+            self._drops("%s", error.message)
             if pending.request.id is not None:
                 self._reply(sock, pending.envelope, codec.error_reply(pending.request.id, error))
 
@@ -373,6 +409,19 @@ def _call(handler: Handler, params: dict[str, Any], name: str) -> tuple[Any, Vds
     except Exception as e:
         log.exception("internal error in %s", name)
         return None, InternalError(reason=f"{type(e).__name__} in {name}; see the agent log")
+
+
+def _outcome(future: Future[Any], name: str) -> tuple[Any, VdsmError | None]:
+    """A resolved future's outcome, through the same error boundary as :func:`_call`."""
+    if future.cancelled():
+        return None, InternalError(reason=f"{name} was cancelled")
+    error = future.exception()
+    if error is None:
+        return future.result(), None
+    if isinstance(error, VdsmError):
+        return None, error
+    log.error("internal error in %s", name, exc_info=error)
+    return None, InternalError(reason=f"{type(error).__name__} in {name}; see the agent log")
 
 
 def _peer(envelope: list[bytes]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pykka
 import pytest
 
+from actors.clock import Clock
 from tests.harness import Vdsmd, running_vdsmd
 
 pytest_plugins = ["tests.faultfs.plugin"]  # the faultfs fixture (fault-injecting FUSE)
@@ -25,3 +26,14 @@ def stop_all_actors() -> Iterator[None]:
     """Every in-process actor test stops all actors in teardown, even when it fails."""
     yield
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The daemon's one timer thread, for in-process tests (deadlines, ticks)."""
+    timer = Clock()
+    timer.start()
+    try:
+        yield timer
+    finally:
+        timer.stop()

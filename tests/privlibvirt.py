@@ -4,6 +4,12 @@ The system libvirtd serves every other test; killing it would break them. This o
 a private mount namespace (``unshare -m``) with its own /run/libvirt, /var/lib/libvirt,
 /var/log/libvirt and /var/cache/libvirt bind-mounted from a temporary directory, so its
 socket is ``<dir>/run/libvirt-sock`` and it shares no state with the system daemon.
+
+A new mount namespace starts with a copy of every mount that exists at that moment, also
+those of tests running in parallel (an ext4 on a loop device under their tmp dir): held by
+the copy, such a filesystem would stay busy after its test unmounts it, and its loop device
+would never be released. So the namespace first detaches every mount under /tmp and
+/run/vdsm (lazily, in the namespace only): a private libvirtd needs none of them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,20 @@ DIRS = {
 }
 
 
+# Detach (in the new namespace only) the mounts other tests made: deepest first.
+FORGET_FOREIGN_MOUNTS = (
+    "awk '$2 ~ \"^/tmp/|^/run/vdsm/\" {print $2}' /proc/self/mounts | sort -r"
+    " | while read -r m; do umount -l \"$m\" 2>/dev/null; done"
+)
+
+
+def namespace_script(workdir: Path, *then: str) -> str:
+    """The shell script run in the private mount namespace: forget other tests' mounts, bind
+    the private directories, then run ``then``."""
+    binds = [f"mount --bind {workdir / name} {target}" for name, target in DIRS.items()]
+    return " && ".join([f"{{ {FORGET_FOREIGN_MOUNTS}; true; }}", *binds, *then])
+
+
 class PrivateLibvirtd:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -34,10 +54,8 @@ class PrivateLibvirtd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        mounts = " && ".join(
-            f"mount --bind {self.workdir / name} {target}" for name, target in DIRS.items()
-        )
-        script = f"{mounts} && exec libvirtd -p {self.workdir / 'libvirtd.pid'}"
+        script = namespace_script(self.workdir,
+                                  f"exec libvirtd -p {self.workdir / 'libvirtd.pid'}")
         log = (self.workdir / "libvirtd.log").open("ab")
         self.proc = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script],

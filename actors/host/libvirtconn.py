@@ -1,15 +1,25 @@
 """The libvirt connection, owned by one actor.
 
-:class:`LibvirtActor` opens the connection, runs libvirt's default event loop on a thread it
-owns, registers one small callback per domain event id, and reconnects by itself (with
-backoff) when libvirtd goes away. Other actors reach the connection through the thread-safe
-:class:`LibvirtHandle` (libvirt connections may be used from several threads); while it is
-down, ``handle.get()`` raises ``LibvirtUnavailable`` so that verbs needing libvirt fail
-clearly while everything else keeps working.
+:class:`LibvirtActor` connects (each attempt on a throwaway thread, see
+:mod:`actors.host.libvirtopen`), runs libvirt's event loop on a thread it owns, and keeps the
+connection in the thread-safe :class:`~actors.host.libvirthandle.LibvirtHandle` through which
+every other thread *leases* it. It notices that libvirtd is gone or does not answer in three
+ways, and never closes a connection under a call in flight (the handle closes a retired one
+once its last lease is back):
 
-Event callbacks run on libvirt's event thread: each one only wraps its arguments into a
-:class:`DomainEvent` and hands it to the injected ``on_event`` router (which ``tell``s the
-VM actor), so nothing blocks that thread.
+- libvirt's close callback (libvirtd closed the connection, or it broke): the connection is
+  retired and the actor reconnects with backoff;
+- a lease whose call failed on a connection that is no longer alive (``isAlive()``, local)
+  reports it, in case libvirt never delivered the close callback;
+- a **probe** (``getLibVersion``, on a ``libvirt-probe`` thread) every ``probe_interval``
+  seconds. One that has not answered for ``stall_timeout`` seconds marks libvirtd *stalled*:
+  verbs that need libvirt answer ``LibvirtUnavailable`` (101) at once, and the status is
+  published; when the probe answers, libvirt is back (listeners resync). Past
+  ``reconnect_after`` seconds the connection is retired and the actor reconnects.
+
+While there is no usable connection, ``handle.lease()`` raises ``LibvirtUnavailable`` so that
+verbs needing libvirt fail clearly while everything else keeps working. Every change is
+published as ``|host|libvirt|status``.
 """
 
 from __future__ import annotations
@@ -17,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,86 +34,17 @@ from typing import Any
 import libvirt
 
 from actors.base import ActorContext, SupervisedActor
+from actors.clock import TimerHandle
+from actors.host.libvirtevents import DomainCallbacks, DomainEvent, EventLoop, EventRouter
+from actors.host.libvirthandle import Connection, LibvirtHandle, is_alive
+from actors.host.libvirtopen import Attempt, Opened
 from messaging.errors import LibvirtUnavailable
+
+__all__ = ["DomainEvent", "LibvirtActor", "LibvirtHandle"]
 
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 15.0
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
-
-_impl_lock = threading.Lock()
-_impl_registered = False
-
-
-def register_event_impl() -> None:
-    """Register libvirt's default event implementation: process-wide, once, before any
-    connection is opened (a libvirt rule, hence the one module-level flag)."""
-    global _impl_registered  # noqa: PLW0603 - libvirt's event impl is process-global state
-    with _impl_lock:
-        if not _impl_registered:
-            libvirt.virEventRegisterDefaultImpl()
-            _impl_registered = True
-
-
-@dataclass(frozen=True)
-class DomainEvent:
-    """One libvirt domain event. ``kind`` names the event id; ``args`` its payload."""
-
-    kind: str
-    uuid: str
-    name: str
-    args: tuple[Any, ...]
-    time: float
-
-
-EventRouter = Callable[[DomainEvent], None]
-
-
-class LibvirtHandle:
-    """The current connection, readable from any thread."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self._conn: libvirt.virConnect | None = None
-        self._reason = "not connected yet"
-
-    def get(self) -> libvirt.virConnect:
-        conn = self._conn
-        if conn is None:
-            raise LibvirtUnavailable(reason=self._reason)
-        return conn
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    def _set(self, conn: libvirt.virConnect | None, reason: str = "") -> None:
-        self._conn = conn
-        self._reason = reason
-
-    def translate(self, error: libvirt.libvirtError) -> BaseException:
-        """A libvirtError raised because the connection broke becomes LibvirtUnavailable.
-
-        libvirt reports local failures (a missing file) with VIR_ERR_SYSTEM_ERROR too, so
-        the error code alone does not tell: the connection must also be dead."""
-        conn = self._conn
-        if conn is None:
-            return LibvirtUnavailable(reason=str(error))
-        if error.get_error_code() in (
-            libvirt.VIR_ERR_SYSTEM_ERROR,
-            libvirt.VIR_ERR_RPC,
-            libvirt.VIR_ERR_NO_CONNECT,
-            libvirt.VIR_ERR_INVALID_CONN,
-        ):
-            try:
-                alive = conn.isAlive() == 1
-            except libvirt.libvirtError:
-                alive = False
-            if not alive:
-                return LibvirtUnavailable(reason=str(error))
-        translated: BaseException = error
-        return translated
 
 
 @dataclass(frozen=True)
@@ -118,38 +58,21 @@ class _Reconnect:
     pass
 
 
-_CLOSE_REASONS = {
-    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
-    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "libvirtd closed the connection",
-    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
-    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by the client",
-}
+@dataclass(frozen=True)
+class _OpenTimedOut:
+    serial: int
 
 
-class _EventLoop:
-    """libvirt's default event loop on a thread of its own."""
+@dataclass(frozen=True)
+class _ProbeTick:
+    pass
 
-    def __init__(self) -> None:
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="libvirt-events", daemon=True)
 
-    def start(self) -> None:
-        register_event_impl()
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            if libvirt.virEventRunDefaultImpl() < 0:
-                log.error("libvirt event loop iteration failed")
-                time.sleep(0.1)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        # A zero timer fires on the next iteration and so wakes the blocked loop.
-        timer = libvirt.virEventAddTimeout(0, lambda timer, opaque: None, None)
-        self._thread.join(timeout)
-        if timer >= 0:
-            libvirt.virEventRemoveTimeout(timer)
+@dataclass(frozen=True)
+class _ProbeDone:
+    serial: int
+    error: str  # empty: libvirtd answered
+    alive: bool
 
 
 class LibvirtActor(SupervisedActor):
@@ -162,130 +85,147 @@ class LibvirtActor(SupervisedActor):
         on_connect: Sequence[Callable[[], None]] = (),
         reconnect_initial: float = 0.25,
         reconnect_max: float = 5.0,
+        probe_interval: float = 5.0,
+        stall_timeout: float = 5.0,
+        reconnect_after: float = 15.0,
     ) -> None:
         super().__init__(ctx)
         self._handle = handle
-        self._on_event = on_event
+        self._callbacks = DomainCallbacks(on_event)
         self._on_connect = list(on_connect)
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
-        self._loop: _EventLoop | None = None
-        self._conn: libvirt.virConnect | None = None
-        self._callback_ids: list[int] = []
+        self._probe_interval = probe_interval
+        self._stall_timeout = stall_timeout
+        self._reconnect_after = reconnect_after
+        self._loop: EventLoop | None = None
+        self._ticker: TimerHandle | None = None
+        self._entry: Connection | None = None
+        self._attempt: Attempt | None = None
+        self._hanging: list[Attempt] = []  # abandoned attempts whose open still hangs
         self._serial = 0
         self._attempts = 0
         self._last_error = ""
-        self._connected_since: float | None = None
         self._reconnect_pending = False
-        self._events: Counter[str] = Counter()
+        self._probe_started: float | None = None
+        self._stalled = False
+        self._published: bool | None = None  # what |host|libvirt|status said last
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def setup(self) -> None:
-        self._loop = _EventLoop()
+        me = self.actor_ref
+        self._handle.watch(lambda serial, reason: _tell(me, _Disconnected(reason, serial)))
+        self._loop = EventLoop()
         self._loop.start()
+        self._ticker = self.ctx.runtime.clock.call_every(
+            self._probe_interval, lambda: _tell(me, _ProbeTick()))
         # Connect from a message, not here: setup stays quick even when libvirtd hangs.
         self._reconnect_pending = True
         self.actor_ref.tell(_Reconnect())
 
     def teardown(self) -> None:
-        self._drop("the agent is stopping")
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._attempt is not None:
+            self._attempt.abandon()
+        self._retire("the agent is stopping")
+        self._handle.join_closers(5.0)
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
+        entry = self._entry
         return {
             "uri": self._handle.uri,
-            "connected": self._conn is not None,
-            "connectedFor": None if self._connected_since is None
-            else round(now - self._connected_since, 3),
+            "connected": entry is not None and not self._stalled,
+            "connectedFor": None if entry is None else round(now - entry.opened, 3),
+            "stalledFor": None if not self._stalled or self._probe_started is None
+            else round(now - self._probe_started, 3),
+            "connecting": self._attempt is not None,
             "failedAttempts": self._attempts,
             "lastError": self._last_error,
-            "events": dict(self._events),
+            "events": dict(self._callbacks.seen),
+            **self._handle.describe(),
         }
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Disconnected):
-            if message.serial == self._serial and self._conn is not None:
+            if self._entry is not None and message.serial == self._entry.serial:
                 log.warning("libvirt connection lost: %s", message.reason)
-                self._drop(message.reason)
+                self._retire(message.reason)
                 self._schedule_reconnect()
-            return None
-        if isinstance(message, _Reconnect):
+        elif isinstance(message, _Reconnect):
             self._reconnect_pending = False
-            if self._conn is None:
-                self._connect()
-            return None
-        return super().on_receive(message)
+            self._connect()
+        elif isinstance(message, Opened):
+            self._on_opened(message)
+        elif isinstance(message, _OpenTimedOut):
+            self._on_open_timed_out(message)
+        elif isinstance(message, _ProbeTick):
+            self._on_probe_tick()
+        elif isinstance(message, _ProbeDone):
+            self._on_probe_done(message)
+        else:
+            return super().on_receive(message)
+        return None
 
-    # --- connection ----------------------------------------------------------------------
+    # --- connecting ------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        try:
-            conn = _open_with_timeout(self._handle.uri, OPEN_TIMEOUT)
-        except (libvirt.libvirtError, TimeoutError) as e:
-            self._attempts += 1
-            self._last_error = str(e)
-            if self._attempts == 1 or self._attempts % 20 == 0:
-                log.warning("cannot connect to %s (attempt %d): %s",
-                            self._handle.uri, self._attempts, e)
-            self._handle._set(None, f"cannot connect to {self._handle.uri}: {e}")
+        if self._entry is not None or self._attempt is not None:
+            return
+        self._hanging = [a for a in self._hanging if a.running]
+        if self._hanging:  # one open hanging in libvirtd at a time: try again later
             self._schedule_reconnect()
             return
         self._serial += 1
-        serial = self._serial
-        me = self.actor_ref
+        me, serial = self.actor_ref, self._serial
+        self._attempt = Attempt(
+            serial, self._handle.uri, register=self._callbacks.register,
+            on_close=lambda s, reason: _tell(me, _Disconnected(reason, s)),
+            report=lambda opened: _tell(me, opened),
+        )
+        self._attempt.start()
+        self.ctx.runtime.clock.call_later(OPEN_TIMEOUT,
+                                          lambda: _tell(me, _OpenTimedOut(serial)))
 
-        def on_close(_conn: Any, reason: int, _opaque: Any) -> None:
-            me.tell(_Disconnected(_CLOSE_REASONS.get(reason, f"reason {reason}"), serial))
-
-        try:
-            conn.registerCloseCallback(on_close, None)
-            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
-            self._register_events(conn)
-        except libvirt.libvirtError as e:
-            log.warning("connected to %s but cannot set it up: %s", self._handle.uri, e)
-            _close_quietly(conn)
-            self._last_error = str(e)
-            self._schedule_reconnect()
+    def _on_opened(self, opened: Opened) -> None:
+        if self._attempt is None or self._attempt.serial != opened.serial:
+            if opened.entry is not None:  # not expected: a late attempt closes its own
+                threading.Thread(target=opened.entry.finalize, name="libvirt-close-stray",
+                                 daemon=True).start()
             return
-        self._conn = conn
-        self._connected_since = time.monotonic()
+        self._attempt = None
+        if opened.entry is None:
+            self._failed(opened.error)
+            return
+        self._entry = opened.entry
         self._attempts = 0
-        self._handle._set(conn)
-        log.info("connected to %s", self._handle.uri)
-        self.ctx.runtime.events.publish(
-            "|host|libvirt|status", {"connected": True, "uri": self._handle.uri}
-        )
-        for listener in self._on_connect:
-            try:
-                listener()
-            except Exception:
-                log.exception("a libvirt on-connect listener failed")
+        self._stalled = False
+        self._probe_started = None
+        self._handle.install(opened.entry)
+        log.info("connected to %s (connection %d)", self._handle.uri, opened.serial)
+        self._set_published(True)
 
-    def _drop(self, reason: str) -> None:
-        conn, self._conn = self._conn, None
-        self._handle._set(None, reason)
-        self._connected_since = None
-        if conn is None:
-            return
-        self.ctx.runtime.events.publish(
-            "|host|libvirt|status",
-            {"connected": False, "uri": self._handle.uri, "reason": reason},
-        )
-        for callback_id in self._callback_ids:
-            try:
-                conn.domainEventDeregisterAny(callback_id)
-            except libvirt.libvirtError:
-                pass  # the connection is already gone
-        self._callback_ids = []
-        try:
-            conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        _close_quietly(conn)
+    def _on_open_timed_out(self, message: _OpenTimedOut) -> None:
+        attempt = self._attempt
+        if attempt is None or attempt.serial != message.serial or not attempt.abandon():
+            return  # it finished meanwhile
+        self._attempt = None
+        self._hanging.append(attempt)
+        self._failed(f"libvirt.open did not return within {OPEN_TIMEOUT:g} s")
+
+    def _failed(self, error: str) -> None:
+        self._attempts += 1
+        self._last_error = error
+        if self._attempts == 1 or self._attempts % 20 == 0:
+            log.warning("cannot connect to %s (attempt %d): %s", self._handle.uri,
+                        self._attempts, error)
+        self._handle.unavailable(f"cannot connect to {self._handle.uri}: {error}")
+        self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
         if self._reconnect_pending:
@@ -295,108 +235,89 @@ class LibvirtActor(SupervisedActor):
         me = self.actor_ref
         self.ctx.runtime.clock.call_later(delay, lambda: _tell(me, _Reconnect()))
 
-    # --- events: one small callback per event id -----------------------------------------
+    def _retire(self, reason: str) -> None:
+        """Give the current connection up: no new calls get it; the handle closes it once
+        the calls in flight on it have returned."""
+        entry, self._entry = self._entry, None
+        self._stalled = False
+        self._probe_started = None
+        self._handle.retire(reason)
+        if entry is not None:
+            self._set_published(False, reason)
 
-    def _register_events(self, conn: libvirt.virConnect) -> None:
-        callbacks: dict[int, Callable[..., None]] = {
-            libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE: self._on_lifecycle,
-            libvirt.VIR_DOMAIN_EVENT_ID_REBOOT: self._on_reboot,
-            libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON: self._on_io_error,
-            libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_THRESHOLD: self._on_block_threshold,
-            libvirt.VIR_DOMAIN_EVENT_ID_CONTROL_ERROR: self._on_control_error,
-            libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED: self._on_job_completed,
-            libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION: self._on_migration_iteration,
-            libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE: self._on_agent_lifecycle,
-            libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: self._on_device_removed,
-            libvirt.VIR_DOMAIN_EVENT_ID_TRAY_CHANGE: self._on_tray_change,
-        }
-        self._callback_ids = [
-            conn.domainEventRegisterAny(None, event_id, callback, None)
-            for event_id, callback in callbacks.items()
-        ]
+    # --- is libvirtd answering? ------------------------------------------------------------
 
-    def _emit(self, kind: str, dom: libvirt.virDomain, args: tuple[Any, ...]) -> None:
-        self._events[kind] += 1
-        try:
-            event = DomainEvent(kind, dom.UUIDString(), dom.name(), args, time.monotonic())
-            self._on_event(event)
-        except Exception:
-            log.exception("routing a libvirt %s event failed", kind)
+    def _on_probe_tick(self) -> None:
+        entry = self._entry
+        if entry is None:
+            return
+        if self._probe_started is None:
+            self._start_probe(entry.serial)
+            return
+        silent = time.monotonic() - self._probe_started
+        if silent >= self._reconnect_after:
+            reason = f"libvirtd has not answered for {silent:.0f} s"
+            log.warning("%s: giving connection %d up and reconnecting", reason, entry.serial)
+            self._retire(reason)
+            self._schedule_reconnect()
+        elif silent >= self._stall_timeout and not self._stalled:
+            reason = f"libvirtd has not answered for {silent:.0f} s"
+            log.warning("%s: verbs needing libvirt are refused until it answers", reason)
+            self._stalled = True
+            self._handle.stall(reason)
+            self._set_published(False, reason)
 
-    def _on_lifecycle(self, _c: Any, dom: Any, event: int, detail: int, _o: Any) -> None:
-        self._emit("lifecycle", dom, (event, detail))
+    def _start_probe(self, serial: int) -> None:
+        self._probe_started = time.monotonic()
+        me, handle = self.actor_ref, self._handle
 
-    def _on_reboot(self, _c: Any, dom: Any, _o: Any) -> None:
-        self._emit("reboot", dom, ())
+        def probe() -> None:
+            error, alive = "", True
+            try:
+                with handle.probe_lease(serial) as conn:
+                    try:
+                        conn.getLibVersion()
+                    except libvirt.libvirtError as e:
+                        error, alive = str(e), is_alive(conn)
+            except LibvirtUnavailable as e:
+                error, alive = e.message, False
+            _tell(me, _ProbeDone(serial, error, alive))
 
-    def _on_io_error(self, _c: Any, dom: Any, src: str, alias: str, action: int,
-                     reason: str, _o: Any) -> None:
-        self._emit("io_error", dom, (src, alias, action, reason))
+        threading.Thread(target=probe, name=f"libvirt-probe-{serial}", daemon=True).start()
 
-    def _on_block_threshold(self, _c: Any, dom: Any, dev: str, path: str, threshold: int,
-                            excess: int, _o: Any) -> None:
-        self._emit("block_threshold", dom, (dev, path, threshold, excess))
+    def _on_probe_done(self, done: _ProbeDone) -> None:
+        entry = self._entry
+        if entry is None or entry.serial != done.serial:
+            return  # a probe of a retired connection
+        self._probe_started = None
+        if not done.alive:
+            log.warning("libvirt connection lost: %s", done.error)
+            self._retire(done.error)
+            self._schedule_reconnect()
+            return
+        if self._stalled:
+            log.info("libvirtd answers again")
+            self._stalled = False
+            self._handle.unstall()
+            self._set_published(True)
 
-    def _on_control_error(self, _c: Any, dom: Any, _o: Any) -> None:
-        self._emit("control_error", dom, ())
+    # --- status ------------------------------------------------------------------------------
 
-    def _on_job_completed(self, _c: Any, dom: Any, params: dict[str, Any], _o: Any) -> None:
-        self._emit("job_completed", dom, (params,))
-
-    def _on_migration_iteration(self, _c: Any, dom: Any, iteration: int, _o: Any) -> None:
-        self._emit("migration_iteration", dom, (iteration,))
-
-    def _on_agent_lifecycle(self, _c: Any, dom: Any, state: int, reason: int, _o: Any) -> None:
-        self._emit("agent_lifecycle", dom, (state, reason))
-
-    def _on_device_removed(self, _c: Any, dom: Any, dev: str, _o: Any) -> None:
-        self._emit("device_removed", dom, (dev,))
-
-    def _on_tray_change(self, _c: Any, dom: Any, alias: str, reason: int, _o: Any) -> None:
-        self._emit("tray_change", dom, (alias, reason))
-
-
-def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
-    """libvirt.open on a throwaway thread, so a hung libvirtd cannot hang the actor.
-
-    A connection that opens only after the timeout is closed by that thread."""
-    outcome: list[Any] = []
-    lock = threading.Lock()
-    gave_up = threading.Event()
-
-    def run() -> None:
-        try:
-            result: Any = libvirt.open(uri)
-        except libvirt.libvirtError as e:
-            result = e
-        with lock:
-            if not gave_up.is_set():
-                outcome.append(result)
-                return
-        if isinstance(result, libvirt.virConnect):
-            _close_quietly(result)
-
-    thread = threading.Thread(target=run, name="libvirt-open", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    with lock:
-        if not outcome:
-            gave_up.set()
-            raise TimeoutError(f"libvirt.open({uri}) did not return within {timeout:g} s")
-    result = outcome[0]
-    if isinstance(result, libvirt.libvirtError):
-        raise result
-    if result is None:
-        raise TimeoutError(f"libvirt.open({uri}) returned nothing")
-    conn: libvirt.virConnect = result
-    return conn
-
-
-def _close_quietly(conn: libvirt.virConnect) -> None:
-    try:
-        conn.close()
-    except libvirt.libvirtError:
-        pass
+    def _set_published(self, connected: bool, reason: str = "") -> None:
+        if self._published == connected:
+            return
+        self._published = connected
+        payload: dict[str, Any] = {"connected": connected, "uri": self._handle.uri}
+        if not connected:
+            payload["reason"] = reason
+        self.ctx.runtime.events.publish("|host|libvirt|status", payload)
+        if not connected:
+            return
+        for listener in self._on_connect:
+            try:
+                listener()
+            except Exception:
+                log.exception("a libvirt on-connect listener failed")
 
 
 def _tell(ref: Any, message: Any) -> None:

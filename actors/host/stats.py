@@ -1,12 +1,14 @@
 """The host statistics sampler: one actor that samples CPU, memory and NIC counters.
 
 Every ``interval`` seconds (a clock tick) it reads /proc and sysfs and keeps the rates since
-the previous sample. ``Host.getStats`` reads the last sample: a request never does I/O.
+the previous sample in a :class:`LastSample`, which ``Host.getStats`` reads inline on the API
+server's socket thread: a request never does I/O and never waits for the actor.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +34,28 @@ class _Sample:
     counters: dict[str, nics.NicCounters]
 
 
+class LastSample:
+    """The last host stats sample, written by the actor, read by any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: dict[str, Any] = {}
+
+    def set(self, stats: dict[str, Any]) -> None:
+        with self._lock:
+            self._stats = stats
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._stats)
+
+
 class HostStatsActor(SupervisedActor):
-    def __init__(self, ctx: ActorContext, *, interval: float = 5.0) -> None:
+    def __init__(self, ctx: ActorContext, *, interval: float = 5.0,
+                 last: LastSample | None = None) -> None:
         super().__init__(ctx)
         self._interval = interval
+        self._last = last if last is not None else LastSample()
         self._timer: TimerHandle | None = None
         self._udev: pyudev.Context | None = None
         self._previous: _Sample | None = None
@@ -119,3 +139,4 @@ class HostStatsActor(SupervisedActor):
             "elapsedTime": round(now - self._started, 3),
             "sampleInterval": self._interval,
         }
+        self._last.set(self._stats)

@@ -11,6 +11,7 @@ its id (:func:`recorded`).
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import Any, TypeVar
 
 import pykka
@@ -18,6 +19,7 @@ import pykka
 from actors.directory import ActorDirectory, ServiceRef
 from actors.storage.domains import DomainsActor
 from actors.storage.pool import POOL_CHILD, PoolActor
+from messaging.deadline import current as current_deadline
 from messaging.errors import ActorUnavailable, NoSuchStoragePool, StorageTimeout
 
 T = TypeVar("T")
@@ -31,7 +33,13 @@ ASK_TIMEOUT = 10.0
 
 
 def wait(future: concurrent.futures.Future[T], timeout: float, what: str) -> T:
-    """The result of storage work, or :class:`StorageTimeout` after ``timeout``."""
+    """The result of storage work, or :class:`StorageTimeout` after ``timeout``.
+
+    The request's deadline is extended to cover ``timeout`` (the wire timeout derives from
+    the storage call's own), and the wait never outlasts the request's deadline."""
+    deadline = current_deadline()
+    deadline.cover(time.monotonic() + timeout)
+    timeout = deadline.clamp(timeout)
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
@@ -40,6 +48,7 @@ def wait(future: concurrent.futures.Future[T], timeout: float, what: str) -> T:
 
 def ask(future: pykka.Future[T], path: str, timeout: float = ASK_TIMEOUT) -> T:
     """An actor's answer, or :class:`ActorUnavailable` (retryable) if it gives none."""
+    timeout = current_deadline().clamp(timeout)
     try:
         return future.get(timeout=timeout)
     except pykka.Timeout:

@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from messaging.errors import NoSpace
+from messaging.errors import NoSpace, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.close(fd)
         tmp.replace(path)
     except OSError as e:
-        remove(tmp)
+        try:
+            remove(tmp)
+        except OSError:
+            pass  # the storage fails: the temp file stays, named as ours, for later
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpace(where=str(path.parent), reason=e.strerror or "no space") from None
-        raise
-    fsync_dir(path.parent)
+        raise StorageError(reason=f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise StorageError(reason=f"cannot sync {path.parent}: {e.strerror or e}") from None
 
 
 def remove(path: Path) -> bool:

@@ -104,7 +104,8 @@ class VmActor(SupervisedActor):
 
     def setup(self) -> None:
         me = self.actor_ref
-        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done))
+        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done),
+                                  clock=self.ctx.runtime.clock, libvirt=self._env.libvirt)
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
             first = VmStatus.RESTORING_STATE if self._params.restore_state else \

@@ -1,11 +1,15 @@
 """Handlers of the VM verbs (and of Host.getVMList / Host.getAllVmStats).
 
 They run on the API server's worker threads, never on an actor's. A lifecycle verb asks
-the VM's actor (a proxy call, answered at once) for a future of the operation, then waits
-on it here: the blocking part itself runs on the VM's GuestCaller thread with a deadline,
-so the wait is bounded. ``VM.create`` starts the actor under ``/vms`` first; when the start
-fails it stops the actor before answering, so the client never sees a half-started VM.
-``VM.destroy`` stops and removes the actor once the domain is gone.
+the VM's actor (a proxy call, answered at once) for a future of the operation: the blocking
+part runs on the VM's GuestCaller thread with a deadline. The request's deadline is extended
+to cover the operation's (the wire timeout is derived from the operation's deadline, hooks
+included), and the handler returns the operation's future: the server replies when it
+resolves, and no worker waits for it. ``VM.create`` and ``VM.destroy`` act after their
+operation too, on a ``vm-finish`` thread (two; stopping an actor is quick) before the reply:
+``VM.create`` starts the actor under ``/vms`` first, and when the start fails it stops the
+actor before answering, so the client never sees a half-started VM; ``VM.destroy`` stops and
+removes the actor once the domain is gone.
 
 Every path a client names (drives, kernel, initrd, restoreState, a CD/floppy image, the
 hibernation file) is checked and resolved by :class:`~actors.vm.paths.PathPolicy` here,
@@ -16,7 +20,9 @@ waiting for the next recovery pass) answers ``ActorUnavailable`` (102, retryable
 ``NoSuchVM``.
 
 Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from the
-:class:`~actors.vm.board.VmBoard`: no actor is asked, no libvirt call is made.
+:class:`~actors.vm.board.VmBoard` and run inline on the API server's socket thread: no
+actor is asked, no libvirt call is made, no worker is needed, so they answer even when every
+worker is busy.
 
 Until the first recovery pass after the agent started, every handler answers
 ``Recovering`` (code 100).
@@ -24,11 +30,10 @@ Until the first recovery pass after the agent started, every handler answers
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import pykka
@@ -37,10 +42,12 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
+from actors.vm.inflight import OpFuture
 from actors.vm.params import VmParams, check_plain_text
 from actors.vm.paths import PathPolicy
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
+from messaging.deadline import current as current_deadline
 from messaging.errors import (
     ActorUnavailable,
     NoSuchVM,
@@ -55,7 +62,7 @@ log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
 SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
-OP_WAIT = 900.0  # every operation has its own, shorter deadline; this is a safety net
+FINISHERS = 2  # threads that stop the actors of destroyed VMs and of failed starts
 
 VmProxy = pykka.ActorProxy[VmActor]
 SpecFactory = Callable[[VmParams], ChildSpec]
@@ -83,6 +90,8 @@ class VmApi:
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
         self._spec = spec
         self._ready = ready
+        # Acts after an operation (stops an actor: asks its supervisor): off the workers.
+        self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="vm-finish")
 
     def bindings(self) -> dict[str, Binding]:
         return {
@@ -101,21 +110,23 @@ class VmApi:
             "VM.changeCD": Binding(self._media("cdrom")),
             "VM.changeFloppy": Binding(self._media("floppy")),
             "VM.hibernate": Binding(self._hibernate),
-            "VM.getStats": Binding(self.get_stats),
-            "Host.getVMList": Binding(self.get_vm_list),
-            "Host.getAllVmStats": Binding(self.get_all_vm_stats),
+            "VM.getStats": Binding(self.get_stats, inline=True),
+            "Host.getVMList": Binding(self.get_vm_list, inline=True),
+            "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
         }
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+    def create(self, params: dict[str, Any]) -> Future[Any]:
         self._check_ready()
         vm_id = params["vmID"]
         vm = self._paths.check_params(VmParams.from_dict(vm_id, params["vmParams"]))
         if self._board.get(vm_id) is not None or vm_id in self._registry:
             raise VMExists(vmID=vm_id)  # running, or its actor restarting: touch nothing
+        deadline = current_deadline()
         try:
-            self._vms.proxy().start_child(self._spec(vm)).get(timeout=SUPERVISOR_TIMEOUT)
+            self._vms.proxy().start_child(self._spec(vm)).get(
+                timeout=deadline.clamp(SUPERVISOR_TIMEOUT))
         except ChildExists:
             raise VMExists(vmID=vm_id) from None
         except ChildStartError as e:
@@ -124,22 +135,31 @@ class VmApi:
         except (pykka.Timeout, pykka.ActorDeadError):
             raise ActorUnavailable(path=self._vms_path, reason="it did not answer") from None
         try:
-            result: dict[str, Any] = self._wait(self._proxy(vm_id).launch())
+            launched = self._operation(self._proxy(vm_id).launch())
         except BaseException:
             # This create's own actor and board entry; the start removed what it made.
             self._stop_actor(vm_id)
             self._board.remove(vm_id)
             raise
-        return result
+        return self._after(launched, on_error=lambda: self._drop_failed(vm_id))
 
-    def destroy(self, params: dict[str, Any]) -> bool:
+    def destroy(self, params: dict[str, Any]) -> Future[Any]:
         vm_id = params["vmID"]
-        self._verb(params, lambda vm: vm.destroy())
+        return self._after(self._verb(params, lambda vm: vm.destroy()),
+                           on_ok=lambda: self._forget(vm_id))
+
+    def _drop_failed(self, vm_id: str) -> None:
+        """After a failed start: this create's own actor and board entry (the start itself
+        removed what it made: its registry entry, its volumes)."""
+        self._stop_actor(vm_id)
+        self._board.remove(vm_id)
+
+    def _forget(self, vm_id: str) -> None:
+        """After a destroy: the VM is gone from the agent (on a finisher thread)."""
         self._registry.remove(vm_id)  # first: a recovery pass meanwhile must not revive it
         self._stop_actor(vm_id)
         self._board.remove(vm_id)
         self._logs.prune(self._registry.ids() | self._board.ids())
-        return True
 
     def _media(self, device: Literal["cdrom", "floppy"]) -> Callable[[dict[str, Any]], Any]:
         def handler(p: dict[str, Any]) -> Any:
@@ -192,35 +212,64 @@ class VmApi:
                                     reason="its actor is being restarted; try again shortly")
         return NoSuchVM(vmID=vm_id)
 
-    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Any:
-        """Ask the VM's actor (``call`` may first check more params: the VM's existence is
-        checked before them)."""
+    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
+        """Ask the VM's actor for an operation; its future (the server replies from it).
+        ``call`` may first check more params: the VM's existence is checked before them."""
         self._check_ready()
         vm_id = params["vmID"]
         try:
-            future = call(self._proxy(vm_id))
+            asked = call(self._proxy(vm_id))
         except pykka.ActorDeadError:
             raise self._absent(vm_id) from None
-        return self._wait(future)
+        return self._operation(asked)
 
-    def _wait(self, asked: Any) -> Any:
-        """The outcome of an operation: ``asked`` is the proxy call's pykka future, which
-        resolves (at once) to the operation's own future."""
+    def _operation(self, asked: Any) -> Future[Any]:
+        """The operation's future: ``asked`` is the proxy call's pykka future, which resolves
+        (at once) to it. The request's deadline is extended to cover the operation's."""
         try:
-            operation: Future[Any] = asked.get(timeout=ASK_TIMEOUT)
+            operation: Future[Any] = asked.get(timeout=current_deadline().clamp(ASK_TIMEOUT))
         except pykka.Timeout:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor did not answer") \
                 from None
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor stopped") from None
-        try:
-            return operation.result(timeout=OP_WAIT)
-        except concurrent.futures.TimeoutError:
-            raise VMError(reason=f"the operation did not end within {OP_WAIT:g} s") from None
+        if isinstance(operation, OpFuture):
+            current_deadline().cover(operation.deadline)
+        return operation
+
+    def _after(
+        self,
+        operation: Future[Any],
+        *,
+        on_ok: Callable[[], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> Future[Any]:
+        """The operation's outcome, once ``on_ok`` or ``on_error`` ran on a finisher thread
+        (no worker waits for the operation). The request's deadline covers both."""
+        if isinstance(operation, OpFuture):
+            current_deadline().cover(operation.deadline + SUPERVISOR_TIMEOUT)
+        reply: Future[Any] = Future()
+
+        def settle(done: Future[Any]) -> None:
+            error = done.exception() if not done.cancelled() else VMError(reason="cancelled")
+            then = on_error if error is not None else on_ok
+            try:
+                if then is not None:
+                    then()
+            except Exception:
+                log.exception("acting after a VM operation failed")
+            if error is not None:
+                reply.set_exception(error)
+            else:
+                reply.set_result(done.result())
+
+        operation.add_done_callback(lambda done: self._finisher.submit(settle, done))
+        return reply
 
     def _stop_actor(self, vm_id: str) -> None:
         """Stop and forget the VM's actor (its VM is gone or never started)."""
         try:
-            self._vms.proxy().stop_child(vm_id).get(timeout=SUPERVISOR_TIMEOUT)
+            self._vms.proxy().stop_child(vm_id).get(
+                timeout=max(1.0, current_deadline().clamp(SUPERVISOR_TIMEOUT)))
         except (pykka.Timeout, pykka.ActorDeadError, VdsmError) as e:
             log.error("cannot stop the actor of VM %s: %s", vm_id, e)

@@ -22,12 +22,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.clock import Clock
+from actors.host.libvirthandle import LibvirtHandle
 from actors.vm.guestcall import GuestCaller
 from messaging.errors import GuestCallTimeout, VMBusy, VMError
 
 log = logging.getLogger(__name__)
 
 CREATE = "VM.create"  # while a VM is being created, nothing else runs on it
+
+
+class OpFuture(Future[Any]):
+    """The future a verb waits on, knowing by when its operation ends at the latest (its
+    deadline, ``time.monotonic()`` seconds): the API derives the request's deadline from it."""
+
+    deadline: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,16 +54,23 @@ class Op:
     on_ok: Callable[[Any], Any]
     on_error: Callable[[BaseException], None] | None
     events_at_start: int  # the actor's count of lifecycle events when it started
-    reply: Future[Any] = field(default_factory=Future)
+    reply: OpFuture = field(default_factory=OpFuture)
     started: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class InFlight:
-    def __init__(self, vm_id: str, notify: Callable[[OpDone], None]) -> None:
+    def __init__(
+        self,
+        vm_id: str,
+        notify: Callable[[OpDone], None],
+        *,
+        clock: Clock,
+        libvirt: LibvirtHandle | None = None,
+    ) -> None:
         self.vm_id = vm_id
         self._notify = notify
-        self._caller = GuestCaller(vm_id)
+        self._caller = GuestCaller(vm_id, clock=clock, libvirt=libvirt)
         self._ops: dict[int, Op] = {}
         self._ids = itertools.count(1)
 
@@ -68,7 +84,7 @@ class InFlight:
         on_ok: Callable[[Any], Any],
         on_error: Callable[[BaseException], None] | None = None,
         events_at_start: int = 0,
-    ) -> Future[Any]:
+    ) -> OpFuture:
         """Start ``work(cancelled)`` on a caller thread; the future the verb waits on.
 
         ``cancelled`` is set when the operation missed its deadline (or the actor stopped):
@@ -76,6 +92,7 @@ class InFlight:
         Raises ``GuestCallBusy`` when the previous call of ``kind`` is stuck.
         """
         op = Op(name, kind, on_ok, on_error, events_at_start)
+        op.reply.deadline = time.monotonic() + timeout
         future = self._caller.submit(kind, lambda: work(op.cancelled), timeout=timeout,
                                      name=name)
         op_id = next(self._ids)

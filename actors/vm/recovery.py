@@ -198,8 +198,11 @@ class Resync:
         return None if info is None else info.state
 
     def run_once(self) -> None:
-        conn = self._libvirt.get()
         self._wait_for_supervisor()
+        with self._libvirt.lease() as conn:  # not closed under the pass
+            self._run_once(conn)
+
+    def _run_once(self, conn: libvirt.virConnect) -> None:
         seen: set[str] = set()
         for vm_id, params in self._registry.entries().items():
             found = find_domain(conn, vm_id, self._owner)

@@ -40,7 +40,7 @@ from actors.host.libvirtconn import LibvirtHandle
 from actors.vm.board import VmBoard
 from actors.vm.guestcall import GuestCaller
 from actors.vm.stats import BULK_FLAGS, STATS, Record, StatsHistory, monitor_responding
-from messaging.errors import GuestCallBusy, GuestCallTimeout, LibvirtUnavailable
+from messaging.errors import GuestCallBusy, GuestCallTimeout
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class VmStatsSampler(SupervisedActor):
         self._last_error = ""
 
     def setup(self) -> None:
-        self._caller = GuestCaller("all-vms", max_outstanding=self._max_stuck)
+        self._caller = GuestCaller("all-vms", clock=self.ctx.runtime.clock,
+                                   max_outstanding=self._max_stuck, libvirt=self._libvirt)
         me = self.actor_ref
         self._timer = self.ctx.runtime.clock.call_every(self._interval,
                                                         lambda: _tell(me, _Tick()))
@@ -131,13 +132,11 @@ class VmStatsSampler(SupervisedActor):
         return None
 
     def _issue(self) -> None:
-        if not self._board.ids():
-            return  # no VM: nothing to sample
-        try:
-            conn = self._libvirt.get()
-        except LibvirtUnavailable:
-            return
-        self._submit(lambda: conn.getAllDomainStats(STATS, BULK_FLAGS), "getAllDomainStats")
+        if not self._board.ids() or not self._libvirt.connected:
+            return  # no VM (nothing to sample), or libvirt is away
+        handle = self._libvirt  # the call's thread leases the connection (the caller does)
+        self._submit(lambda: handle.get().getAllDomainStats(STATS, BULK_FLAGS),
+                     "getAllDomainStats")
 
     def _submit(self, call: Callable[[], Any], name: str, *, confirming: bool = False) -> bool:
         assert self._caller is not None
@@ -187,15 +186,16 @@ class VmStatsSampler(SupervisedActor):
 
     def _confirm(self, message: _Confirm) -> None:
         self._counts["confirmations"] += 1
-        try:
-            conn = self._libvirt.get()
-        except LibvirtUnavailable:
-            conn = None
-        domains = list(message.domains)
-        if conn is None or not self._submit(
-            lambda: conn.domainListGetStats(domains, STATS, BULK_FLAGS),
-            "domainListGetStats", confirming=True,
-        ):
+        handle, domains = self._libvirt, list(message.domains)
+
+        def confirm() -> list[tuple[Any, Record]]:
+            conn = handle.get()
+            # Domains of a connection retired meanwhile cannot be asked on this one.
+            same = [d for d in domains if d.connect() is conn]
+            return conn.domainListGetStats(same, STATS, BULK_FLAGS) if same else []
+
+        if not handle.connected or not self._submit(confirm, "domainListGetStats",
+                                                    confirming=True):
             self._finish_pending()
 
     def _on_confirmed(self, message: _BulkDone) -> None:

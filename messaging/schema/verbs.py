@@ -1,7 +1,9 @@
 """Verb declarations and the schema that holds them.
 
 A :class:`Verb` names a method, its params (as :class:`~messaging.schema.types.Field`), what
-it returns, its 2011 aliases and its server-side timeout. The :class:`Schema` looks verbs up
+it returns, its 2011 aliases and its server-side timeout (see :mod:`messaging.deadline`: a
+verb that starts an operation with a longer deadline, named by ``operation``, is given until
+that deadline). The :class:`Schema` looks verbs up
 by name or alias and validates a request's params. Handlers are bound separately (by the
 daemon), so this package describes the wire and nothing else.
 """
@@ -26,6 +28,9 @@ class Verb:
     result: str = "true"
     aliases: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    #: the deadline of the operation the verb starts, when it may be longer than ``timeout``:
+    #: the request's deadline is then extended to it (plus a reply margin)
+    operation: str = ""
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from messaging.schema.types import (
 from messaging.schema.verbs import Verb
 
 VM_ID = Field("vmID", Uuid(), doc="the VM's UUID")
+CALL_DEADLINE = "[vm] call_timeout + the verb's hooks' budget"
 
 DRIVE = Struct(
     (
@@ -77,6 +78,7 @@ VERBS = (
         result="{vmID, status}",
         aliases=("create",),
         timeout=120.0,
+        operation="[vm] start_timeout + the start hooks' budget",
     ),
     Verb(
         "VM.destroy",
@@ -85,10 +87,13 @@ VERBS = (
         (VM_ID,),
         aliases=("destroy",),
         timeout=60.0,
+        operation="[vm] destroy_timeout + the destroy hooks' budget",
     ),
-    Verb("VM.pause", "Pause the guest's vCPUs.", (VM_ID,), aliases=("pause",)),
-    Verb("VM.cont", "Resume a paused VM.", (VM_ID,), aliases=("continue",)),
-    Verb("VM.reset", "Hard-reset the guest.", (VM_ID,)),
+    Verb("VM.pause", "Pause the guest's vCPUs.", (VM_ID,), aliases=("pause",),
+         operation=CALL_DEADLINE),
+    Verb("VM.cont", "Resume a paused VM.", (VM_ID,), aliases=("continue",),
+         operation=CALL_DEADLINE),
+    Verb("VM.reset", "Hard-reset the guest.", (VM_ID,), operation=CALL_DEADLINE),
     Verb(
         "VM.shutdown",
         "ACPI power-off; if the guest is still up after delay seconds, destroy it.",
@@ -98,24 +103,28 @@ VERBS = (
             Field("message", Str(max_len=1024), required=False, default=""),
         ),
         aliases=("shutdown",),
+        operation=CALL_DEADLINE,
     ),
     Verb(
         "VM.setTicket",
         "Set the display (VNC) password, valid for ttl seconds (0: expired at once).",
         (VM_ID, Field("password", Str(max_len=8)), Field("ttl", Int(min=0, max=10**7))),
         aliases=("setVmTicket",),
+        operation=CALL_DEADLINE,
     ),
     Verb(
         "VM.changeCD",
         "Insert a CD-ROM image (an empty path ejects).",
         (VM_ID, Field("path", Path(), doc="as vmParams.drives[].path")),
         aliases=("changeCD",),
+        operation=CALL_DEADLINE,
     ),
     Verb(
         "VM.changeFloppy",
         "Insert a floppy image (an empty path ejects).",
         (VM_ID, Field("path", Path(), doc="as vmParams.drives[].path")),
         aliases=("changeFloppy",),
+        operation=CALL_DEADLINE,
     ),
     Verb(
         "VM.hibernate",
@@ -126,6 +135,7 @@ VERBS = (
                           "written over an existing file)")),
         aliases=("hibernate",),
         timeout=300.0,
+        operation="[vm] save_timeout + the hibernate hooks' budget",
     ),
     Verb(
         "VM.migrate",

@@ -51,11 +51,6 @@ def test_metadata_faults_make_the_domain_invalid_until_cleared(faultfs: FaultFSM
     assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
 
 
-KNOWN_INTERNAL_ERROR = (
-    "agent bug found with faultfs, left to the storage owner: an EIO from a metadata write "
-    "(fileutil.write_atomic turns only ENOSPC into a VdsmError) reaches tasks._failure as an "
-    "unexpected error, so the task ends with -32603 'internal error' instead of a storage "
-    "error; the revert itself works")
 
 
 @pytest.mark.timeout(180)
@@ -80,6 +75,4 @@ def test_volume_creation_on_failing_storage_reverts_with_a_storage_error(
     finally:
         control.clear()
     assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
-    if status["code"] == -32603:
-        pytest.xfail(KNOWN_INTERNAL_ERROR)
     assert 200 <= status["code"] < 300, status  # a storage error, not an internal one

@@ -26,7 +26,7 @@ from actors.vm import domxml
 from messaging.client import ClientError
 from tests import guest as g
 from tests.harness import Vdsmd, wait_for
-from tests.privlibvirt import DIRS, PrivateLibvirtd
+from tests.privlibvirt import PrivateLibvirtd, namespace_script
 
 BOOT_TIMEOUT = 120.0
 STATUS_TIMEOUT = 60.0
@@ -204,12 +204,10 @@ class GuestLibvirtd(PrivateLibvirtd):
         self.virtlogd_conf = virtlogd_conf
 
     def start(self, timeout: float = 20.0) -> None:
-        mounts = " && ".join(
-            f"mount --bind {self.workdir / name} {target}" for name, target in DIRS.items()
-        )
         conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
         virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'}{conf} || true)"
-        script = f"{mounts} && {virtlogd} && exec libvirtd -p {self.workdir / 'libvirtd.pid'}"
+        script = namespace_script(self.workdir, virtlogd,
+                                  f"exec libvirtd -p {self.workdir / 'libvirtd.pid'}")
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 ["unshare", "-m", "--propagation", "private", "sh", "-c", script],

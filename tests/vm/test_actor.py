@@ -24,7 +24,7 @@ from actors.base import ActorContext, Runtime
 from actors.clock import Clock
 from actors.config import VmConfig
 from actors.directory import ActorDirectory
-from actors.host.libvirtconn import DomainEvent, LibvirtHandle
+from actors.host.libvirtconn import DomainEvent
 from actors.storage.handle import VolumeHandle
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
@@ -36,6 +36,7 @@ from actors.vm.seriallog import SerialLogs
 from actors.vm.status import ExitReason, Transition, VmStatus
 from messaging.errors import GuestCallBusy, GuestCallTimeout, VMBusy, VMError
 from tests.harness import wait_for
+from tests.libvirthelp import handle_over
 from tests.vm.helpers import raw_params, validated
 
 pytestmark = pytest.mark.usefixtures("stop_all_actors")
@@ -150,7 +151,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     runtime = Runtime(events=sink, clock=clock, directory=ActorDirectory())
     config = VmConfig(hooks_dir=tmp_path / "hooks", call_timeout=0.5, powering_up=0.05,
                       destroy_timeout=2.0, start_timeout=2.0)
-    vm_env = VmEnv(libvirt=LibvirtHandle("test:///default"), hooks=HookRunner(tmp_path),
+    test_conn = libvirt.open("test:///default")  # the ops are fakes: it is only leased
+    vm_env = VmEnv(libvirt=handle_over(test_conn), hooks=HookRunner(tmp_path),
                    storage=NoStorage(), config=config, owner=str(tmp_path),
                    logs=SerialLogs(tmp_path / "vms", kept=5), registry=VmRegistry(tmp_path / "vms"))
     params = VmParams.from_dict(str(uuid.uuid4()), validated(raw_params()))
@@ -159,6 +161,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     finally:
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
         clock.stop()
+        test_conn.close()
 
 
 def result(asked: Any, timeout: float = 10.0) -> Any:

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 import libvirt
 import pytest
 
+from actors.clock import Clock
 from actors.vm.guestcall import GuestCaller
 from messaging.errors import GuestCallBusy, GuestCallTimeout, VMError
 from tests.vm.helpers import VM_ID
@@ -25,8 +26,8 @@ def release() -> Iterator[threading.Event]:
 
 
 @pytest.mark.timeout(10)
-def test_result_and_exception_pass_through() -> None:
-    caller = GuestCaller(VM_ID)
+def test_result_and_exception_pass_through(clock: Clock) -> None:
+    caller = GuestCaller(VM_ID, clock=clock)
     assert caller.call("control", lambda: 42, timeout=5) == 42
 
     def fails() -> None:
@@ -39,8 +40,8 @@ def test_result_and_exception_pass_through() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_runs_off_the_callers_thread() -> None:
-    caller = GuestCaller(VM_ID)
+def test_runs_off_the_callers_thread(clock: Clock) -> None:
+    caller = GuestCaller(VM_ID, clock=clock)
     ran_on = caller.call("control", threading.current_thread, timeout=5)
     assert ran_on is not threading.current_thread()
     assert ran_on.name.startswith(f"guestcall-{VM_ID[:8]}-control")
@@ -49,8 +50,9 @@ def test_runs_off_the_callers_thread() -> None:
 @pytest.mark.timeout(10)
 def test_stuck_call_times_out_is_abandoned_then_frees_its_slot(
     release: threading.Event,
+    clock: Clock,
 ) -> None:
-    caller = GuestCaller(VM_ID)
+    caller = GuestCaller(VM_ID, clock=clock)
     started = time.monotonic()
     future = caller.submit("control", lambda: release.wait(30), timeout=0.3, name="suspend")
     with pytest.raises(GuestCallTimeout) as err:
@@ -79,8 +81,10 @@ def test_stuck_call_times_out_is_abandoned_then_frees_its_slot(
 
 
 @pytest.mark.timeout(10)
-def test_future_resolves_by_the_deadline_for_async_callers(release: threading.Event) -> None:
-    caller = GuestCaller(VM_ID)
+def test_future_resolves_by_the_deadline_for_async_callers(
+    release: threading.Event, clock: Clock
+) -> None:
+    caller = GuestCaller(VM_ID, clock=clock)
     done: list[float] = []
     started = time.monotonic()
     future: Future[bool] = caller.submit("control", lambda: release.wait(30), timeout=0.2)
@@ -94,8 +98,8 @@ def test_future_resolves_by_the_deadline_for_async_callers(release: threading.Ev
 
 
 @pytest.mark.timeout(10)
-def test_several_outstanding_for_a_bulk_caller(release: threading.Event) -> None:
-    bulk = GuestCaller("host", max_outstanding=2)
+def test_several_outstanding_for_a_bulk_caller(release: threading.Event, clock: Clock) -> None:
+    bulk = GuestCaller("host", max_outstanding=2, clock=clock)
     first = bulk.submit("bulk-stats", lambda: release.wait(30), timeout=0.1)
     with pytest.raises(GuestCallTimeout):
         first.result(5)
@@ -108,8 +112,8 @@ def test_several_outstanding_for_a_bulk_caller(release: threading.Event) -> None
 
 
 @pytest.mark.timeout(10)
-def test_libvirt_job_timeout_becomes_a_guest_call_timeout() -> None:
-    caller = GuestCaller(VM_ID)
+def test_libvirt_job_timeout_becomes_a_guest_call_timeout(clock: Clock) -> None:
+    caller = GuestCaller(VM_ID, clock=clock)
 
     def job_lock_timeout() -> None:
         error = libvirt.libvirtError("cannot acquire state change lock")
@@ -130,8 +134,8 @@ def test_libvirt_job_timeout_becomes_a_guest_call_timeout() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_closed_caller_refuses_new_calls() -> None:
-    caller = GuestCaller(VM_ID)
+def test_closed_caller_refuses_new_calls(clock: Clock) -> None:
+    caller = GuestCaller(VM_ID, clock=clock)
     caller.close()
     with pytest.raises(RuntimeError, match="closed"):
         caller.submit("control", lambda: 1, timeout=1)

@@ -15,7 +15,6 @@ import libvirt
 import pytest
 
 from actors.config import VmConfig
-from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
 from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv, VmOps
@@ -24,6 +23,7 @@ from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
 from actors.vm.status import VmStatus
 from messaging.errors import StorageError, VMError
+from tests.libvirthelp import handle_over
 from tests.vm.helpers import raw_params, validated
 
 pytestmark = pytest.mark.libvirt
@@ -68,8 +68,7 @@ def volumes(tmp_path: Path) -> Volumes:
 
 @pytest.fixture
 def ops_for(tmp_path: Path, volumes: Volumes, conn: libvirt.virConnect) -> Any:
-    handle = LibvirtHandle("qemu:///system")
-    handle._set(conn)  # the test's own connection stands in for the LibvirtActor's
+    handle = handle_over(conn, "qemu:///system")
     env = VmEnv(libvirt=handle, hooks=HookRunner(tmp_path / "hooks"), storage=volumes,
                 config=VmConfig(), owner=str(tmp_path), logs=SerialLogs(tmp_path / "vms", kept=5),
                 registry=VmRegistry(tmp_path / "vms"))
@@ -80,7 +79,10 @@ def ops_for(tmp_path: Path, volumes: Volumes, conn: libvirt.virConnect) -> Any:
         made.append(ops)
         return ops
 
-    yield make
+    # The ops run on the test's thread here (on a GuestCaller thread, which leases the
+    # connection, in the agent): the test's thread holds the lease.
+    with handle.lease():
+        yield make
     for ops in made:
         try:
             conn.lookupByUUIDString(ops.vm_id).destroy()

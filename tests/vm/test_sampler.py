@@ -15,11 +15,11 @@ import pytest
 from actors.base import ActorContext, Runtime
 from actors.clock import Clock
 from actors.directory import ActorDirectory
-from actors.host.libvirtconn import LibvirtHandle
 from actors.vm.board import VmBoard, VmView
 from actors.vm.sampler import VmStatsSampler
 from actors.vm.status import VmStatus
 from tests.harness import wait_for
+from tests.libvirthelp import handle_over
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
 B = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -31,9 +31,13 @@ PARTIAL = dict(RUNNING)  # the monitor part was skipped: no balloon.rss
 @dataclass(frozen=True)
 class Dom:
     uuid: str
+    conn: Any = None
 
     def UUIDString(self) -> str:
         return self.uuid
+
+    def connect(self) -> Any:
+        return self.conn
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Conn:
         if answer is None:
             self.release.wait(30)
             return []
-        return [(Dom(k), v) for k, v in answer.items()]
+        return [(Dom(k, self), v) for k, v in answer.items()]
 
     def domainListGetStats(self, doms: list[Dom], _s: int, _f: int) -> list[tuple[Dom, Any]]:
         self.calls.append("confirm")
@@ -84,8 +88,7 @@ class _Sink:
 
 
 def start(runtime: Runtime, board: VmBoard, conn: Conn) -> pykka.ActorRef[VmStatsSampler]:
-    handle = LibvirtHandle("test:///scripted")
-    handle._set(conn)  # a scripted connection in place of libvirt's
+    handle = handle_over(conn, "test:///scripted")  # a scripted connection for libvirt's
     ref: pykka.ActorRef[VmStatsSampler] = VmStatsSampler.start(
         ActorContext(path="/vms/sampler", runtime=runtime), libvirt=handle, board=board,
         interval=0.1, timeout=0.3, confirm_delay=0.05,
