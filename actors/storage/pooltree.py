@@ -45,6 +45,7 @@ from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from messaging.errors import StorageNotSupported, VdsmError
 
 LEASE, MAILBOX, MAILMON = "lease", "mailbox", "mailmon"
+SPM_AREAS = ("ids", "leases", "inbox", "outbox")
 WRITE_TIMEOUT = 120.0
 
 
@@ -71,10 +72,13 @@ class PoolTree:
     # --- the master domain's areas (storage I/O: on the caller's thread) -------------------
 
     def dom_md(self, record: PoolRecord) -> Path:
+        """The directory of the master's lease and mailbox areas (an LVM master's are LVs,
+        activated here: StorageNotSupported where LVs cannot be activated)."""
         backend = self.locator.open(record.master_sd)
         if isinstance(backend, FileDomain):
             return backend.layout.dom_md
         if isinstance(backend, LvmDomain):
+            backend.lvm.activate(backend.vg_name, list(SPM_AREAS))
             return Path("/dev") / backend.vg_name
         raise StorageNotSupported(reason=f"no lease areas on master domain {record.master_sd}")
 

@@ -27,7 +27,8 @@ from tests.storage.helpers import detach, loop_devices_of, sh, sparse_file, unmo
 SPM_CONFIG = ("[spm]\nlease_time = 3\nrenew_interval = 0.5\nio_timeout = 0.5\n"
               "agent_timeout = 2\nheartbeat_interval = 0.2\njournal = true\n")
 """Short SPM lease timings (a dead SPM is replaced within seconds) and the safety journal."""
-CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n" + SPM_CONFIG
+CONFIG = SPM_CONFIG + "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+"""Ends in the [storage] table: tests append more storage settings to it."""
 
 
 def new_id() -> str:
@@ -127,11 +128,21 @@ class Rig:
         self.config = config
         self.workdir = tmp / "vdsmd"
         self.daemon: Vdsmd | None = None
+        self.pools: list[str] = []
+        """Pools this rig made its vdsmd the SPM of: a restarted vdsmd is made SPM again, as
+        a management layer would (spmStart), before the test goes on."""
 
     # --- the daemon ----------------------------------------------------------------------
 
     def start(self) -> Vdsmd:
         self.daemon = Vdsmd(self.workdir, config=self.config).start()
+        for sp in list(self.pools):
+            try:
+                self.spm_start(sp)
+            except ClientError as e:
+                if e.code != 202:  # disconnected meanwhile: nothing to take over
+                    raise
+                self.pools.remove(sp)
         return self.daemon
 
     @property
@@ -222,6 +233,7 @@ class Rig:
         assert self.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
                          masterSdUUID=master, masterVersion=1) is True
         self.spm_start(sp)
+        self.pools.append(sp)
         for sd in others:
             assert self.call("StorageDomain.activate", storagedomainID=sd,
                              storagepoolID=sp) is True

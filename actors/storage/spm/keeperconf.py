@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 

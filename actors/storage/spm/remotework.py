@@ -115,6 +115,8 @@ class SpmStartWork:
                 return
             if state.attempts > asked and state.status == "Free":
                 raise LeaseError(lease=f"SPM of pool {self.sp_uuid}", reason=state.reason)
+            if state.status == "Unknown" and state.reason:  # the keeper cannot run
+                raise LeaseError(lease=f"SPM of pool {self.sp_uuid}", reason=state.reason)
             time.sleep(0.05)
         raise LeaseError(lease=f"SPM of pool {self.sp_uuid}",
                          reason=f"not acquired within {self.timeout:g} s")

@@ -69,8 +69,8 @@ def test_only_one_of_two_keepers_becomes_spm(rig: KeeperRig) -> None:
              "Contend" not in (a.status, b.status), 20, what="one SPM")
     winner, loser = (a, b) if a.status == "SPM" else (b, a)
     winner.wait_spm(10)
-    assert loser.status == "Free"
-    assert "held by host" in loser.state["spm"]["reason"]
+    wait_for(lambda: loser.status == "Free" and "held by host" in loser.state["spm"]["reason"],
+             10, what="the loser to be refused")
     # the loser learns who holds it at its next observation
     wait_for(lambda: loser.state["spm"]["spmId"] == winner.config.host_id, 5,
              what="the loser to see the winner")
