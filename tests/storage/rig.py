@@ -87,17 +87,21 @@ class ConfirmedSubscriber(Subscriber):
                 return event
 
 
-def children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``pid``."""
+def children(pid: int, *, keepers: bool = False) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid`` (the pools' lease keepers, which
+    vdsmd runs for as long as a pool is connected, only when ``keepers``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         if int(fields[1]) == pid and fields[0] != "Z":
+            if not keepers and b"actors.storage.spm.keeper" in cmdline:
+                continue
             found.append(int(entry.name))
     return found
 

@@ -29,6 +29,7 @@ from messaging.errors import LeaseError, NotSPM, TaskAborted, VdsmError
 SPM_VERBS = ("Volume.create", "Volume.delete", "Image.delete", "StorageDomain.attach",
              "StorageDomain.detach")
 
+PROGRESS_POLL = 0.2
 ClientFor = Callable[[str], WriterClient]
 PoolChanged = Callable[[str, dict[str, Any]], None]
 """``(spUUID, pool record)``: an SPM task changed the pool (attach, detach); tell its actor."""
@@ -54,7 +55,7 @@ class WriterWork:
         client = self._client()
         journal(Progress(1, 1, 0, "running on the SPM's writer"))
         stop = threading.Event()
-        watcher = threading.Thread(target=self._watch_abort, args=(abort, client, stop),
+        watcher = threading.Thread(target=self._watch, args=(abort, client, stop, journal),
                                    name=f"abort-watch-{self.task_id[:8]}", daemon=True)
         watcher.start()
         try:
@@ -72,14 +73,27 @@ class WriterWork:
             self.pool_changed(str(self.params["spUUID"]), result["pool"])
         journal(Progress(1, 1, 1, "done"))
 
-    def _watch_abort(self, abort: Aborter, client: WriterClient, stop: threading.Event) -> None:
-        while not stop.wait(0.2):
-            if abort.aborted:
+    def _watch(self, abort: Aborter, client: WriterClient, stop: threading.Event,
+               journal: Journal) -> None:
+        """While the task runs: relay its steps' progress into the local record, and a
+        Task.stop to the writer."""
+        seen: dict[str, Any] | None = None
+        aborted = False
+        while not stop.wait(PROGRESS_POLL):
+            if abort.aborted and not aborted:
+                aborted = True
                 try:
                     client.call("Writer.abortTask", {"taskID": self.task_id}, timeout=10.0)
                 except VdsmError:
                     pass  # it ended meanwhile, or the lease is gone (then the task fails)
-                return
+            try:
+                progress = client.call("Writer.taskProgress", {"taskID": self.task_id},
+                                       timeout=5.0)
+            except VdsmError:
+                continue  # the call itself reports what matters
+            if progress and progress != seen and not stop.is_set():
+                seen = progress
+                journal(Progress.from_json(progress))
 
     def revert(self, started: int) -> None:
         if started <= 0:

@@ -24,6 +24,8 @@ WRITER_SCHEMA = Schema([
          (Field("taskID", Uuid()), Field("verb", Str(max_len=64)),
           Field("params", MapOf(AnyValue())), Field("started", Int(min=0))),
          timeout=TASK_TIMEOUT),
+    Verb("Writer.taskProgress", "How far a running task got (None when it does not run).",
+         (Field("taskID", Uuid()),)),
     Verb("Writer.abortTask", "Abort a running task (kills its command).",
          (Field("taskID", Uuid()),)),
     Verb("Writer.recoverTasks", "Finish or undo the tasks a previous SPM left unfinished.",

@@ -49,6 +49,7 @@ class WriterOps:
         self._mail_lock = threading.Lock()
         self._inbox_area: MailArea | None = None
         self._aborters: dict[str, Aborter] = {}
+        self._progress: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.journals = MasterTasks(locator, master_sd, guard)
         env = taskwork.TaskEnv(locator=locator, pool_call=self._pool_call, usage=usage,
@@ -95,6 +96,8 @@ class WriterOps:
 
         def journal(progress: Progress) -> None:
             nonlocal started
+            with self._lock:
+                self._progress[task_id] = progress.to_json()
             if progress.started and progress.started != started:
                 started = progress.started
                 self.journals.put(TaskEntry(task_id, verb, params["params"], started))
@@ -115,6 +118,7 @@ class WriterOps:
         finally:
             with self._lock:
                 self._aborters.pop(task_id, None)
+                self._progress.pop(task_id, None)
         self.journals.remove(task_id)
         if verb in ("StorageDomain.attach", "StorageDomain.detach"):
             pool = poolmeta.read_pool(self.locator, self.sp_uuid, self.master_sd, None)
@@ -128,6 +132,11 @@ class WriterOps:
         builder(params["params"]).revert(params["started"])
         self.journals.remove(params["taskID"])
         return {"taskID": params["taskID"]}
+
+    def task_progress(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """How far a running task got (its steps), None when it does not run here."""
+        with self._lock:
+            return self._progress.get(params["taskID"])
 
     def abort_task(self, params: dict[str, Any]) -> bool:
         with self._lock:
@@ -211,6 +220,7 @@ class WriterOps:
             "Writer.runTask": Binding(self.run_task),
             "Writer.revertTask": Binding(self.revert_task),
             "Writer.abortTask": Binding(self.abort_task),
+            "Writer.taskProgress": Binding(self.task_progress, inline=True),
             "Writer.recoverTasks": Binding(self.recover_tasks),
             "Writer.extendVolume": Binding(self.extend_volume),
             "Writer.serveMail": Binding(self.serve_mail),

@@ -54,10 +54,14 @@ def test_no_torn_read_while_another_process_writes(tmp_path: Path) -> None:
     proc = multiprocessing.get_context("spawn").Process(
         target=_hammer, args=(str(tmp_path / "fence"), 200_000))
     proc.start()
-    seen = 0
+    seen = busy = 0
     try:
         while proc.is_alive() and seen < 200_000:
-            got = reader.read()
+            try:
+                got = reader.read()
+            except FenceError:  # a writer publishing nonstop can starve a reader: it then
+                busy += 1       # refuses (the guard refuses the write), never reads torn
+                continue
             # every field of one publish belongs together
             assert got.deadline_ns == got.lver * 1000 and got.writer_pid == got.lver
             assert got.host_id == 5
