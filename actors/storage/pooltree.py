@@ -16,7 +16,9 @@ mailbox threads.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +37,7 @@ from actors.storage.pool import POOL_CHILD, MonitorSpec, PoolActor
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.sd.lvmdomain import LvmDomain
 from actors.storage.spm.board import LeaseBoard, LeaseState
-from actors.storage.spm.keeperconf import KeeperConfig
+from actors.storage.spm.keeperconf import MAX_IPC_PATH, KeeperConfig
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.spm.writerconf import WriterConfig
@@ -47,6 +49,19 @@ from messaging.errors import StorageNotSupported, VdsmError
 LEASE, MAILBOX, MAILMON = "lease", "mailbox", "mailmon"
 SPM_AREAS = ("ids", "leases", "inbox", "outbox")
 WRITE_TIMEOUT = 120.0
+
+
+def keeper_dir(spm_run: Path, sp_uuid: str) -> Path:
+    """The keeper's directory (fence file, pid files, its and its writer's sockets):
+    ``<run_dir>/spm/<sp8>``, or, when that is too long for a unix socket path (a deep run
+    dir), ``/run/vdsm-spm/<hash of the run dir>-<sp8>`` (``$TMPDIR`` for a non-root agent)."""
+    preferred = spm_run / sp_uuid[:8]
+    if len(str(preferred).encode()) + len("/w4294967295.sock") <= MAX_IPC_PATH:
+        return preferred
+    base = Path("/run/vdsm-spm") if os.geteuid() == 0 else \
+        Path(tempfile.gettempdir()) / f"vdsm-spm-{os.geteuid()}"
+    digest = hashlib.sha256(str(spm_run.resolve()).encode()).hexdigest()[:16]
+    return base / f"{digest}-{sp_uuid[:8]}"
 
 
 class PoolTree:
@@ -108,7 +123,7 @@ class PoolTree:
             return KeeperConfig(
                 sp_uuid=record.sp_uuid, host_id=record.host_id, owner=self.owner,
                 ids_path=str(dom_md / "ids"), leases_path=str(dom_md / "leases"),
-                run_dir=str(self.spm_run / record.sp_uuid[:8]), lease=spm.lease_time,
+                run_dir=str(keeper_dir(self.spm_run, record.sp_uuid)), lease=spm.lease_time,
                 renew_interval=spm.renew_interval, io_timeout=spm.io_timeout,
                 agent_timeout=spm.agent_timeout, parent_pid=os.getpid(),
                 kill_grace=spm.kill_grace, max_hosts=spm.max_hosts,
