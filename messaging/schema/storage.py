@@ -1,13 +1,13 @@
 """Storage verbs: connections, domains, pool, images and volumes, SPM."""
 
-from messaging.schema.types import Enum, Field, Int, ListOf, Str, Struct, Text, Uuid
+from messaging.schema.types import Enum, Field, Int, ListOf, Size, Str, Struct, Text, Uuid
 from messaging.schema.verbs import Verb
 
 SP_ID = Field("storagepoolID", Uuid(), doc="the storage pool's UUID")
 SD_ID = Field("storagedomainID", Uuid(), doc="the storage domain's UUID")
 IMG_ID = Field("imageID", Uuid(), doc="the image's UUID")
 VOL_ID = Field("volumeID", Uuid(), doc="the volume's UUID")
-SIZE = Int(min=0, max=2**63 - 1)
+SIZE = Size(min=0, max=2**63 - 1)
 DOMAIN_TYPES = ("localfs", "posixfs", "nfs", "iscsi", "fcp", "loop")
 
 CONNECTION = Struct(
@@ -164,7 +164,7 @@ VERBS = (
         "Who holds the pool's SPM role.",
         (SP_ID,),
         result="{spmStatus, spmId, spmLver}",
-        aliases=("getSpmStatus",),
+        aliases=("getSpmStatus",), implemented=False,
     ),
     Verb(
         "StoragePool.spmStart",
@@ -175,19 +175,19 @@ VERBS = (
             Field("prevLVER", Int(min=-1), required=False, default=-1),
         ),
         result="taskID",
-        aliases=("spmStart",),
+        aliases=("spmStart",), implemented=False,
     ),
     Verb(
         "StoragePool.spmStop",
         "Give up the SPM role.",
         (SP_ID,),
-        aliases=("spmStop",),
+        aliases=("spmStop",), implemented=False,
     ),
     Verb(
         "StoragePool.extendVolume",
         "Extend a thin volume to at least size bytes (here if SPM, else through the mailbox).",
         (*VOLUME_IDS, Field("size", SIZE)),
-        aliases=("extendVolume",),
+        aliases=("extendVolume",), implemented=False,
         timeout=120.0,
     ),
     Verb(
