@@ -201,7 +201,7 @@ class MetricsConfig:
     def __post_init__(self) -> None:
         if self.listen:
             host, sep, port = self.listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
                 raise ConfigError(f"[metrics] listen: {self.listen!r} is not HOST:PORT")
 
     @property
