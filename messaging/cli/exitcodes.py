@@ -49,6 +49,7 @@ exit codes:
   3  no reply: no agent at the endpoint, or no answer within --timeout
   4  invalid params (-32602), found by vdsm-client or by the agent
   5  any other error reply (printed as JSON on stderr); a task that ended in failure
+     (another error)
   (VDSM_CLIENT_EXIT_CODES=legacy: every error reply exits 1, as PROTOCOL.md first said)"""
 
 
