@@ -9,7 +9,6 @@ whole at :data:`LINE_MAX`), and any argument or map key whose name suggests a se
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import re
 from collections.abc import Mapping
@@ -51,7 +50,6 @@ def _arguments(pairs: list[tuple[str | None, Any]]) -> str:
     return ", ".join(shown)
 
 
-@functools.lru_cache(maxsize=512)
 def _parameters(cls: type, attr: str) -> tuple[str, ...] | None:
     """The names of the positional parameters of ``cls.attr`` (None if unknown)."""
     try:

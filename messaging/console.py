@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from messaging import endpoints
+from messaging.cli import names, values
 from messaging.client import CallTimeout, Client, ClientError, Subscriber, parse_value
+from messaging.errors import VdsmError
 from messaging.schema import SCHEMA
 
 HELP = """\
@@ -33,7 +35,8 @@ commands:
                             each VM's CPU (for SECONDS, default 10; Ctrl-C stops)
   watch [PREFIX] [SECONDS]  print events whose topic starts with PREFIX (Ctrl-C stops)
   failures                  actors that failed, restarted or were given up on
-  call VERB [name=value..]  call any verb, e.g. call Host.getStats
+  call VERB [name=value..]  call any verb, e.g. call Host.getStats (values as vdsm-client
+                            takes them: typed by the schema, sizes with units, VM names)
   crash PATH [REASON]       fault injection (needs [debug] fault_injection = true)
   help                      this text
   quit                      leave (also Ctrl-D)
@@ -279,14 +282,28 @@ class Console:
         if not args:
             self.fail("usage: call Namespace.verb [name=value ...]")
             return
-        params = {}
-        for word in args[1:]:
-            name, sep, value = word.partition("=")
-            if not sep:
-                self.fail(f"expected name=value, got {word!r}")
-                return
-            params[name] = parse_value(value)
-        result = self.client.call(args[0], params)
+        if args[0] not in SCHEMA:  # the agent may know it: values as JSON, else text
+            params = {}
+            for word in args[1:]:
+                name, sep, value = word.partition("=")
+                if not sep:
+                    self.fail(f"expected name=value, got {word!r}")
+                    return
+                params[name] = parse_value(value)
+            self.say(json.dumps(self.client.call(args[0], params), indent=2, sort_keys=True,
+                                default=str))
+            return
+        verb = SCHEMA.lookup(args[0])
+        try:  # as vdsm-client: values typed by the schema, VM names for vmIDs
+            params = values.parse_words(verb, args[1:])
+            params = names.resolve_names(verb, params, self.client.call)
+        except values.WordError as e:
+            self.fail(str(e))
+            return
+        except VdsmError as e:
+            self.fail(f"error {e.code}: {e.message}")
+            return
+        result = self.client.call(verb.name, params)
         self.say(json.dumps(result, indent=2, sort_keys=True, default=str))
 
     def cmd_crash(self, args: list[str]) -> None:

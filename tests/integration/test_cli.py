@@ -326,6 +326,9 @@ def test_console_exit_status_and_closed_pipes(vdsmd: Vdsmd) -> None:
     assert "error 103" in bad.stdout
     assert subprocess.run([*base, "-c", "bogus"], capture_output=True, timeout=30,
                           check=False).returncode == 1
+    typed = subprocess.run([*base, "-c", "call Host.getVMList fullStatus=maybe"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert typed.returncode == 1 and "true or false" in typed.stdout
     # the reader of the output went away (| head): no traceback
     for tool, args in (("messaging.console", ["--api", vdsmd.api, "-c", "tree"]),
                        ("messaging.cli.main", ["--api", vdsmd.api, "Actors", "list"])):

@@ -85,6 +85,8 @@ def test_vm_names_stats_and_logs(agent: Vdsmd) -> None:
     assert "set_ticket(password='***', ttl=60)" in done.stdout
     assert "123456" not in done.stdout
     assert console(agent, f"inspect {twin}").returncode == 1  # ambiguous
+    called = console(agent, f"call VM.getStats vmID={name}")  # typed values, names
+    assert called.returncode == 0 and f'"vmID": "{web}"' in called.stdout
 
     # the log names the VM (id and name) and the request that acted on it
     log = agent.log()
