@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- the agent ----------------------------------------------------------------------------
 
 
-def check_endpoint(url: str) -> None:
+def check_endpoint(url: str, flag: str = "--api, or VDSM_API") -> None:
     """Fail at once (no reply) when an ipc endpoint has no agent behind it, rather than
     waiting for a reply that cannot come."""
     try:
@@ -143,7 +143,7 @@ def check_endpoint(url: str) -> None:
     path = endpoint.ipc_path
     if path is None:
         return
-    hint = "is vdsmd running? (--api, or VDSM_API, names another agent)"
+    hint = f"is vdsmd running? ({flag}, names another agent)"
     if not path.exists():
         _fail(exitcodes.NO_REPLY, f"no agent at {url}: {path} does not exist; {hint}")
     if not path.is_socket():
@@ -277,6 +277,7 @@ def run_vm_list(args: argparse.Namespace, words: Sequence[str]) -> int:
 
 
 def run_events(args: argparse.Namespace, prefixes: list[str]) -> int:
+    check_endpoint(args.events, "--events, or VDSM_EVENTS")
     deadline = None if args.duration is None else time.monotonic() + args.duration
     count = 0
     signal.signal(signal.SIGINT, lambda *_: sys.exit(exitcodes.OK))

@@ -266,6 +266,10 @@ def test_a_missing_endpoint_fails_at_once(tmp_path: Path) -> None:
                               text=True, timeout=30, check=False)
         assert done.returncode == 3
         assert "no agent at" in done.stderr and "vdsmd" in done.stderr
+        done = subprocess.run([str(VENV_BIN / "vdsm-client"), "--events", f"ipc://{where}",
+                               "events"], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert done.returncode == 3 and "--events" in done.stderr
 
 
 def test_output_formats_on_the_command_line(vdsmd: Vdsmd) -> None:
