@@ -8,7 +8,9 @@ the file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -237,6 +239,24 @@ class DebugConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The optional HTTP endpoint in Prometheus' text format (off unless listen is set)."""
+
+    listen: str = ""  # "HOST:PORT", e.g. "127.0.0.1:9105"; empty: no endpoint
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"[metrics] listen: {self.listen!r} is not HOST:PORT")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -250,6 +270,9 @@ class Config:
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: the settings the file or the flags gave ("daemon.run_dir"), as opposed to defaults
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def api_endpoint(self) -> str:
@@ -310,13 +333,15 @@ def _section(cls: type[Any], name: str, table: Any) -> Any:
 
 def from_mapping(data: dict[str, Any]) -> Config:
     hints = typing.get_type_hints(Config)
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} - {"given"}
     sections = {}
+    given = set()
     for name, table in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted(known))})")
         sections[name] = _section(hints[name], name, table)
-    return Config(**sections)
+        given |= {f"{name}.{key}" for key in table}
+    return Config(**sections, given=frozenset(given))
 
 
 def load(path: Path | None) -> Config:
@@ -352,9 +377,38 @@ def check(config: Config) -> None:
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
     """A copy of ``config`` with some settings replaced (flags win over the file)."""
-    changes = {}
-    for name, given in sections.items():
-        values = {k: v for k, v in given.items() if v is not None}
+    changes: dict[str, Any] = {}
+    given = set(config.given)
+    for name, settings in sections.items():
+        values = {k: v for k, v in settings.items() if v is not None}
         if values:
             changes[name] = dataclasses.replace(getattr(config, name), **values)
-    return dataclasses.replace(config, **changes)
+            given |= {f"{name}.{key}" for key in values}
+    return dataclasses.replace(config, **changes, given=frozenset(given))
+
+
+def derive_run_dir(config: Config) -> Config:
+    """Give an agent with its own state directory its own run directory, unless one was set.
+
+    Two agents never share a state directory (each locks its own), so an agent started with
+    another ``--state-dir`` than the default and no ``--run-dir`` gets
+    ``<default run dir>/agents/<name>-<hash of the state dir>``: its sockets, mounts,
+    storage links and the records of prepared volumes are its own, and it does not collide
+    with the default agent's ``/run/vdsm`` (nor take its lock). The default agent keeps the
+    default run directory.
+    """
+    if "daemon.run_dir" in config.given:
+        return config
+    state = config.daemon.state_dir.absolute()
+    if state == default_state_dir().absolute():
+        return config
+    return dataclasses.replace(
+        config, daemon=dataclasses.replace(config.daemon, run_dir=agent_run_dir(state)))
+
+
+def agent_run_dir(state_dir: Path) -> Path:
+    """The run directory :func:`derive_run_dir` gives the agent of ``state_dir``."""
+    state = state_dir.absolute()
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", state.name)[:24] or "state"
+    return endpoints.default_run_dir() / "agents" / f"{name}-{digest}"

@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from actors.storage.bytecount import ByteCount, written_by
 from actors.storage.workers import name_native_thread
 from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
 
@@ -33,6 +34,9 @@ KILL_GRACE = 5.0
 
 STDERR_TAIL = 600
 """Characters of stderr kept in an error's reason."""
+
+COUNT_INTERVAL = 0.5
+"""Seconds between two readings of a running command's written bytes."""
 
 _new_session = True
 
@@ -54,6 +58,8 @@ class Aborter:
 
     def __init__(self, label: str = "") -> None:
         self.label = label
+        #: the bytes the operation expects to write and has written (its commands report)
+        self.bytes = ByteCount()
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._procs: set[subprocess.Popen[bytes]] = set()
@@ -150,6 +156,26 @@ def _reap_later(proc: subprocess.Popen[bytes], name: str) -> None:
     threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
 
 
+def _communicate(proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float,
+                 abort: Aborter | None) -> tuple[bytes, bytes]:
+    """``proc.communicate`` with ``timeout``; when the operation counts bytes, the command's
+    count is read every :data:`COUNT_INTERVAL` seconds meanwhile."""
+    if abort is None or not abort.bytes.expected:
+        return proc.communicate(stdin, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.communicate(stdin, timeout=max(0.0, min(COUNT_INTERVAL, left)))
+        except subprocess.TimeoutExpired:
+            if left <= COUNT_INTERVAL:
+                raise
+        stdin = None  # communicate() sends the input once
+        wrote = written_by(proc.pid)
+        if wrote is not None:
+            abort.bytes.command_wrote(wrote)
+
+
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     merged = dict(os.environ)
     if env:
@@ -196,7 +222,7 @@ def run(
         _kill_group(proc)
     try:
         try:
-            out, err = proc.communicate(stdin, timeout=timeout)
+            out, err = _communicate(proc, stdin, timeout, abort)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:

@@ -30,12 +30,13 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
 
 from actors.base import ActorContext, SupervisedActor
+from actors.clock import TimerHandle
 from actors.storage.command import Aborter
 from actors.storage.steps import Progress
 from actors.storage.taskstore import (
@@ -70,6 +71,8 @@ RECOVERY_ATTEMPTS = 6
 RECOVERY_BACKOFF = 1.0
 SAVE_RETRY_INITIAL = 1.0
 SAVE_RETRY_MAX = 30.0
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress events of a task that counts bytes."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class _Recovered:
     sp_uuid: str
     outcomes: tuple[dict[str, Any], ...]
     error: VdsmError | None = None
+
+
+@dataclass(frozen=True)
+class _ProgressTick:
+    """Publish the byte progress of running tasks."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,9 @@ def _run(ref: pykka.ActorRef[Any], store: TaskStore, record: TaskRecord, builder
         nonlocal last_started
         if progress.started:
             last_started = progress.started
+        done, total = abort.bytes.snapshot()
+        if total:
+            progress = replace(progress, bytes_done=done, bytes_total=total)
         store.update(record.task_id, progress=progress)
 
     try:
@@ -186,14 +197,22 @@ class TaskManager(SupervisedActor):
         self._unsaved: dict[str, dict[str, Any]] = {}
         """Changes decided in told messages that could not be persisted yet, by task id."""
         self._save_retry = SAVE_RETRY_INITIAL
+        self._progress_timer: TimerHandle | None = None
+        self._bytes_published: dict[str, tuple[int, int]] = {}
 
     def setup(self) -> None:
         self._workers = Workers("storage-task", self.size)
+        # Running tasks that count bytes publish their progress once per interval.
+        me = self.actor_ref
+        self._progress_timer = self.ctx.runtime.clock.call_every(
+            PROGRESS_INTERVAL, lambda: _post(me, _ProgressTick()))
         for record in self.store.load():
             if record.state in UNFINISHED:
                 self.actor_ref.tell(_Recover(record.task_id))
 
     def teardown(self) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         # Kill the commands of running tasks (they run in their own session and would
         # outlive vdsmd) without waiting: the journal lets the next start finish the undo.
         for abort in self._aborters.values():
@@ -223,6 +242,7 @@ class TaskManager(SupervisedActor):
             raise
         abort = Aborter(record.task_id)
         self._aborters[record.task_id] = abort
+        self.store.attach_meter(record.task_id, abort.bytes)
         self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
         log.info("task %s (%s) queued", record.task_id, verb)
         return record.task_id
@@ -284,7 +304,9 @@ class TaskManager(SupervisedActor):
     # --- messages from workers and from itself --------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, SubmitTask):
+        if isinstance(message, _ProgressTick):
+            self._publish_progress()
+        elif isinstance(message, SubmitTask):
             self._hand_over(message)
         elif isinstance(message, _Started):
             record = self.store.get(message.task_id)
@@ -403,6 +425,23 @@ class TaskManager(SupervisedActor):
             self._save(record, **changes)
             log.info("task %s (%s) recovered by this SPM: %s", task_id, record.verb,
                      changes["message"])
+
+    def _publish_progress(self) -> None:
+        """``|jobs|status|<taskID>`` for each running task whose byte count moved."""
+        published = self._bytes_published
+        for task_id in set(published) - set(self._aborters):
+            del published[task_id]
+        for task_id, abort in self._aborters.items():
+            count = abort.bytes.snapshot()
+            if not count[1] or published.get(task_id) == count:
+                continue
+            published[task_id] = count
+            try:
+                record = self.store.get(task_id)
+            except VdsmError:
+                continue
+            if record.state == RUNNING:
+                self.ctx.runtime.events.publish(f"|jobs|status|{task_id}", record.event())
 
     # --- helpers -----------------------------------------------------------------------
 

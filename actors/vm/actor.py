@@ -86,6 +86,7 @@ class VmActor(SupervisedActor):
         self._board = board
         self._initial = initial
         self._started = started
+        self._display: tuple[dict[str, Any], ...] = ()
         self._ops_impl = ops or VmOps(params.vm_id, env)
         self._inflight: InFlight | None = None
         self._tracker = StatusTracker()
@@ -104,7 +105,7 @@ class VmActor(SupervisedActor):
 
     def setup(self) -> None:
         me = self.actor_ref
-        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done),
+        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done), who=self._who,
                                   clock=self.ctx.runtime.clock, libvirt=self._env.libvirt)
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
@@ -122,6 +123,7 @@ class VmActor(SupervisedActor):
             self._tracker.set(known.status, pause_code=known.pause_code,
                               exit_reason=known.exit_reason)
             self._started = self._started or known.started
+            self._display = known.display
             self._published = self._key()
         elif self._initial is not None:
             self._set(self._initial)  # found by recovery
@@ -133,6 +135,11 @@ class VmActor(SupervisedActor):
         self._timers.clear()
         if self._inflight is not None:
             self._inflight.close()
+
+    @property
+    def _who(self) -> str:
+        """The VM as log lines name it: id and name."""
+        return f"{self.vm_id} ({self._params.name})"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -238,7 +245,7 @@ class VmActor(SupervisedActor):
             _src, _alias, action, reason = event.args
             self._tracker.on_io_error(action, reason)
         else:
-            log.debug("VM %s: %s event %r", self.vm_id, event.kind, event.args)
+            log.debug("VM %s: %s event %r", self._who, event.kind, event.args)
 
     def _before_outcome(self, op: Op) -> None:
         # A state the operation read is older than lifecycle events that came meanwhile.
@@ -251,7 +258,7 @@ class VmActor(SupervisedActor):
         if timer.what == "powered-up" and self._tracker.status == VmStatus.POWERING_UP:
             self._set(Transition(VmStatus.UP))
         elif timer.what == "shutdown-deadline" and self._tracker.status != VmStatus.DOWN:
-            log.warning("VM %s did not power off in time: destroying it", self.vm_id)
+            log.warning("VM %s did not power off in time: destroying it", self._who)
             if not self._running().running(DESTROY):
                 params = self._params
                 self._submit("shutdown deadline", DESTROY, timeout=self._destroy_timeout(),
@@ -309,12 +316,16 @@ class VmActor(SupervisedActor):
         restored = self._params.restore_state is not None
         self._params = started.params
         self._started = started.started
+        self._display = started.display
         state = started.state
         if state.status == VmStatus.UP and not restored:
             state = Transition(VmStatus.POWERING_UP)  # a fresh guest boots first
         self._set_read(state)
         if self._tracker.status == VmStatus.WAIT_FOR_LAUNCH:  # its events are late
             self._set(Transition(VmStatus.POWERING_UP))
+        # The board learns the start time and displays even when the status did not change
+        # here (events came first): elapsedTime and displayInfo from the first sample on.
+        self._publish()
         return {"vmID": self.vm_id, "status": str(self._tracker.status)}
 
     def _on_start_failed(self, _error: BaseException) -> None:
@@ -360,12 +371,13 @@ class VmActor(SupervisedActor):
             if self._running().running(DESTROY):
                 return  # destroyed meanwhile: the destroy's own outcome says why
             if self._tracker.status != VmStatus.DOWN:
-                log.warning("VM %s: its domain is gone", self.vm_id)
+                log.warning("VM %s: its domain is gone", self._who)
                 self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.UNKNOWN))
             return
         if found.params is not None:
             self._params = found.params
         self._started = found.started or self._started
+        self._display = found.display or self._display
         state = found.state
         keep = {VmStatus.POWERING_DOWN, VmStatus.POWERING_UP}
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
@@ -375,7 +387,7 @@ class VmActor(SupervisedActor):
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):
             return  # the resync after the reconnect attaches again
-        log.warning("VM %s: re-attaching failed (%s); again in %g s", self.vm_id, error,
+        log.warning("VM %s: re-attaching failed (%s); again in %g s", self._who, error,
                     self._attach_delay)
         self._schedule("attach", self._attach_delay)
         self._attach_delay = min(ATTACH_RETRY_MAX, self._attach_delay * 2)
@@ -408,7 +420,8 @@ class VmActor(SupervisedActor):
     def _view(self) -> VmView:
         t = self._tracker
         return VmView(self.vm_id, self._params.name, t.status, t.pause_code,
-                      t.exit_reason if t.status == VmStatus.DOWN else None, self._started)
+                      t.exit_reason if t.status == VmStatus.DOWN else None, self._started,
+                      self._display, self._params.mem_mib)
 
     def _key(self) -> tuple[Any, ...]:
         view = self._view()
@@ -421,7 +434,7 @@ class VmActor(SupervisedActor):
         if key == self._published:
             return
         self._published = key
-        log.info("VM %s is %s", self.vm_id, view.status)
+        log.info("VM %s is %s", self._who, view.status)
         self.ctx.runtime.events.publish(f"|virt|VM_status|{self.vm_id}", view.to_wire())
 
     # --- timers ------------------------------------------------------------------------------

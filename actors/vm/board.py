@@ -39,6 +39,8 @@ class VmView:
     pause_code: PauseCode | None = None
     exit_reason: ExitReason | None = None
     started: float | None = None
+    display: tuple[dict[str, Any], ...] = ()  # displayInfo, as the live domain has it
+    mem_mib: int | None = None
 
     @property
     def active(self) -> bool:
@@ -124,6 +126,9 @@ class VmBoard:
                     entry["statsAge"] = age
             else:
                 entry = copy.deepcopy(EMPTY_STATS)
+            entry["displayInfo"] = [dict(d) for d in view.display] if view.active else []
+            if view.mem_mib is not None:
+                entry["memSize"] = view.mem_mib
             entry.update(view.to_wire())
             result.append(entry)
         return result

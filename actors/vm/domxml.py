@@ -196,6 +196,29 @@ def _vnc(listen: str) -> ET.Element:
     return graphics
 
 
+def display_info(domain_xml: str) -> tuple[dict[str, Any], ...]:
+    """The VM stats' ``displayInfo``: ``{type, port, tlsPort, ipAddress}`` of each display of
+    the live domain XML (ports as libvirt allocated them; -1 when none)."""
+    displays = []
+    for graphics in ET.fromstring(domain_xml).iterfind("devices/graphics"):
+        listen = graphics.find("listen[@type='address']")
+        address = listen.get("address") if listen is not None else None
+        displays.append({
+            "type": graphics.get("type", "?"),
+            "port": _port(graphics.get("port")),
+            "tlsPort": _port(graphics.get("tlsPort")),
+            "ipAddress": address or graphics.get("listen") or "",
+        })
+    return tuple(displays)
+
+
+def _port(text: str | None) -> int:
+    try:
+        return int(text) if text is not None else -1
+    except ValueError:
+        return -1
+
+
 def _lock(graphics: ET.Element) -> None:
     graphics.set("passwd", secrets.token_urlsafe(6)[:8])
     graphics.set("passwdValidTo", _timestamp(EXPIRED))

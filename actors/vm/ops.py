@@ -32,7 +32,7 @@ import xml.etree.ElementTree as ET  # only its ParseError, for a broken save ima
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import libvirt
 
@@ -93,6 +93,7 @@ class Started:
     params: VmParams
     started: float
     state: Transition
+    display: tuple[dict[str, Any], ...] = ()  # the stats' displayInfo
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Attached:
     params: VmParams | None
     started: float | None
     state: Transition
+    display: tuple[dict[str, Any], ...] = ()
 
 
 class VmOps:
@@ -154,8 +156,9 @@ class VmOps:
             if cancelled.is_set():
                 self._kill(dom)
                 raise VMError(reason="the start was abandoned (it took too long)")
+            live = self._xml(dom)
             try:
-                self._hook(after, self._xml(dom), params)
+                self._hook(after, live, params)
             except HookError:
                 self._kill(dom)
                 raise
@@ -163,7 +166,7 @@ class VmOps:
                 state = from_state(*dom.state())
             if isinstance(params.restore_state, str):
                 self._consume(params.restore_state)
-            return Started(stored, started, state)
+            return Started(stored, started, state, domxml.display_info(live))
         except BaseException:
             self._teardown(params)
             if recorded:
@@ -262,7 +265,7 @@ class VmOps:
         dom = self._dom()
         self._hook("before_vm_shutdown", self._xml(dom), params)
         if message:
-            log.info("VM %s: shutting down: %s", self.vm_id, message)
+            log.info("VM %s (%s): shutting down: %s", self.vm_id, params.name, message)
         with self._libvirt("sending the ACPI power-off"):
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
@@ -341,7 +344,8 @@ class VmOps:
         if dom is None:
             return None
         with self._libvirt("reading the VM"):
-            stored = domxml.read_metadata(dom.XMLDesc(0))
+            xml = dom.XMLDesc(0)
+            stored = domxml.read_metadata(xml)
             state = from_state(*dom.state())
         params = None
         if stored is not None:
@@ -349,7 +353,8 @@ class VmOps:
                 params = VmParams.from_dict(self.vm_id, stored.params)
             except (VdsmError, KeyError, TypeError, ValueError) as e:
                 log.error("VM %s: its stored params are unusable: %s", self.vm_id, e)
-        return Attached(params, stored.started if stored else None, state)
+        return Attached(params, stored.started if stored else None, state,
+                        domxml.display_info(xml))
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from messaging.schema.types import (
     ListOf,
     MapOf,
     Path,
+    Size,
     Str,
     Struct,
     Uuid,
@@ -31,7 +32,8 @@ DRIVE = Struct(
         Field("device", Enum(("disk", "cdrom", "floppy")), required=False, default="disk"),
         Field("readonly", Bool(), required=False, default=False),
         Field("serial", Str(max_len=20, pattern=r"[A-Za-z0-9_-]*"), required=False),
-        Field("thresholdMiB", Int(min=1), required=False, doc="thin-provisioning watermark"),
+        Field("thresholdMiB", Size(min=1, unit=1 << 20), required=False,
+              doc="thin-provisioning watermark"),
     ),
     name="drive",
 )
@@ -48,7 +50,7 @@ NIC = Struct(
 VM_PARAMS = Struct(
     (
         Field("vmName", Str(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.+-]+")),
-        Field("memSize", Int(min=16, max=4 * 1024 * 1024), doc="MiB"),
+        Field("memSize", Size(min=16, max=4 * 1024 * 1024, unit=1 << 20), doc="MiB"),
         Field("smp", Int(min=1, max=512), required=False, default=1),
         Field("emulator", Enum(("kvm", "qemu")), required=False, default="kvm"),
         Field("kernel", Path(min_len=1), required=False,
@@ -148,15 +150,16 @@ VERBS = (
             Field("timeout", Int(min=1, max=86400), required=False, doc="s"),
             Field("migrateURI", Str(max_len=512), required=False, doc="data channel URI"),
         ),
-        aliases=("migrate",),
+        aliases=("migrate",), implemented=False,
     ),
     Verb(
         "VM.getStats",
         "Statistics of one VM.",
         (VM_ID,),
         result="list with one VM stats map: vmID, vmName, status, pauseCode?, exitReason?, "
-        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, disks, network, "
-        "monitorResponse, elapsedTime?, statsAge? (from the last sample)",
+        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, memSize (MiB), disks, network, "
+        "monitorResponse, displayInfo (list of {type, port, tlsPort, ipAddress}; empty when "
+        "Down), elapsedTime? (s since qemu started), statsAge? (s since the last sample)",
         aliases=("getVmStats",),
         timeout=10.0,
     ),
@@ -164,12 +167,12 @@ VERBS = (
         "VM.desktopLogin",
         "Ask the guest agent to log a user in.",
         (VM_ID, Field("domain", Str()), Field("username", Str()), Field("password", Str())),
-        aliases=("desktopLogin",),
+        aliases=("desktopLogin",), implemented=False,
     ),
     Verb("VM.desktopLogoff", "Ask the guest agent to log the user off.", (VM_ID,),
-         aliases=("desktopLogoff",)),
+         aliases=("desktopLogoff",), implemented=False),
     Verb("VM.desktopLock", "Ask the guest agent to lock the screen.", (VM_ID,),
-         aliases=("desktopLock",)),
+         aliases=("desktopLock",), implemented=False),
     Verb(
         "Host.getVMList",
         "The VMs of this host.",

@@ -197,6 +197,14 @@ def test_hibernate_then_restore_the_same_guest(
                               vmParams={**params, "restoreState": str(state)})
         assert restored["status"] in ("Restoring state", "Up")
         a.wait_status(agent, vm_id, "Up")
+        # A restored VM reports its uptime (since the restore) and its display like any
+        # other: the stats of a later sample carry them
+        stats = wait_for(lambda: (s := a.status(agent, vm_id)).get("elapsedTime") is not None
+                         and s, 30, 0.1, "elapsedTime after the restore")
+        assert stats["elapsedTime"] >= 0
+        [display] = stats["displayInfo"]
+        assert display["type"] == "vnc" and display["port"] >= 5900
+        assert display["ipAddress"] == "127.0.0.1"
         stored = conn.lookupByUUIDString(vm_id).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                                                          domxml.METADATA_NS)
         assert "restoreState" not in (domxml.parse_metadata(stored) or {})

@@ -24,6 +24,7 @@ from actors.storage.command import Aborter
 from actors.storage.sd import blocksize
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.sd.records import (
+    Allocation,
     PreparedLayer,
     PreparedVolume,
     VolumeCreateRequest,
@@ -68,13 +69,16 @@ class LoopDomain(FileDomain):
 
     def make_data(self, req: VolumeCreateRequest, path: Path, abort: Aborter) -> None:
         size = self.allocation(req)
+        if req.allocation is Allocation.PREALLOCATED:
+            abort.bytes.expect(size)  # the task's progress in bytes
         if req.format is VolumeFormat.RAW:
             qemuimg.create(str(path), fmt="raw", size=size, preallocation="falloc",
                            abort=abort)
-            return
-        self._qemu_create(req, path, "off", qemuimg.CREATE_TIMEOUT, abort)
-        abort.check()
-        fileutil.fallocate(path, size)
+        else:
+            self._qemu_create(req, path, "off", qemuimg.CREATE_TIMEOUT, abort)
+            abort.check()
+            fileutil.fallocate(path, size)
+        abort.bytes.finish()
 
     # --- devices ---------------------------------------------------------------------
 

@@ -92,8 +92,13 @@ class WriterWork:
             except VdsmError:
                 continue  # the call itself reports what matters
             if progress and progress != seen and not stop.is_set():
+                if "bytesTotal" in progress:
+                    abort.bytes.mirror(int(progress["bytesDone"]), int(progress["bytesTotal"]))
+                steps = {k: v for k, v in progress.items() if not k.startswith("bytes")}
+                if seen is None or steps != {k: v for k, v in seen.items()
+                                             if not k.startswith("bytes")}:
+                    journal(Progress.from_json(steps))
                 seen = progress
-                journal(Progress.from_json(progress))
 
     def revert(self, started: int) -> None:
         if started <= 0:

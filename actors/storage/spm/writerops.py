@@ -136,7 +136,14 @@ class WriterOps:
     def task_progress(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """How far a running task got (its steps), None when it does not run here."""
         with self._lock:
-            return self._progress.get(params["taskID"])
+            progress = self._progress.get(params["taskID"])
+            abort = self._aborters.get(params["taskID"])
+        if progress is None:
+            return None
+        if abort is not None:
+            done, total = abort.bytes.snapshot()
+            progress = {**progress, "bytesDone": done, "bytesTotal": total}
+        return progress
 
     def abort_task(self, params: dict[str, Any]) -> bool:
         with self._lock:
