@@ -112,9 +112,10 @@ class Keeper:
 
     def _fence_now(self) -> fences.Fence:
         host = self.renewer.state
-        if self.status == SPM and self.writer is not None:
+        if self.status == SPM:  # published before the writer starts: it reads it at once
+            pid = self.writer.pid if self.writer is not None else 0
             return fences.Fence(fences.SPM, self.lver, _ns(host.deadline - self.config.margin),
-                                self.config.host_id, self.writer.pid)
+                                self.config.host_id, pid)
         return fences.Fence(fences.NONE, self.lver, 0, self.config.host_id, 0)
 
     def _publish_fence(self) -> None:
@@ -295,6 +296,7 @@ class Keeper:
             fence_path=str(self.config.fence_path), keeper_pid=os.getpid(),
             journal_dir=self.config.journal_dir)
         self.status = SPM  # the fence needs it; vdsmd sees SPM once the writer is ready
+        self._publish_fence()
         self.writer = WriterProcess(writer_config, pidfile=self.config.run / "writer.pid",
                                     on_event=lambda k, p, rc: self._post("writer", k, p, rc))
         self._publish_fence()

@@ -10,6 +10,7 @@ serves, and runs until it is killed or told to stop (SIGTERM).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from actors.storage import command
 from actors.storage.locator import DomainLocator
 from actors.storage.sd.filecreate import FilePreallocation
 from actors.storage.spm import procutil
-from actors.storage.spm.fence import FenceReader
+from actors.storage.spm.fence import FenceError, FenceReader
 from actors.storage.spm.guard import FenceGuard
 from actors.storage.spm.journal import Journal
 from actors.storage.spm.wire import WRITER_SCHEMA
@@ -33,9 +34,30 @@ from messaging.server import ApiServer, ServerConfig
 
 log = logging.getLogger("vdsm-writer")
 
+FENCE_WATCH = 0.05
+"""Seconds between two looks of the writer at its fence (one mmap read: nearly free)."""
+
+
+def watch_fence(fence: FenceReader, lver: int, stop: threading.Event, period: float) -> None:
+    """The writer fences itself: once the fence no longer allows its lver (the deadline the
+    keeper last published passed, or the keeper marked it fenced), it kills its own process
+    group (itself and the commands it runs). This covers a keeper that is stopped while the
+    writer is not (a SIGSTOP of vdsmd's process group does not reach the writer's): a write
+    already running in a command cannot outlive the lease by more than ``period``."""
+    while not stop.wait(period):
+        try:
+            allowed = fence.read().allows(lver)
+        except FenceError:
+            continue  # being rewritten nonstop: the guard refuses writes meanwhile
+        if not allowed:
+            log.error("the SPM lease (lver %d) is no longer held: the writer kills itself", lver)
+            os.killpg(0, signal.SIGKILL)
+
 
 def serve(config: WriterConfig, stop: threading.Event) -> None:
     fence = FenceReader(Path(config.fence_path))
+    threading.Thread(target=watch_fence, args=(fence, config.lver, stop, FENCE_WATCH),
+                     name="fence-watch", daemon=True).start()
     journal = Journal(Path(config.journal_dir), config.host_id) if config.journal_dir else None
     guard = FenceGuard(fence, sp_uuid=config.sp_uuid, lver=config.lver, journal=journal)
     locator = DomainLocator(
