@@ -240,14 +240,23 @@ class Keeper:
             self._acquire()
 
     def _on_fenced(self, pgid: int, late: float) -> None:
+        self._journal_kill(pgid, "fenced", late)
+        self._lose("fenced: the lease could not be renewed in time")
+
+    def _kill_writer(self, why: str) -> None:
+        """SIGKILL the writer's group now (a release, a loss), and journal it."""
+        pgid = self.fencer.kill_now()
+        if pgid is not None:
+            self._journal_kill(pgid, why, 0.0)
+
+    def _journal_kill(self, pgid: int, why: str, late: float) -> None:
         if self.journal is not None:
             self.journal.append({"ev": "kill", "writer": pgid, "t": time.monotonic(),
-                                 "lver": self.lver, "late": late})
-        self._lose("fenced: the lease could not be renewed in time")
+                                 "lver": self.lver, "by": why, "late": late})
 
     def _lose(self, reason: str) -> None:
         if self.writer is not None:
-            self.fencer.kill_now()
+            self._kill_writer("lost")
         self.status, self.reason = FREE, reason
         self._publish_fence()
         log.error("SPM role lost: %s", reason)
@@ -327,7 +336,7 @@ class Keeper:
         self.releasing = True
         self._publish_fence()  # the writer refuses from now on
         if self.writer is not None and not self.writer.exited:
-            self.fencer.kill_now()  # the lease is released once it has exited
+            self._kill_writer("released")  # the lease is released once it has exited
         else:
             self._release_lease(reason)
 
@@ -366,7 +375,7 @@ class Keeper:
         log.info("keeper stopping")
         writer = self.writer
         if writer is not None and not writer.exited:
-            self.fencer.kill_now()
+            self._kill_writer("stopping")
             _wait(lambda: writer.exited or not procutil.start_time(writer.pid),
                   self.config.kill_grace * 4)
         self.fencer.close()

@@ -69,8 +69,11 @@ class WriterWork:
             raise
         finally:
             stop.set()
-        if self.pool_changed is not None and isinstance(result, dict) and "pool" in result:
-            self.pool_changed(str(self.params["spUUID"]), result["pool"])
+        if isinstance(result, dict):
+            if result.get("bytesTotal"):
+                abort.bytes.mirror(int(result["bytesDone"]), int(result["bytesTotal"]))
+            if self.pool_changed is not None and "pool" in result:
+                self.pool_changed(str(self.params["spUUID"]), result["pool"])
         journal(Progress(1, 1, 1, "done"))
 
     def _watch(self, abort: Aborter, client: WriterClient, stop: threading.Event,

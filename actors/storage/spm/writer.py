@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,7 +39,8 @@ FENCE_WATCH = 0.05
 """Seconds between two looks of the writer at its fence (one mmap read: nearly free)."""
 
 
-def watch_fence(fence: FenceReader, lver: int, stop: threading.Event, period: float) -> None:
+def watch_fence(fence: FenceReader, lver: int, stop: threading.Event, period: float,
+                journal: Journal | None) -> None:
     """The writer fences itself: once the fence no longer allows its lver (the deadline the
     keeper last published passed, or the keeper marked it fenced), it kills its own process
     group (itself and the commands it runs). This covers a keeper that is stopped while the
@@ -51,14 +53,17 @@ def watch_fence(fence: FenceReader, lver: int, stop: threading.Event, period: fl
             continue  # being rewritten nonstop: the guard refuses writes meanwhile
         if not allowed:
             log.error("the SPM lease (lver %d) is no longer held: the writer kills itself", lver)
+            if journal is not None:
+                journal.append({"ev": "kill", "writer": os.getpid(), "t": time.monotonic(),
+                                "lver": lver, "by": "itself"})
             os.killpg(0, signal.SIGKILL)
 
 
 def serve(config: WriterConfig, stop: threading.Event) -> None:
     fence = FenceReader(Path(config.fence_path))
-    threading.Thread(target=watch_fence, args=(fence, config.lver, stop, FENCE_WATCH),
-                     name="fence-watch", daemon=True).start()
     journal = Journal(Path(config.journal_dir), config.host_id) if config.journal_dir else None
+    threading.Thread(target=watch_fence, args=(fence, config.lver, stop, FENCE_WATCH, journal),
+                     name="fence-watch", daemon=True).start()
     guard = FenceGuard(fence, sp_uuid=config.sp_uuid, lver=config.lver, journal=journal)
     locator = DomainLocator(
         mnt_root=Path(config.mnt_root), links_dir=Path(config.links_dir),

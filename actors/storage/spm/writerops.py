@@ -120,10 +120,12 @@ class WriterOps:
                 self._aborters.pop(task_id, None)
                 self._progress.pop(task_id, None)
         self.journals.remove(task_id)
+        done, total = abort.bytes.snapshot()
+        result: dict[str, Any] = {"taskID": task_id, "bytesDone": done, "bytesTotal": total}
         if verb in ("StorageDomain.attach", "StorageDomain.detach"):
             pool = poolmeta.read_pool(self.locator, self.sp_uuid, self.master_sd, None)
-            return {"taskID": task_id, "pool": pool.to_record()}
-        return {"taskID": task_id}
+            result["pool"] = pool.to_record()
+        return result
 
     def revert_task(self, params: dict[str, Any]) -> dict[str, Any]:
         builder = self.builders.get(params["verb"])
