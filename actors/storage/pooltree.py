@@ -144,6 +144,10 @@ class PoolTree:
             if event == "gained":
                 _tell(tasks, RecoverPool(sp))
 
+        def live() -> int:  # the highest live host id the keeper saw: the slots to read
+            hosts = self.lease_board.get(sp).detail.get("liveHosts") or []
+            return int(max([record.host_id, *hosts]))
+
         def serve(host: int, requests: list[Message], keep: list[Message]) -> list[Message]:
             replies = self.writer(sp).call(
                 "Writer.serveMail", {"hostID": host,
@@ -170,7 +174,7 @@ class PoolTree:
             ChildSpec(MAILMON, lambda ctx: MailMonitor.start(
                 ctx, paths=self.mail_paths(record), hosts=cfg.mailbox.hosts,
                 io_timeout=cfg.spm.io_timeout, poll=cfg.mailbox.poll_interval, serve=serve,
-                active=self.lease_board.get(sp).may_write()), cls="MailMonitor"),
+                active=self.lease_board.get(sp).may_write(), live=live), cls="MailMonitor"),
         ]
         return ChildSpec(
             sp, lambda ctx: Supervisor.start(ctx, policy=self.policy, children=children),

@@ -7,6 +7,7 @@ them; ``Actors.inspect`` shows their state) and the messages that drive them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +60,10 @@ class MailMonitor(SupervisedActor):
     """``/storage/pools/<spUUID>/mailmon``: serves every host's requests while this is SPM."""
 
     def __init__(self, ctx: ActorContext, *, paths: Paths, hosts: int, io_timeout: float,
-                 poll: float, serve: Serve, active: bool) -> None:
+                 poll: float, serve: Serve, active: bool,
+                 live: Callable[[], int] | None = None) -> None:
         super().__init__(ctx)
+        self.live = live
         self.paths = paths
         self.hosts = hosts
         self.io_timeout = io_timeout
@@ -72,7 +75,8 @@ class MailMonitor(SupervisedActor):
     def setup(self) -> None:
         self._server = MailServer(paths=self.paths, hosts=self.hosts,
                                   io_timeout=self.io_timeout, poll=self.poll, serve=self.serve,
-                                  name=f"mailmon-{self.ctx.path.split('/')[3][:8]}")
+                                  name=f"mailmon-{self.ctx.path.split('/')[3][:8]}",
+                                  live=self.live)
         if self._active:
             self._server.activate()
 

@@ -7,8 +7,10 @@ outbox slots in one read and writes inbox slots (in its writer process).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from actors.storage.lease import aligned
 from actors.storage.lease.sectorfile import SectorFile
 from actors.storage.mailbox.format import SLOT, Slot, SlotError
 
@@ -41,3 +43,38 @@ class MailArea:
 
     def close(self) -> None:
         self._file.close()
+
+
+class OutboxPoller:
+    """The SPM's poll of every outbox slot: one O_DIRECT read on the caller's own thread.
+
+    Only the mail server's dedicated thread uses it, 20 times a second: a handoff to an I/O
+    thread per poll (as :class:`MailArea` does, for callers that must not hang) would cost
+    more than the read. A read stuck on hung storage holds that thread only, which serves
+    nothing else; when the storage answers again the thread goes on."""
+
+    def __init__(self, path: str | Path, *, slots: int) -> None:
+        self.path = str(path)
+        self.slots = slots
+        self._buf = aligned.AlignedBuffer(SLOT * slots)
+        self._fd: int | None = None
+
+    def read_raw(self, count: int | None = None) -> bytes:
+        """The first ``count`` slots (all of them by default)."""
+        count = self.slots if count is None else min(count, self.slots)
+        if self._fd is None:
+            self._fd = aligned.open_direct(self.path, write=False)
+        try:
+            return aligned.read_at(self._fd, self._buf, 0, SLOT * count)
+        except OSError:
+            self.close_fd()
+            raise
+
+    def close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.close_fd()
+        self._buf.close()

@@ -100,7 +100,7 @@ class Keeper:
             "hostId": {"state": host.state, "generation": host.generation,
                        "renewals": host.renewals, "failures": host.failures,
                        "lastRenewal": host.last_renewal, "error": host.error},
-            "deadline": host.deadline,
+            "deadline": host.deadline, "liveHosts": list(host.live_hosts),
             "spm": {"status": self.status, "lver": self.lver, "reason": self.reason,
                     "releasing": self.releasing, "attempts": self.attempts,
                     "spmId": (leader.owner if leader and leader.held else -1),

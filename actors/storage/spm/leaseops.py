@@ -60,6 +60,10 @@ class LeaseOps(Protocol):
         """ALIVE, DEAD or UNKNOWN for the leader's owner, from the observations so far."""
         ...
 
+    def live_hosts(self) -> list[int]:
+        """The host ids the observations say are alive (from the last observation)."""
+        ...
+
     def acquire_spm(self) -> int:
         """Run the acquisition; the new lver. :class:`LeaseHeld` if another host has it."""
         ...

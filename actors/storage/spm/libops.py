@@ -15,7 +15,7 @@ from actors.storage.lease import errors as lease_errors
 from actors.storage.lease.delta import DeltaLease
 from actors.storage.lease.observer import IdsObserver, Liveness
 from actors.storage.lease.paxos import PaxosLease
-from actors.storage.lease.records import LeaderRecord, LeaderState
+from actors.storage.lease.records import HostFlags, LeaderRecord, LeaderState
 from actors.storage.lease.timing import LeaseTiming
 from actors.storage.spm.keeperconf import KeeperConfig
 from actors.storage.spm.leaseops import ALIVE, DEAD, UNKNOWN, HostIdLost, Leader, LeaseHeld
@@ -81,6 +81,18 @@ class LibLeaseOps:
         if not 1 <= leader.owner <= self.config.max_hosts:
             return UNKNOWN
         return _LIVENESS[self.observer.liveness(leader.owner, leader.generation)]
+
+    def live_hosts(self) -> list[int]:
+        """Host ids whose records are live and not known dead (the mailbox's slots)."""
+        found = []
+        for host_id in range(1, self.config.max_hosts + 1):
+            slot = self.observer.slot(host_id)
+            record = slot.record if slot is not None else None
+            if record is None or record.flags is not HostFlags.LIVE:
+                continue
+            if self.observer.liveness(host_id, record.generation) is not Liveness.DEAD:
+                found.append(host_id)
+        return found
 
     # --- the SPM lease ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class HostIdState:
     error: str = ""
     leader: Leader | None = None
     owner_liveness: str = UNKNOWN
+    live_hosts: tuple[int, ...] = ()
 
 
 class Renewer:
@@ -151,4 +152,5 @@ class Renewer:
         except Exception as e:  # noqa: BLE001 - no information this time
             log.debug("observing the lease areas failed: %s", e)
             return
-        self._set(leader=leader, owner_liveness=self.ops.liveness(leader))
+        self._set(leader=leader, owner_liveness=self.ops.liveness(leader),
+                  live_hosts=tuple(self.ops.live_hosts()))

@@ -35,7 +35,7 @@ from messaging.server import ApiServer, ServerConfig
 
 log = logging.getLogger("vdsm-writer")
 
-FENCE_WATCH = 0.05
+FENCE_WATCH = 0.2
 """Seconds between two looks of the writer at its fence (one mmap read: nearly free)."""
 
 
