@@ -159,6 +159,12 @@ DEFAULT_APPS_COMMAND = (
     "rpm -qa --qf '%{NAME}-%{VERSION}-%{RELEASE}\\n' 2>/dev/null"
     " || dpkg-query -W -f='${Package}-${Version}\\n'",
 )
+#: The "interesting applications" appsList shows (shell patterns on "name-version"), as
+#: oVirt's guest agent reported them: kernels, guest agents, display drivers.
+DEFAULT_APPS_MATCH = (
+    "kernel-*", "linux-image-*", "qemu-guest-agent-*", "ovirt-guest-agent-*",
+    "spice-vdagent-*", "xorg-x11-drv-qxl-*", "xserver-xorg-video-qxl-*", "cloud-init-*",
+)
 #: The placeholders each desktop command may use (whole or inside an argument); the password
 #: of desktopLogin only ever goes to the command's standard input.
 COMMAND_PLACEHOLDERS: dict[str, frozenset[str]] = {
@@ -183,6 +189,7 @@ class GuestAgentConfig:
     thaw_after: float = 60.0  # VM.freeze's default: the agent's thaw is forced after it
     max_reply: int = 1024 * 1024  # bytes: a longer agent reply is refused
     apps_command: tuple[str, ...] = DEFAULT_APPS_COMMAND
+    apps_match: tuple[str, ...] = DEFAULT_APPS_MATCH  # empty: every package
     desktop_lock: tuple[str, ...] = ("loginctl", "lock-sessions")
     desktop_logoff: tuple[str, ...] = ("loginctl", "terminate-seat", "seat0")
     desktop_logoff_user: tuple[str, ...] = ("loginctl", "terminate-user", "{username}")

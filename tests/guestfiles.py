@@ -23,8 +23,8 @@ read is made real here:
 ``/usr/bin/vdsm-desktop``
     stands in for the desktop commands (``loginctl ...``): logs ``VDSM-GUEST DESKTOP`` and
     each argument in brackets, for ``login`` also the SHA-256 of the first line of its
-    stdin (the password: never the password itself); an argument ``nobody`` makes it fail
-    with status 3 and a message on stderr.
+    stdin (the password: never the password itself); an argument ``nobody`` (or ending in
+    ``=nobody``) makes it fail with status 3 and a message on stderr.
 
 This module only makes contents (text, bytes, the ldd parse); tests/guest.py downloads,
 runs the tools and writes the initramfs.
@@ -90,10 +90,12 @@ if [ "$1" = login ]; then
 fi
 echo "$line" > /dev/console
 for a in "$@"; do
-    if [ "$a" = nobody ]; then
-        echo "vdsm-desktop: user nobody has no session" >&2
-        exit 3
-    fi
+    case "$a" in
+        nobody|*=nobody)
+            echo "vdsm-desktop: user nobody has no session" >&2
+            exit 3
+            ;;
+    esac
 done
 echo "vdsm-desktop: $1 done"
 """

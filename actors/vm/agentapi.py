@@ -24,8 +24,8 @@ class Verbs(Protocol):
 
 def bindings(api: Verbs, config: GuestAgentConfig) -> dict[str, Binding]:
     def thaw_after(p: dict[str, Any]) -> float:
-        timeout = p.get("timeout")
-        return float(timeout) if timeout is not None else config.thaw_after
+        after = p.get("thawAfter")
+        return float(after) if after is not None else config.thaw_after
 
     def update_device(p: dict[str, Any]) -> Any:
         device = p["params"]

@@ -44,18 +44,18 @@ class Refresh:
 
 
 def refresh(channel: AgentChannel, *, apps: GuestCommand | None, command_timeout: float,
-            set_timeout: bool) -> Refresh | GuestAgentUnavailable:
+            set_timeout: bool, apps_match: tuple[str, ...] = ()) -> Refresh | GuestAgentUnavailable:
     """What the agent says now; an agent that is away or does not answer is an answer too
     (returned, not raised: asking every interval is normal, not a failure to log)."""
     try:
         return _refresh(channel, apps=apps, command_timeout=command_timeout,
-                        set_timeout=set_timeout)
+                        set_timeout=set_timeout, apps_match=apps_match)
     except GuestAgentUnavailable as e:
         return e
 
 
 def _refresh(channel: AgentChannel, *, apps: GuestCommand | None, command_timeout: float,
-             set_timeout: bool) -> Refresh:
+             set_timeout: bool, apps_match: tuple[str, ...]) -> Refresh:
     if set_timeout:
         channel.set_response_timeout()
     try:
@@ -78,7 +78,7 @@ def _refresh(channel: AgentChannel, *, apps: GuestCommand | None, command_timeou
             result = channel.run(apps.argv, verb="appsList", shown=apps.shown,
                                  deadline=time.monotonic() + command_timeout)
             check(result, apps, channel.vm_id)
-            found = tuple(guestinfo.apps(result.out)["appsList"])
+            found = tuple(guestinfo.apps(result.out, apps_match)["appsList"])
         except (GuestAgentError, GuestCommandFailed, guestinfo.BadReply) as e:
             errors.append(f"appsList: {e}")
     return Refresh(version, info, found, tuple(errors))

@@ -9,7 +9,7 @@ the VM ``started``.
 
 Every VM gets the QEMU guest agent's virtio-serial channel (:data:`AGENT_CHANNEL`, see
 :mod:`actors.vm.qga`) and a virtio balloon whose driver reports the guest's memory every
-:data:`BALLOON_STATS_PERIOD` seconds.
+:data:`BALLOON_STATS_PERIOD` seconds (the agent asks for its own stats interval).
 
 Device names (``vda``, ``hdc``, ``fda``...) follow the drives' order per bus
 (:func:`disk_targets`); the stats and thin-provisioning code key disks by them.
@@ -93,6 +93,7 @@ def build_domain_xml(
     vnc_listen: str = "127.0.0.1",
     owner: str = "",
     started: float | None = None,
+    balloon_period: int = BALLOON_STATS_PERIOD,
 ) -> str:
     """The domain XML to hand ``createXML``/``defineXML``.
 
@@ -100,6 +101,7 @@ def build_domain_xml(
     gives the prepared path of each drive named by volume ids (by drive index); a drive named
     by path uses its own. Raises ``ValueError`` when a volume drive has no prepared path.
     ``owner`` and ``started`` go into the metadata (see :func:`read_metadata`).
+    ``balloon_period`` (s) is how often the guest's balloon driver reports its memory.
     """
     paths = dict(drive_paths or {})
     root = ET.Element("domain", type=params.emulator)
@@ -135,7 +137,7 @@ def build_domain_xml(
         devices.append(_vnc(vnc_listen))
     devices.append(agent_channel())
     balloon = ET.SubElement(devices, "memballoon", model="virtio")
-    ET.SubElement(balloon, "stats", period=str(BALLOON_STATS_PERIOD))
+    ET.SubElement(balloon, "stats", period=str(max(1, balloon_period)))
 
     metadata = ET.SubElement(root, "metadata")
     metadata.append(_metadata_element(params, owner, started))

@@ -11,7 +11,9 @@ channel is open but no answer came in time), ``disconnected`` (nothing listens i
 or ``absent`` (a domain without the channel). libvirt's agent lifecycle event (routed as
 DomainEvent ``agent_lifecycle``) says at once when qemu-ga opens or closes its port: a
 connect starts a refresh, a disconnect is ``disconnected`` at once. Whatever a call learns
-(a timeout, "not connected") updates the state too.
+(a timeout, "not connected") updates the state too, unless a lifecycle event came while it
+ran (the event is newer: a refresh cut short by the agent's exit does not make a
+disconnected agent ``unresponsive``).
 
 **Guest info** is refreshed every ``[guest_agent] info_interval`` while the VM runs
 (:func:`~actors.vm.agentwork.refresh`; the package query at most every ``apps_interval``)
@@ -102,6 +104,7 @@ class GuestAgent:
         self.shutdown = BoundedShutdown(self.channel, clock=clock, libvirt=libvirt,
                                         timeout=config.shutdown_timeout)
         self.state = UNKNOWN
+        self._events = 0  # lifecycle events seen: a call's outcome older than one is stale
         self._clock = clock
         self._board = board
         self._tell = tell
@@ -114,7 +117,7 @@ class GuestAgent:
         self._apps_due = 0.0  # monotonic
         self._timeout_set = False
         self._timer: TimerHandle | None = None
-        self._frozen = False
+        self._frozen = ""  # "frozen" by VM.freeze, "maybe" after a failed one
         self._thaw_timer: TimerHandle | None = None
         self._thaw_serial = itertools.count(1)
         self._thaw_current = 0
@@ -141,7 +144,7 @@ class GuestAgent:
         self.shutdown.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"state": self.state, "frozen": self._frozen, **self._counts,
+        return {"state": self.state, "filesystems": self._frozen or "thawed", **self._counts,
                 "lastRefreshMs": self._last_refresh_ms, "lastError": self._last_error,
                 **self._calls.describe()}
 
@@ -156,7 +159,7 @@ class GuestAgent:
 
     def on_down(self) -> None:
         """The VM went Down: nothing to ask until it runs again."""
-        self._frozen = False
+        self._frozen = ""
         self._cancel_thaw()
         self._info, self._apps = {}, None
         self._set_state(UNKNOWN)
@@ -167,6 +170,7 @@ class GuestAgent:
         """libvirt's agent lifecycle event: qemu-ga opened (1) or closed (2) its port."""
         log.info("VM %s: the guest agent %s (reason %d)", self.vm_id,
                  "connected" if state == CONNECTED else "disconnected", reason)
+        self._events += 1
         if state == CONNECTED:
             self._refresh()
         else:
@@ -198,13 +202,13 @@ class GuestAgent:
         def frozen(count: int) -> bool:
             log.info("VM %s: %d filesystem(s) frozen; thawed in %g s unless VM.thaw comes "
                      "first", self.vm_id, count, thaw_after)
-            self._frozen = True
+            self._frozen = "frozen"
             self._arm_thaw(thaw_after)
             return True
 
         def failed(error: BaseException) -> None:
             self._on_error(error)
-            self._frozen = True  # a late reply may still freeze the guest: thaw it anyway
+            self._frozen = self._frozen or "maybe"  # a late reply may still freeze it
             self._arm_thaw(min(thaw_after, self.config.command_timeout))
 
         return self._verb("VM.freeze", VERB, self.config.command_timeout, frozen,
@@ -221,13 +225,21 @@ class GuestAgent:
               work: Callable[[Any], Any], *,
               on_error: Callable[[BaseException], None] | None = None) -> Future[Any]:
         self._calls.check_idle(kind)
+        events = self._events
+        failed = on_error or self._on_error
 
         def ok(result: Any) -> Any:
-            self._set_state(RESPONSIVE)
+            self._set_state(RESPONSIVE, events)
             return on_ok(result)
 
+        def error(e: BaseException) -> None:
+            if events == self._events:
+                failed(e)
+            elif on_error is not None:
+                on_error(Exception(f"(stale) {e}"))  # its own cleanup, not the state
+
         return self._calls.submit(name, kind, timeout=timeout, work=work, on_ok=ok,
-                                  on_error=on_error or self._on_error)
+                                  on_error=error)
 
     def _check_reachable(self) -> None:
         if not self._running():
@@ -239,7 +251,7 @@ class GuestAgent:
             raise GuestAgentUnavailable(vmID=self.vm_id, state=self.state, reason=reason)
 
     def _refresh(self) -> None:
-        if not self._running() or self._frozen or self._calls.running(INFO):
+        if not self._running() or self._frozen == "frozen" or self._calls.running(INFO):
             self._counts["skipped"] += 1
             return
         now = time.monotonic()
@@ -249,30 +261,38 @@ class GuestAgent:
         commands = len(guestinfo.INFO_COMMANDS) + 1
         timeout = commands * 2 * self.config.timeout + 1.0
         timeout += self.config.command_timeout if apps is not None else 0.0
-        channel, limit, set_timeout = self.channel, self.config.command_timeout, \
-            not self._timeout_set
-        started = time.monotonic()
+        channel, limit, match = self.channel, self.config.command_timeout, \
+            self.config.apps_match
+        set_timeout = not self._timeout_set
+        started, events = time.monotonic(), self._events
 
         def work(_cancelled: Any) -> Refresh | GuestAgentUnavailable:
             return agentwork.refresh(channel, apps=apps, command_timeout=limit,
-                                     set_timeout=set_timeout)
+                                     set_timeout=set_timeout, apps_match=match)
 
         def done(found: Refresh | GuestAgentUnavailable) -> None:
             self._last_refresh_ms = round((time.monotonic() - started) * 1000, 1)
             if isinstance(found, GuestAgentUnavailable):
                 self._counts["refreshFailures"] += 1
-                self._on_error(found)
+                if events == self._events:
+                    self._on_error(found)
                 return
             self._timeout_set = True
-            self._on_refresh(found, apps is not None, now)
+            self._on_refresh(found, apps is not None, now, events)
+
+        def failed(error: BaseException) -> None:
+            self._counts["refreshFailures"] += 1
+            if events == self._events:
+                self._on_error(error)
 
         try:
             self._calls.submit("guest info", INFO, timeout=timeout, work=work, on_ok=done,
-                               on_error=self._on_refresh_failed)
+                               on_error=failed)
         except GuestCallBusy:
             self._counts["skipped"] += 1  # the last refresh is stuck: the state says so
 
-    def _on_refresh(self, found: Refresh, asked_apps: bool, asked_at: float) -> None:
+    def _on_refresh(self, found: Refresh, asked_apps: bool, asked_at: float,
+                    events: int) -> None:
         self._counts["refreshes"] += 1
         if asked_apps and found.apps is not None:
             self._apps = found.apps if not any(e.startswith("appsList:") for e in
@@ -283,11 +303,7 @@ class GuestAgent:
         self._last_error = "; ".join(found.errors)
         self._info = found.info
         self._write()
-        self._set_state(RESPONSIVE)
-
-    def _on_refresh_failed(self, error: BaseException) -> None:
-        self._counts["refreshFailures"] += 1
-        self._on_error(error)
+        self._set_state(RESPONSIVE, events)
 
     def _on_error(self, error: BaseException) -> None:
         """What a failed call says about the agent."""
@@ -305,8 +321,9 @@ class GuestAgent:
             values["appsList"] = list(self._apps)
         self._board.set_part(self.vm_id, PART, values)
 
-    def _set_state(self, state: str) -> None:
-        if state == self.state:
+    def _set_state(self, state: str, events: int | None = None) -> None:
+        """``events``: the lifecycle events seen when the call that learnt it started."""
+        if state == self.state or (events is not None and events != self._events):
             return
         log.info("VM %s: guest agent %s -> %s", self.vm_id, self.state, state)
         self.state = state
@@ -321,7 +338,7 @@ class GuestAgent:
     def _thawed(self, count: int) -> bool:
         if self._frozen:
             log.info("VM %s: %d filesystem(s) thawed", self.vm_id, count)
-        self._frozen = False
+        self._frozen = ""
         self._thaw_delay = 1.0
         self._cancel_thaw()
         return True

@@ -23,12 +23,14 @@ guest-get-fsinfo           ``disksUsage`` ``[{path, fs, total, yes (numbers, not
                            used}]`` (bytes)
 guest-get-timezone         ``guestTimezone`` ``{zone, offset}`` yes
                            (offset in minutes)
-package query (guest-exec) ``appsList``: one entry a line
+package query (guest-exec) ``appsList``: the lines that match
+                           ``[guest_agent] apps_match``
 ========================== =================================== ============================
 """
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from collections.abc import Callable
@@ -176,13 +178,17 @@ def timezone(reply: Any) -> dict[str, Any]:
                               "offset": offset // 60}}
 
 
-def apps(output: bytes) -> dict[str, Any]:
-    """The package query's output: one ``name-version`` a line, UTF-8 text."""
+def apps(output: bytes, match: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The package query's output (one ``name-version`` a line, UTF-8 text), only the
+    entries that match one of the shell patterns ``match`` (all if there is none)."""
     try:
         lines = output.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise BadReply("the package list is not UTF-8 text") from None
     found = [line.strip() for line in lines if line.strip()]
+    if match:
+        found = [line for line in found
+                 if any(fnmatch.fnmatchcase(line, pattern) for pattern in match)]
     if len(found) > LIMITS["apps"]:
         raise BadReply(f"the package list has {len(found)} entries, more than "
                        f"{LIMITS['apps']}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import xml.etree.ElementTree as ET  # only its ParseError, for a broken save image
@@ -147,6 +148,7 @@ class VmOps:
                 xml = domxml.build_domain_xml(
                     stored, serial_log=str(self.serial_log), drive_paths=paths,
                     owner=self.env.owner, started=started,
+                    balloon_period=math.ceil(self.env.config.stats_interval),
                 )
                 xml = domxml.locked_display(self._hook("before_vm_start", xml, params))
                 with self._libvirt("starting the VM"):

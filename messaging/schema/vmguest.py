@@ -87,9 +87,9 @@ VERBS = (
     Verb(
         "VM.freeze",
         "Freeze the guest's filesystems (guest-fsfreeze-freeze); the agent's thaw is forced "
-        "after timeout seconds unless VM.thaw comes first.",
-        (VM_ID, Field("timeout", Int(min=1, max=3600), required=False,
-                      doc="default [guest_agent] thaw_after")),
+        "after thawAfter seconds unless VM.thaw comes first.",
+        (VM_ID, Field("thawAfter", Int(min=1, max=3600), required=False,
+                      doc="seconds; default [guest_agent] thaw_after")),
         operation="[guest_agent] command_timeout",
     ),
     Verb(
