@@ -22,7 +22,8 @@ PROTOCOL.md's ``VM.getStats`` map:
     MemTotal, KiB), ``mem_unused`` and ``mem_free`` (its MemFree), ``mem_usable`` (its
     MemAvailable), ``swap_in``, ``swap_out``, ``majflt``, ``minflt`` (per second over the
     interval) and ``pageflt`` (their sum); only while the guest reports them. The domain
-    XML asks the guest for them every 5 s (``<memballoon><stats period>``).
+    XML asks the guest for them every ``[vm] stats_interval`` (``<memballoon><stats
+    period>``, whole seconds).
 ``balloonInfo``
     ``balloon_max`` (``memSize``, KiB), ``balloon_min`` (0), ``balloon_cur`` (what the
     guest holds now) and ``balloon_target`` (this sample's current value; the VM actor

@@ -22,10 +22,11 @@ import pytest
 
 from actors.base import ActorContext, Runtime
 from actors.clock import Clock
-from actors.config import VmConfig
+from actors.config import GuestAgentConfig, VmConfig
 from actors.directory import ActorDirectory
 from actors.host.libvirtconn import DomainEvent
 from actors.storage.handle import VolumeHandle
+from actors.vm import desktop
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
@@ -34,7 +35,13 @@ from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
 from actors.vm.status import ExitReason, Transition, VmStatus
-from messaging.errors import GuestCallBusy, GuestCallTimeout, VMBusy, VMError
+from messaging.errors import (
+    GuestAgentUnavailable,
+    GuestCallBusy,
+    GuestCallTimeout,
+    VMBusy,
+    VMError,
+)
 from tests.harness import wait_for
 from tests.libvirthelp import handle_over
 from tests.vm.helpers import raw_params, validated
@@ -264,6 +271,28 @@ def test_a_shutdown_not_forced_leaves_a_guest_that_ignores_it_up(env: Env) -> No
     wait_for(lambda: env.sink.statuses() == ["Up", "Powering down", "Up"], 5)
     assert "destroy" not in ops.calls
     assert env.status() == "Up"
+
+
+@pytest.mark.timeout(20)
+def test_the_agent_going_away_shows_at_once_and_its_verbs_refuse(env: Env) -> None:
+    ref = env.start(FakeOps(), mode="recover", initial=Transition(VmStatus.UP))
+    wait_for(lambda: env.status() == "Up", 5)
+    ref.tell(DomainEvent("agent_lifecycle", env.params.vm_id, env.params.name,
+                         (EV.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED,
+                          EV.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_REASON_CHANNEL), 0.0))
+
+    def agent_state() -> str | None:
+        view = env.board.get(env.params.vm_id)
+        return view.guest_agent if view is not None else None
+
+    wait_for(lambda: agent_state() == "disconnected", 5)
+    assert env.board.full_stats(env.params.vm_id)[0]["guestAgent"] == "disconnected"
+    with pytest.raises(GuestAgentUnavailable, match="disconnected"):
+        result(ref.proxy().run_in_guest(desktop.lock(GuestAgentConfig())))
+    with pytest.raises(GuestAgentUnavailable):
+        result(ref.proxy().freeze(10.0))
+    # Never answering, before or after: no status event for it (the stats show it).
+    assert env.sink.statuses() == ["Up"]
 
 
 @pytest.mark.timeout(20)

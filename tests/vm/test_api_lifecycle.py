@@ -116,6 +116,15 @@ def test_lifecycle_verbs_hooks_and_events(
         secure = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE)
         graphics = secure.find("devices/graphics")
         assert graphics is not None and graphics.get("passwd") == "s3cret"
+        device = {"deviceType": "graphics", "graphicsType": "vnc", "password": "0ther",
+                  "ttl": 60}
+        assert agent.call("VM.updateDevice", vmID=vm_id, params=device) is True
+        graphics = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE).find("devices/graphics")
+        assert graphics is not None and graphics.get("passwd") == "0ther"
+        for bad in ({**device, "deviceType": "disk"}, {**device, "password": "x\x01"},
+                    {**device, "passwd": "x"}):
+            assert a.error(lambda b=bad: agent.call("VM.updateDevice", vmID=vm_id,
+                                                    params=b)).code == -32602
         iso, img = tmp_path / "cd.iso", tmp_path / "fd.img"
         iso.write_bytes(b"\0" * MIB)
         img.write_bytes(b"\0" * 1440 * 1024)
