@@ -20,8 +20,8 @@ command line (see :func:`kernel_cmdline`):
 
 In every mode, ``vdsm.agent=1`` starts the QEMU guest agent (qemu-ga, see
 tests/guestfiles.py) on its virtio-serial port and prints ``VDSM-GUEST AGENT-STARTED
-pid=<pid>``; when it exits the guest prints ``VDSM-GUEST AGENT-EXITED rc=<rc>`` and, with
-``vdsm.agent_respawn=N``, starts it again N seconds later. ``vdsm.mount=1`` mounts the ext4
+pid=<pid>``; when it exits the guest prints ``VDSM-GUEST AGENT-EXITED rc=<rc>`` (it comes
+back with the next boot). ``vdsm.mount=1`` mounts the ext4
 filesystem of ``/dev/vda`` on ``/mnt`` (``VDSM-GUEST MOUNTED /mnt``) before the mode runs.
 The guest's host name is ``vdsm-guest``; the virtio balloon driver is loaded.
 
@@ -164,7 +164,6 @@ mib=
 chunk=4
 fill=zero
 agent=
-respawn=
 mnt=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -173,7 +172,6 @@ for arg in $(cat /proc/cmdline); do
         vdsm.chunk=*) chunk="${arg#vdsm.chunk=}" ;;
         vdsm.fill=*) fill="${arg#vdsm.fill=}" ;;
         vdsm.agent=*) agent="${arg#vdsm.agent=}" ;;
-        vdsm.agent_respawn=*) respawn="${arg#vdsm.agent_respawn=}" ;;
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
     esac
 done
@@ -235,15 +233,11 @@ run_agent() {
         say AGENT-FAILED no-port
         return
     fi
-    while :; do
-        qemu-ga -m virtio-serial -p "$port" -t /var/run </dev/null >/dev/null 2>&1 &
-        pid=$!
-        say AGENT-STARTED "pid=$pid"
-        wait "$pid"
-        say AGENT-EXITED "rc=$?"
-        is_number "$respawn" || return
-        sleep "$respawn"
-    done
+    qemu-ga -m virtio-serial -p "$port" -t /var/run </dev/null >/dev/null 2>&1 &
+    pid=$!
+    say AGENT-STARTED "pid=$pid"
+    wait "$pid"
+    say AGENT-EXITED "rc=$?"
 }
 if [ "$mnt" = 1 ]; then
     if wait_vda && mount -t ext4 /dev/vda /mnt; then
