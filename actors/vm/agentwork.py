@@ -24,7 +24,12 @@ from actors.vm import guestinfo
 from actors.vm.desktop import GuestCommand
 from actors.vm.guestcall import GuestCaller
 from actors.vm.qga import AgentChannel, ExecResult
-from messaging.errors import GuestAgentError, GuestAgentUnavailable, GuestCommandFailed
+from messaging.errors import (
+    GuestAgentError,
+    GuestAgentUnavailable,
+    GuestCommandFailed,
+    VMError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,10 @@ def refresh(channel: AgentChannel, *, apps: GuestCommand | None, command_timeout
 def _refresh(channel: AgentChannel, *, apps: GuestCommand | None, command_timeout: float,
              set_timeout: bool, apps_match: tuple[str, ...]) -> Refresh:
     if set_timeout:
-        channel.set_response_timeout()
+        try:
+            channel.set_response_timeout()
+        except VMError as e:  # libvirt's own default (5 s) stays: the call still ends
+            log.info("VM %s: cannot set the agent response timeout: %s", channel.vm_id, e)
     try:
         version, enabled = guestinfo.agent_info(channel.command("guest-info"))
     except guestinfo.BadReply as e:

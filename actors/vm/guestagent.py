@@ -263,7 +263,7 @@ class GuestAgent:
         timeout += self.config.command_timeout if apps is not None else 0.0
         channel, limit, match = self.channel, self.config.command_timeout, \
             self.config.apps_match
-        set_timeout = not self._timeout_set
+        set_timeout, self._timeout_set = not self._timeout_set, True  # once per VM
         started, events = time.monotonic(), self._events
 
         def work(_cancelled: Any) -> Refresh | GuestAgentUnavailable:
@@ -277,7 +277,6 @@ class GuestAgent:
                 if events == self._events:
                     self._on_error(found)
                 return
-            self._timeout_set = True
             self._on_refresh(found, apps is not None, now, events)
 
         def failed(error: BaseException) -> None:

@@ -299,5 +299,6 @@ def test_guest_agent_info_desktop_freeze_memory_and_failures(
         assert "guestAgent" not in down
     assert g.MARKER_ACPI_SHUTDOWN.encode() not in serial.read_bytes()[offset:]
     assert SECRET not in agent.log_path.read_text(errors="replace")
+    assert SECRET not in json.dumps(agent.call("Actors.inspect", path=f"/vms/{vm_id}"))
     assert SECRET not in serial.read_text(errors="replace")
     assert agent.call("VM.destroy", vmID=vm_id) is True
