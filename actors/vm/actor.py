@@ -513,7 +513,7 @@ class VmActor(SupervisedActor):
         """What an event is published for: the status, and whether the agent answers (its
         other states show in the stats, not as events)."""
         view = self._view()
-        answers = self._agent is not None and self._agent.responsive
+        answers = self._agent is not None and self._agent.responsive and view.active
         return view.status, view.pause_code, view.exit_reason, answers
 
     def _publish(self) -> None:
