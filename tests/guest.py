@@ -193,7 +193,12 @@ for d in /sys/class/input/event*; do
     [ "$(cat "$d/device/name")" = "Power Button" ] || continue
     ev="/dev/input/${d##*/}"
     [ -c "$ev" ] || continue
-    (dd if="$ev" of=/dev/null bs=24 count=1 2>/dev/null; say ACPI-SHUTDOWN; off) &
+    # Open the event device first, then say so: a press before the reader opened it would
+    # be lost (and a loaded host runs the background reader late).
+    (exec 3<"$ev"; : > /tmp/acpi-listening; dd of=/dev/null bs=24 count=1 <&3 2>/dev/null
+     say ACPI-SHUTDOWN; off) &
+    n=0
+    while [ ! -e /tmp/acpi-listening ] && [ "$n" -lt 100 ]; do n=$((n + 1)); sleep 0.05; done
 done
 
 wait_vda() {
