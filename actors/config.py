@@ -154,6 +154,73 @@ class VmConfig:
             raise ConfigError(f"[vm] hibernation_dir {self.hibernation_dir} is not absolute")
 
 
+#: The guest's package query (appsList): rpm where it answers, else dpkg-query.
+DEFAULT_APPS_COMMAND = (
+    "/bin/sh", "-c",
+    "rpm -qa --qf '%{NAME}-%{VERSION}-%{RELEASE}\\n' 2>/dev/null"
+    " || dpkg-query -W -f='${Package}-${Version}\\n'",
+)
+#: The "interesting applications" appsList shows (shell patterns on "name-version"), as
+#: oVirt's guest agent reported them: kernels, guest agents, display drivers.
+DEFAULT_APPS_MATCH = (
+    "kernel-*", "linux-image-*", "qemu-guest-agent-*", "ovirt-guest-agent-*",
+    "spice-vdagent-*", "xorg-x11-drv-qxl-*", "xserver-xorg-video-qxl-*", "cloud-init-*",
+)
+#: The placeholders each desktop command may use (whole or inside an argument); the password
+#: of desktopLogin only ever goes to the command's standard input.
+COMMAND_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "desktop_lock": frozenset(),
+    "desktop_logoff": frozenset(),
+    "desktop_logoff_user": frozenset({"username"}),
+    "desktop_login": frozenset({"domain", "username"}),
+}
+
+
+@dataclass(frozen=True)
+class GuestAgentConfig:
+    """The QEMU guest agent (qemu-ga) of the VMs: see actors/vm/guestagent.py. Commands are
+    argument lists run in the guest by ``guest-exec`` (never a shell line built from a
+    client's values)."""
+
+    timeout: float = 5.0  # one agent command, libvirt's guest-sync included
+    info_interval: float = 30.0  # guest info refresh (0: never); verbs and events regardless
+    apps_interval: float = 300.0  # the package query, at most this often (0: never)
+    command_timeout: float = 30.0  # a guest-exec command (apps, desktop verbs), start to exit
+    shutdown_timeout: float = 10.0  # agent shutdown/reboot before the ACPI fallback
+    thaw_after: float = 60.0  # VM.freeze's default: the agent's thaw is forced after it
+    max_reply: int = 1024 * 1024  # bytes: a longer agent reply is refused
+    apps_command: tuple[str, ...] = DEFAULT_APPS_COMMAND
+    apps_match: tuple[str, ...] = DEFAULT_APPS_MATCH  # empty: every package
+    desktop_lock: tuple[str, ...] = ("loginctl", "lock-sessions")
+    desktop_logoff: tuple[str, ...] = ("loginctl", "terminate-seat", "seat0")
+    desktop_logoff_user: tuple[str, ...] = ("loginctl", "terminate-user", "{username}")
+    desktop_login: tuple[str, ...] = ()  # no standard way: VM.desktopLogin answers 104
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "command_timeout", "shutdown_timeout", "thaw_after"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[guest_agent] {name} must be positive")
+        for name in ("info_interval", "apps_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[guest_agent] {name} must not be negative")
+        if self.max_reply < 4096:
+            raise ConfigError("[guest_agent] max_reply must be at least 4096")
+        if self.apps_command and not self.apps_command[0]:
+            raise ConfigError("[guest_agent] apps_command: the program is empty")
+        for name, allowed in COMMAND_PLACEHOLDERS.items():
+            command: tuple[str, ...] = getattr(self, name)
+            if command and not command[0]:
+                raise ConfigError(f"[guest_agent] {name}: the program is empty")
+            for arg in command:
+                for used in _PLACEHOLDER.findall(arg):
+                    if used not in allowed:
+                        raise ConfigError(f"[guest_agent] {name}: {{{used}}} is not one of "
+                                          f"{sorted(allowed) or 'no placeholders'}")
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Storage settings. Every wait on storage I/O is bounded by one of these timeouts."""
@@ -265,6 +332,7 @@ class Config:
     libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
     host: HostConfig = field(default_factory=HostConfig)
     vm: VmConfig = field(default_factory=VmConfig)
+    guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)

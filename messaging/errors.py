@@ -141,6 +141,27 @@ class VMBusy(VMError):
     retryable = True
 
 
+class GuestAgentUnavailable(VMError):
+    """The VM's guest agent cannot take the call: none answers on its channel, it did not
+    answer in time, or the VM is not running. It may come (back) later."""
+
+    template = "the guest agent of VM {vmID} is {state}: {reason}"
+    retryable = True
+
+
+class GuestAgentError(VMError):
+    """The guest agent answered, but with an error or with a reply the agent refuses (not
+    what the command returns, or larger than ``[guest_agent] max_reply``)."""
+
+    template = "guest agent command {command} on VM {vmID} failed: {reason}"
+
+
+class GuestCommandFailed(VMError):
+    """A command run in the guest (``guest-exec``) failed: its exit status and output."""
+
+    template = "{verb}: `{command}` {outcome} in VM {vmID}: {output}"
+
+
 class HookError(VdsmError):
     code = 6
     template = "hook {hook} failed: {reason}"

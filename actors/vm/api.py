@@ -38,8 +38,10 @@ from typing import Any, Literal
 
 import pykka
 
+from actors.config import GuestAgentConfig
 from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
+from actors.vm import agentapi
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
@@ -80,6 +82,7 @@ class VmApi:
         vms_path: str,
         spec: SpecFactory,
         ready: threading.Event,
+        guest_agent: GuestAgentConfig | None = None,
     ) -> None:
         self._directory = directory
         self._board = board
@@ -90,6 +93,7 @@ class VmApi:
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
         self._spec = spec
         self._ready = ready
+        self._guest_agent = guest_agent or GuestAgentConfig()
         # Acts after an operation (stops an actor: asks its supervisor): off the workers.
         self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="vm-finish")
 
@@ -100,9 +104,8 @@ class VmApi:
             "VM.pause": Binding(lambda p: self._verb(p, lambda vm: vm.pause())),
             "VM.cont": Binding(lambda p: self._verb(p, lambda vm: vm.cont())),
             "VM.reset": Binding(lambda p: self._verb(p, lambda vm: vm.reset())),
-            "VM.shutdown": Binding(
-                lambda p: self._verb(p, lambda vm: vm.shutdown(p["delay"], p["message"]))
-            ),
+            "VM.shutdown": Binding(lambda p: self._verb(p, lambda vm: vm.shutdown(
+                p["delay"], p["message"], p["reboot"], p["force"]))),
             "VM.setTicket": Binding(
                 lambda p: self._verb(p, lambda vm: vm.set_ticket(
                     check_plain_text(p["password"], "password"), p["ttl"]))
@@ -113,6 +116,7 @@ class VmApi:
             "VM.getStats": Binding(self.get_stats, inline=True),
             "Host.getVMList": Binding(self.get_vm_list, inline=True),
             "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
+            **agentapi.bindings(self, self._guest_agent),
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -211,6 +215,11 @@ class VmApi:
             return ActorUnavailable(path=f"{self._vms_path}/{vm_id}",
                                     reason="its actor is being restarted; try again shortly")
         return NoSuchVM(vmID=vm_id)
+
+    def verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
+        """An operation of the VM ``params["vmID"]`` (see :meth:`_verb`), for the verbs of
+        :mod:`actors.vm.agentapi`."""
+        return self._verb(params, call)
 
     def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
         """Ask the VM's actor for an operation; its future (the server replies from it).

@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import xml.etree.ElementTree as ET  # only its ParseError, for a broken save image
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import libvirt
 
-from actors.config import VmConfig
+from actors.config import GuestAgentConfig, VmConfig
 from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
 from actors.vm import domxml, restorexml
@@ -84,6 +85,7 @@ class VmEnv:
     owner: str  # written into the metadata: this agent's domains are the ones it recovers
     logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
+    agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)  # the guest agents
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class VmOps:
                 xml = domxml.build_domain_xml(
                     stored, serial_log=str(self.serial_log), drive_paths=paths,
                     owner=self.env.owner, started=started,
+                    balloon_period=math.ceil(self.env.config.stats_interval),
                 )
                 xml = domxml.locked_display(self._hook("before_vm_start", xml, params))
                 with self._libvirt("starting the VM"):
@@ -261,13 +264,38 @@ class VmOps:
         with self._libvirt("resetting the VM"):
             dom.reset(0)
 
-    def shutdown(self, params: VmParams, message: str) -> None:
+    def shutdown(self, params: VmParams, message: str, *, reboot: bool = False,
+                 agent: Callable[[bool], None] | None = None) -> str:
+        """Ask the guest to power off (or reboot): through ``agent`` (the guest agent's
+        bounded shutdown) when given, with the ACPI power button when there is none or it
+        fails. Returns how: ``"agent"`` or ``"acpi"``."""
         dom = self._dom()
         self._hook("before_vm_shutdown", self._xml(dom), params)
+        what = "reboot" if reboot else "power off"
         if message:
-            log.info("VM %s (%s): shutting down: %s", self.vm_id, params.name, message)
-        with self._libvirt("sending the ACPI power-off"):
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            log.info("VM %s (%s): asking the guest to %s: %s", self.vm_id, params.name, what,
+                     message)
+        if agent is not None:
+            try:
+                agent(reboot)
+            except VdsmError as e:
+                log.info("VM %s: the guest agent did not %s the guest (%s): ACPI instead",
+                         self.vm_id, what, e)
+            else:
+                log.info("VM %s: the guest agent asked the guest to %s", self.vm_id, what)
+                return "agent"
+        with self._libvirt(f"sending the ACPI {'reboot' if reboot else 'power-off'}"):
+            if reboot:
+                dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+            else:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        return "acpi"
+
+    def set_balloon_target(self, target: int) -> None:
+        """Inflate or deflate the balloon so that the guest holds ``target`` KiB."""
+        dom = self._dom()
+        with self._libvirt("setting the balloon target"):
+            dom.setMemoryFlags(target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     def hibernate(self, params: VmParams, target: MemoryImage) -> None:
         """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the

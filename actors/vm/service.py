@@ -78,6 +78,7 @@ class VmSubsystem:
             owner=str(state_dir.resolve()),
             logs=self.logs,
             registry=self.registry,
+            agent=deps.config.guest_agent,
         )
         #: set once the first recovery pass is done: VM verbs answer 100 until then
         self.ready = threading.Event()
@@ -94,7 +95,8 @@ class VmSubsystem:
         )
         self.api = VmApi(directory=deps.runtime.directory, board=self.board,
                          registry=self.registry, paths=self.paths, logs=self.logs,
-                         vms_path=VMS, spec=self.vm_spec, ready=self.ready)
+                         vms_path=VMS, spec=self.vm_spec, ready=self.ready,
+                         guest_agent=deps.config.guest_agent)
 
     def vm_spec(
         self,

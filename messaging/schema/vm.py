@@ -17,6 +17,7 @@ from messaging.schema.verbs import Verb
 
 VM_ID = Field("vmID", Uuid(), doc="the VM's UUID")
 CALL_DEADLINE = "[vm] call_timeout + the verb's hooks' budget"
+SHUTDOWN_DEADLINE = CALL_DEADLINE + " + [guest_agent] shutdown_timeout"
 
 DRIVE = Struct(
     (
@@ -98,14 +99,20 @@ VERBS = (
     Verb("VM.reset", "Hard-reset the guest.", (VM_ID,), operation=CALL_DEADLINE),
     Verb(
         "VM.shutdown",
-        "ACPI power-off; if the guest is still up after delay seconds, destroy it.",
+        "Power the guest off: through its guest agent when one answers, else (or when the "
+        "agent fails) with the ACPI power button. A guest still up after delay seconds is "
+        "destroyed if force, else it stays Up. With reboot, as VM.reboot.",
         (
             VM_ID,
             Field("delay", Int(min=0, max=3600), required=False, default=30),
-            Field("message", Str(max_len=1024), required=False, default=""),
+            Field("message", Str(max_len=1024), required=False, default="",
+                  doc="logged by the agent (qemu-ga shows none)"),
+            Field("reboot", Bool(), required=False, default=False),
+            Field("force", Bool(), required=False, default=False,
+                  doc="destroy (reboot: reset) a guest that did not obey within delay"),
         ),
         aliases=("shutdown",),
-        operation=CALL_DEADLINE,
+        operation=SHUTDOWN_DEADLINE,
     ),
     Verb(
         "VM.setTicket",
@@ -157,22 +164,16 @@ VERBS = (
         "Statistics of one VM.",
         (VM_ID,),
         result="list with one VM stats map: vmID, vmName, status, pauseCode?, exitReason?, "
-        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, memSize (MiB), disks, network, "
-        "monitorResponse, displayInfo (list of {type, port, tlsPort, ipAddress}; empty when "
-        "Down), elapsedTime? (s since qemu started), statsAge? (s since the last sample)",
+        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, memSize (MiB), memoryStats?, "
+        "balloonInfo?, disks, network, monitorResponse, displayInfo (list of {type, port, "
+        "tlsPort, ipAddress}; empty when Down), elapsedTime? (s since qemu started), statsAge? "
+        "(s since the last sample); guestAgent (unknown, responsive, unresponsive, "
+        "disconnected, absent) and, once the agent answered, guestAgentVersion, guestFQDN, "
+        "guestOs, guestOsInfo, username, guestUsers, netIfaces, guestIPs, disksUsage, "
+        "guestTimezone, appsList",
         aliases=("getVmStats",),
         timeout=10.0,
     ),
-    Verb(
-        "VM.desktopLogin",
-        "Ask the guest agent to log a user in.",
-        (VM_ID, Field("domain", Str()), Field("username", Str()), Field("password", Str())),
-        aliases=("desktopLogin",), implemented=False,
-    ),
-    Verb("VM.desktopLogoff", "Ask the guest agent to log the user off.", (VM_ID,),
-         aliases=("desktopLogoff",), implemented=False),
-    Verb("VM.desktopLock", "Ask the guest agent to lock the screen.", (VM_ID,),
-         aliases=("desktopLock",), implemented=False),
     Verb(
         "Host.getVMList",
         "The VMs of this host.",

@@ -38,7 +38,7 @@ def test_vm_names_stats_and_logs(agent: Vdsmd) -> None:
     # libvirt allows one running domain per name, but a VM that went Down stays listed
     # until it is destroyed: a new VM may then take its name
     agent.call("VM.create", vmID=twin_a, vmParams=a.bare_params(vmName=twin))
-    agent.call("VM.shutdown", vmID=twin_a, delay=1)  # no OS, no ACPI: destroyed after 1 s
+    agent.call("VM.shutdown", vmID=twin_a, delay=1, force=True)  # no OS: destroyed after 1 s
     a.wait_status(agent, twin_a, "Down")
     agent.call("VM.create", vmID=twin_b, vmParams=a.bare_params(vmName=twin))
     for vm_id in (web, twin_b):
