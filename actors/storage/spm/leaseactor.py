@@ -51,6 +51,7 @@ class LeaseActor(SupervisedActor):
         self.listeners = list(listeners)
         self._link: KeeperLink | None = None
         self._spm = False
+        self._lver = 0
 
     def setup(self) -> None:
         me = self.actor_ref
@@ -120,12 +121,12 @@ class LeaseActor(SupervisedActor):
                                             {"spUUID": self.sp_uuid, **new.to_wire(),
                                              "reason": new.reason})
         spm = new.status == "SPM" and new.writer_ready
-        if spm and not self._spm:
-            self._spm = True
-            self._tell_listeners("gained", new)
-        elif self._spm and not spm:
-            self._spm = False
+        if self._spm and (not spm or new.lver != self._lver):  # lost (or lost and regained
+            self._spm = False                                  # between two reports)
             self._tell_listeners("lost", new)
+        if spm and not self._spm:
+            self._spm, self._lver = True, new.lver
+            self._tell_listeners("gained", new)
 
     def _tell_listeners(self, event: str, state: LeaseState) -> None:
         for listener in self.listeners:

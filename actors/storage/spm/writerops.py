@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from actors.storage import poolmeta, taskwork
@@ -66,7 +67,8 @@ class WriterOps:
             "deactivate": lambda loc, p: poolmeta.set_status(loc, p, sd_uuid, ATTACHED),
         }
         with self._pool_lock:
-            current = poolmeta.read_pool(self.locator, self.sp_uuid, self.master_sd, None)
+            current = replace(poolmeta.read_pool(self.locator, self.sp_uuid, self.master_sd,
+                                                 None), lver=self.lver)  # stamp the token
             with self.guard.write(f"pool {action} {sd_uuid}"):
                 return changes[action](self.locator, current)
 

@@ -54,6 +54,8 @@ def test_acquire_then_write_through_the_writer(rig: KeeperRig) -> None:
     assert [other, "Attached"] in pool["domains"]
     read = poolmeta.read_pool(rig.locator, rig.sp_uuid, rig.master, None)
     assert read.statuses[other] == "Attached"
+    assert read.lver == 1  # the master carries the writer's fencing token
+    assert rig.locator.open(rig.master).read_metadata().get("SPM_LVER") == "1"
     _check_journal(rig)
     assert journal.load(rig.journal), "the guarded write was journaled"
 
