@@ -163,6 +163,7 @@ def test_a_restarted_keeper_takes_its_host_id_back_at_once(rig: KeeperRig) -> No
     generation = first.state["hostId"]["generation"]
     first.signal(signal.SIGKILL)
     first.proc.wait(5)
+    first.close()  # its PAIR socket would take the new keeper's only place (as a link's does)
     started = time.monotonic()
     second = rig.keeper(1, lease=30.0)
     second.wait_host_id(30)
