@@ -76,6 +76,7 @@ class Chaos:
         self.stop = threading.Event()
         self.load_ok = 0
         self.load_refused = 0
+        self.refusals: dict[str, int] = {}
 
     # --- who is where ----------------------------------------------------------------------
 
@@ -102,13 +103,17 @@ class Chaos:
     # --- the load --------------------------------------------------------------------------
 
     def load(self) -> None:
+        """Volumes created and deleted through whichever host is SPM (each is several
+        guarded metadata writes), tried on every host in turn."""
         sp, sd = self.cluster.sp, self.cluster.sd
+        turn = 0
         while not self.stop.is_set():
-            spm = self.current_spm()
-            if spm is None:
-                time.sleep(0.1)
+            turn = turn % 3 + 1
+            status = self.status(turn) if self.alive(turn) else None
+            if not status or status["spmStatus"] != "SPM":
+                time.sleep(0.02)
                 continue
-            host = spm[0]
+            host = turn
             ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
                    "volumeID": new_id()}
             try:
@@ -119,8 +124,10 @@ class Chaos:
                     task = self.cluster.call(host, "Volume.delete", timeout=10, **ids)
                     self.cluster.task(host, task, timeout=30)
                     self.load_ok += 1
-            except (ClientError, CallTimeout, TimeoutError, OSError):
+            except (ClientError, CallTimeout, TimeoutError, OSError) as e:
                 self.load_refused += 1
+                self.refusals[str(getattr(e, "code", type(e).__name__))] = \
+                    self.refusals.get(str(getattr(e, "code", type(e).__name__)), 0) + 1
                 time.sleep(0.05)
 
     # --- faults ------------------------------------------------------------------------------
@@ -160,22 +167,28 @@ class Chaos:
             for pid in targets:
                 os.kill(pid, signal.SIGSTOP)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 for pid in targets:
                     os.kill(pid, signal.SIGCONT)
+            self.heal()
+            return took
         elif action == "freeze":
             self.control.hang("*", "any", pid=vdsmd, killable=True)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 self.control.clear()
+            self.heal()
+            return took
         elif action == "eio":
             self.control.eio("*", "any", pid=vdsmd)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 self.control.clear()
+            self.heal()
+            return took
         elif action == "slow":
             self.control.delay("*/dom_md/ids", self.io * 0.8, "any", pid=vdsmd)
             try:
@@ -190,6 +203,22 @@ class Chaos:
             return self.recover(lver, started)
         self.heal()
         return None
+
+    def hold(self, seconds: float, lver: int, started: float, *, exclude: int) -> float | None:
+        """Keep the fault for ``seconds``, watching the other hosts: the time from the fault
+        to one of them holding a newer lver (None if none did meanwhile)."""
+        took: float | None = None
+        end = started + seconds
+        while time.monotonic() < end:
+            if took is None:
+                for host in (h for h in (1, 2, 3) if h != exclude and self.alive(h)):
+                    status = self.status(host)
+                    if status and status["spmStatus"] == "SPM" and \
+                            int(status["spmLver"]) > lver:
+                        took = time.monotonic() - started
+                        break
+            time.sleep(0.05)
+        return took
 
     def recover(self, lver: int, started: float) -> float | None:
         """Restart what died; the time from the fault to an SPM of a newer lver."""

@@ -11,7 +11,8 @@ comparison is exact there, although the lease never relies on it.
 1. writes of different lvers never overlap in time (a write lasts from its begin to its end;
    a write without an end lasts until its writer was killed, or forever when nothing says);
 2. a host's lvers only grow;
-3. no write began at or after its lease's deadline, and none ended after it.
+3. no write began at or after its cutoff (the deadline the keeper published: the lease's end
+   minus the kill margin), and none ended after the lease itself ended (``expiry``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class Write:
     lver: int
     start: float
     end: float | None
-    deadline: float
+    deadline: float  # the cutoff: no write may begin at or after it
     what: str
+    expiry: float = float("inf")  # the lease's end: no write may end after it
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def writes(entries: Iterable[Mapping[str, Any]],
     for key, b in begins.items():
         end = ends.get(key, killed.get(b["pid"]))
         out.append(Write(b["host"], b["pid"], b["seq"], int(b["lver"]), float(b["t"]),
-                         end, float(b["deadline"]), str(b.get("what", ""))))
+                         end, float(b["deadline"]), str(b.get("what", "")),
+                         float(b.get("expiry", b["deadline"]))))
     return sorted(out, key=lambda w: w.start)
 
 
@@ -108,9 +111,9 @@ def check(all_writes: list[Write]) -> list[Violation]:
     violations: list[Violation] = []
     for w in all_writes:
         if w.start >= w.deadline:
-            violations.append(Violation("expired", f"{w} began after its deadline"))
-        if w.end is not None and w.end > w.deadline:
-            violations.append(Violation("expired", f"{w} ended after its deadline"))
+            violations.append(Violation("expired", f"{w} began after its cutoff"))
+        if w.end is not None and w.end > w.expiry:
+            violations.append(Violation("expired", f"{w} ended after its lease expired"))
     by_lver: dict[int, tuple[float, float]] = {}
     for w in all_writes:
         end = float("inf") if w.end is None else w.end

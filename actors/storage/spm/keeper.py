@@ -115,12 +115,12 @@ class Keeper:
         if self.status == SPM:  # published before the writer starts: it reads it at once
             pid = self.writer.pid if self.writer is not None else 0
             return fences.Fence(fences.SPM, self.lver, _ns(host.deadline - self.config.margin),
-                                self.config.host_id, pid)
+                                self.config.host_id, pid, _ns(host.deadline))
         return fences.Fence(fences.NONE, self.lver, 0, self.config.host_id, 0)
 
     def _publish_fence(self) -> None:
         f = self._fence_now()
-        self.fence.publish(f.state, f.lver, f.deadline_ns, f.writer_pid)
+        self.fence.publish(f.state, f.lver, f.deadline_ns, f.writer_pid, f.expiry_ns)
 
     def _push(self) -> None:
         self._send(self.snapshot())
