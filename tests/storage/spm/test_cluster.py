@@ -47,6 +47,13 @@ def test_one_spm_at_a_time_and_only_it_writes(cluster: Cluster) -> None:
     wait_for(lambda: {cluster.spm_status(h)["spmId"] for h in (1, 2, 3)} == {spm}, 10,
              what="every host to name the same SPM")
     assert cluster.spms() == [spm]
+    inspected = cluster.call(spm, "Actors.inspect", path=f"/storage/pools/{sp}/lease")["detail"]
+    assert inspected["status"] == "SPM" and inspected["keeperPid"] > 0
+    assert inspected["writer"]["pid"] > 0 and inspected["lver"] >= 1
+    assert inspected["deadlineIn"] > 0 and inspected["hostId"]["lastRenewalAge"] >= 0
+    wait_for(lambda: sorted(cluster.call(spm, "Actors.inspect", path=f"/storage/pools/{sp}/lease")
+                            ["detail"]["liveHosts"]) == [1, 2, 3], 10,
+             what="the SPM's keeper to see every host alive")
     other = next(h for h in (1, 2, 3) if h != spm)
     ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
            "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow", "preallocate": "sparse"}
