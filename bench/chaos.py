@@ -16,6 +16,8 @@ to check. Each round applies one fault to the current SPM host, chosen at random
 - ``freeze``: every I/O of that host's processes on the shared mount hangs past the lease
   (released then; the hang is killable, as an NFS wait is);
 - ``eio``: every I/O of that host's processes on the shared mount fails for a lease;
+  (``freeze`` and ``eio`` spare the safety journal's own files: the checker must see every
+  line);
 - ``slow``: its lease I/O takes 0.8 x io_timeout for a while (it may keep the role);
 - ``kill-keeper``: SIGKILL its keeper alone (vdsmd starts another);
 - ``restart-other``: SIGTERM and restart a host that is not the SPM.
@@ -174,6 +176,7 @@ class Chaos:
             self.heal()
             return took
         elif action == "freeze":
+            self.exempt_journal()
             self.control.hang("*", "any", pid=vdsmd, killable=True)
             try:
                 took = self.hold(hold, lver, started, exclude=host)
@@ -182,6 +185,7 @@ class Chaos:
             self.heal()
             return took
         elif action == "eio":
+            self.exempt_journal()
             self.control.eio("*", "any", pid=vdsmd)
             try:
                 took = self.hold(hold, lver, started, exclude=host)
@@ -238,6 +242,12 @@ class Chaos:
         for host in (1, 2, 3):
             if not self.alive(host):
                 self.cluster.host(host).start()
+
+    def exempt_journal(self) -> None:
+        """The safety journal is the campaign's instrument, not the storage under test: its
+        lines must land whatever the faults do to the rest (on real shared storage it would
+        share the domain's fate; here the checker must see every write and every kill)."""
+        self.control.add("*/spmjournal/*", "any", "pass")
 
     def heal(self) -> None:
         self.restart_dead()

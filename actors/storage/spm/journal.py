@@ -18,13 +18,16 @@ comparison is exact there, although the lease never relies on it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 
 class Journal:
     """Appends journal lines for one process (thread-safe, cheap)."""
@@ -49,6 +52,34 @@ class Journal:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class BackgroundJournal:
+    """A :class:`Journal` written by its own thread: for the keeper, whose loop must never
+    wait on the shared storage (a frozen or hung mount would stop its renewals and fencing).
+    Entries carry their own times, taken when they are appended, so a late line is still
+    exact. The file is opened by that thread too; entries wait in memory until it can."""
+
+    def __init__(self, directory: Path, host_id: int) -> None:
+        self._directory = directory
+        self._host_id = host_id
+        self._queue: queue.SimpleQueue[Mapping[str, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        self._queue.put(dict(entry))
+
+    def _run(self) -> None:
+        journal: Journal | None = None
+        while True:
+            entry = self._queue.get()
+            try:
+                if journal is None:
+                    journal = Journal(self._directory, self._host_id)
+                journal.append(entry)
+            except OSError as e:
+                log.warning("safety journal %s: entry lost: %s", self._directory, e)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ class LeaseActor(SupervisedActor):
         return super().on_receive(message)
 
     def _on_state(self, old: LeaseState | None, new: LeaseState) -> None:
-        if old is None or old.to_wire() != new.to_wire():
+        now = time.monotonic()
+        if old is None or old.to_wire(now) != new.to_wire(now):
             log.info("pool %s: SPM status %s (spmId %d, lver %d)%s", self.sp_uuid,
                      new.to_wire()["spmStatus"], new.spm_id, new.spm_lver,
                      f": {new.reason}" if new.reason else "")

@@ -220,3 +220,33 @@ def test_eio_on_the_lease_area_fences_the_spm_within_the_bound(tmp_path: Path) -
         finally:
             fs.control.clear()
             made.cleanup()
+
+
+@pytest.mark.timeout(240)
+def test_a_frozen_lease_area_fences_the_spm_and_a_thaw_lets_one_host_take_over(
+        tmp_path: Path) -> None:
+    """fsfreeze on a loop-mounted ext4 holding the shared domain: every renewal write of
+    every host hangs. The SPM's keeper must kill its writer within the lease (its renewal
+    times out; the writer itself is idle, so it dies at once), and after the thaw exactly one
+    host becomes SPM again with a clean journal."""
+    from tests.storage.helpers import ext4, frozen
+
+    with ext4(tmp_path, size=128 << 20, name="shared") as mountpoint:
+        made = Cluster(tmp_path, hosts=2, shared=mountpoint)
+        try:
+            made.start()
+            made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            writer = made.writer_pid(1)
+            with frozen(mountpoint):
+                wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                         what="host 1 to fence its writer while its storage is frozen")
+                wait_for(lambda: made.spm_status(1)["spmStatus"] != "SPM", 10,
+                         what="host 1 to report it lost the role")
+                lease = made.call(1, "Actors.inspect", path=f"/storage/pools/{made.sp}/lease")
+                assert lease["detail"]["reportAge"] < LEASE, lease  # its keeper never waits
+            made.take_over(2, timeout=60)  # host 1 gave its lease record up
+            wait_for(lambda: made.spms() == [2], 20, what="host 2 to be the only SPM")
+            made.check_journal()
+        finally:
+            made.cleanup()
