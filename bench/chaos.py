@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -75,6 +76,7 @@ class Chaos:
         self.rng = rng
         self.kills: list[tuple[int, float]] = []
         self.failovers: list[float] = []
+        self.faulted = (0, 0)  # the host and lver the last round's fault hit
         self.stop = threading.Event()
         self.load_ok = 0
         self.load_refused = 0
@@ -153,6 +155,7 @@ class Chaos:
         if spm is None:
             return None
         host, lver = spm
+        self.faulted = (host, lver)
         vdsmd, keeper, writer = self.pids(host)
         hold = self.lease + 2 * self.io + 1.0
         started = time.monotonic()
@@ -282,12 +285,18 @@ def main() -> int:
                 if took is not None:
                     chaos.failovers.append(took)
                 note = f"failover {took:.2f} s" if took is not None else ""
-                print(f"round {number:3d} {action:14s} {note}", flush=True)
+                host, lver = chaos.faulted
+                print(f"round {number:3d} {action:14s} host {host} lver {lver:3d}  {note}",
+                      flush=True)
             chaos.stop.set()
             loader.join(60)
             writes = journal.writes(journal.load(cluster.journal_dir()), chaos.kills)
             violations = journal.check(writes)
             report(args, counts, chaos, writes, violations)
+            if violations:
+                kept = Path(tempfile.mkdtemp(prefix="chaos-journal-"))
+                shutil.copytree(cluster.journal_dir(), kept, dirs_exist_ok=True)
+                print(f"the journal is kept in {kept}")
             return 1 if violations else 0
         finally:
             fs.control.clear()
