@@ -136,8 +136,11 @@ class Applier:
             tx.journal.append(ops.DeleteLink(step.name, step))
         elif isinstance(step, ops.DeleteLink):
             link = links[step.name]
+            # as it was before the change: a bridge whose ports the change released may
+            # have lost the MAC it took from them (and a zero MAC cannot be set)
+            was = tx.before.links.get(step.name, link)
             nl.request(ops.delete_link(link.index))
-            tx.journal.append(dataclasses.replace(step.recipe, mac=link.mac, mtu=link.mtu))
+            tx.journal.append(dataclasses.replace(step.recipe, mac=was.mac, mtu=was.mtu))
         elif isinstance(step, ops.SetLink):
             self._set_link(nl, step, links, tx)
         elif isinstance(step, ops.AddAddr | ops.DelAddr):
