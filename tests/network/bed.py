@@ -22,7 +22,7 @@ CONFIG = """
 [host]
 stats_interval = 0.5
 [network]
-dhcp_timeout = 15.0
+dhcp_timeout = {dhcp_timeout}
 """
 
 
@@ -37,8 +37,10 @@ class Bed:
     workdir: Path
     daemons: list[Vdsmd] = field(default_factory=list)
 
-    def vdsmd(self, config: str = "", *, name: str = "vdsmd", **kwargs: Any) -> Vdsmd:
-        daemon = Vdsmd(self.workdir / name, config=CONFIG + config,
+    def vdsmd(self, config: str = "", *, name: str = "vdsmd", dhcp_timeout: float = 15.0,
+              **kwargs: Any) -> Vdsmd:
+        daemon = Vdsmd(self.workdir / name,
+                       config=config + CONFIG.format(dhcp_timeout=dhcp_timeout),
                        wrapper=tuple(self.host.exec_argv([])), **kwargs)
         self.daemons.append(daemon)
         return daemon
