@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Vdsmd, next_event, wait_for
-from tests.network.bed import Bed, bed, error_of, peer_address
+from tests.network.bed import bed, error_of
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
