@@ -43,14 +43,18 @@ def test_a_change_is_kept_when_confirmed_and_rolled_back_when_not(tmp_path: Path
             alice, bob = secret["alice"], secret["bob"]
             wait_for(lambda: peer.wait(peer.send(bob, "Host.ping", timeout=2)).get("result"),
                      60, interval=0.2, what="vdsmd answering over tcp from the peer")
+            def armed() -> bool:  # the change applied and waiting (asked by bob: not alice)
+                found = peer.call(bob, "Actors.inspect", path="/host/network")
+                return bool(found["detail"]["waitingForConnectivity"])
+
             with Subscriber(d.events, [TOPIC], curve=ClientCurve(bob, server_public)) as sub:
                 # 1. The management address moves from the NIC to a new bridge. Another
                 # client's requests confirm nothing; the same client's next request does.
                 change = peer.send(alice, "Host.setupNetworks", timeout=60, networks={
                     "mgmt": {"nic": "veth_h0", "ipaddr": "10.200.0.1", "prefix": 24}},
                     options={"connectivityCheck": True, "connectivityTimeout": 30})
-                wait_for(lambda: b.host.addrs("mgmt") == ["10.200.0.1/24"], 30,
-                         interval=0.1, what="the change applied")
+                wait_for(armed, 30, interval=0.1, what="the change waiting for confirmation")
+                assert b.host.addrs("mgmt") == ["10.200.0.1/24"]
                 assert peer.call(bob, "Host.ping") is True
                 assert peer.wait(change, timeout=1.0) == {"pending": True}
                 assert peer.call(alice, "Host.getVMList") == []
@@ -64,8 +68,8 @@ def test_a_change_is_kept_when_confirmed_and_rolled_back_when_not(tmp_path: Path
                         "mgmt": {"nic": "veth_h0", "ipaddr": "10.200.0.1", "prefix": 24,
                                  "mtu": mtu}},
                         options={"connectivityCheck": True, "connectivityTimeout": 30})
-                    wait_for(lambda m=mtu: b.host.link("mgmt")["mtu"] == m, 30,  # type: ignore[index]
-                             interval=0.1, what="the MTU change applied")
+                    wait_for(armed, 30, interval=0.1, what="the change waiting")
+                    assert b.host.link("mgmt")["mtu"] == mtu  # type: ignore[index]
                     assert peer.call(bob, verb) is True
                     assert peer.wait(change) == {"result": True}
                     next_event(sub, lambda t, p: t == TOPIC, 10)

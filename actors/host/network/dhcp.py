@@ -161,9 +161,11 @@ class DhcpClient:
                 continue  # unusable: keep what we have
             if event not in ("bound", "renew", "deconfig", "leasefail", "nak"):
                 continue
+            changed = False
             with self._cond:
-                changed = lease != self._lease
+                # a deconfig before the first lease (udhcpc starts with one) drops nothing
                 if event in ("bound", "renew") or (event == "deconfig" and self.applied):
+                    changed = lease != self._lease
                     self._lease = lease
                 self._cond.notify_all()
             if changed:
