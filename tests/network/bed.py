@@ -23,6 +23,7 @@ CONFIG = """
 stats_interval = 0.5
 [network]
 dhcp_timeout = {dhcp_timeout}
+{network}
 """
 
 
@@ -38,9 +39,11 @@ class Bed:
     daemons: list[Vdsmd] = field(default_factory=list)
 
     def vdsmd(self, config: str = "", *, name: str = "vdsmd", dhcp_timeout: float = 15.0,
-              **kwargs: Any) -> Vdsmd:
+              network: str = "", **kwargs: Any) -> Vdsmd:
+        """``network``: more lines of the [network] section."""
         daemon = Vdsmd(self.workdir / name,
-                       config=config + CONFIG.format(dhcp_timeout=dhcp_timeout),
+                       config=config + CONFIG.format(dhcp_timeout=dhcp_timeout,
+                                                     network=network),
                        wrapper=tuple(self.host.exec_argv([])), **kwargs)
         self.daemons.append(daemon)
         return daemon

@@ -6,11 +6,13 @@ network on the far side. State is read back with ``ip -j`` (not the agent's own 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from messaging.client import ClientError
 from tests.harness import Vdsmd, next_event, wait_for
 from tests.network.bed import bed, error_of
 
@@ -105,6 +107,39 @@ def test_a_failure_midway_restores_exactly_the_previous_state(tmp_path: Path) ->
         assert error.code == 309, error
         assert b.host.state() == before
         wait_for(lambda: b.peer.ping("10.200.0.1"), 20, interval=0.2, what="ping after")
+
+
+def test_changes_run_one_at_a_time(tmp_path: Path) -> None:
+    with bed(tmp_path) as b:
+        d = b.vdsmd(network="max_queued = 1").start()
+        outcomes: dict[str, Any] = {}
+
+        def call(tag: str, networks: dict[str, Any], **options: Any) -> None:
+            try:
+                outcomes[tag] = setup(d, networks, **options)
+            except ClientError as e:
+                outcomes[tag] = e.code
+
+        def inspect() -> dict[str, Any]:
+            found: dict[str, Any] = d.call("Actors.inspect", path="/host/network")["detail"]
+            return found
+
+        first = threading.Thread(target=call, args=("first", {"net1": {
+            "nic": "veth_h0", "ipaddr": "10.200.0.1", "prefix": 24}}),
+            kwargs={"connectivityCheck": True, "connectivityTimeout": 60})
+        first.start()
+        wait_for(lambda: inspect()["waitingForConnectivity"], 30, what="the first change")
+        second = threading.Thread(target=call, args=("second", {"net2": {
+            "nic": "veth_h1", "ipaddr": "10.201.0.1", "prefix": 24}}))
+        second.start()
+        wait_for(lambda: inspect()["queued"] == 1, 30, what="the second change queued")
+        assert error_of(lambda: setup(d, {"net3": {"bridged": True}})).code == 312
+        assert b.host.link("net2") is None  # waits behind the first
+        assert d.call("Host.confirmConnectivity") is True
+        first.join(30)
+        second.join(30)
+        assert outcomes == {"first": True, "second": True}
+        assert b.host.ports("net2") == ["veth_h1"]
 
 
 def test_the_2011_verbs_are_setup_networks(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ class _Change:
     request: Request
     client: str
     future: Future[Any]
+    start_by: float  # monotonic; not started by then: its client no longer waits
 
 
 @dataclass
@@ -140,11 +143,12 @@ class NetworkActor(SupervisedActor):
 
     # --- asked by the verbs ----------------------------------------------------------------
 
-    def setup_networks(self, request: Request, client: str) -> Future[Any]:
+    def setup_networks(self, request: Request, client: str,
+                       start_by: float = math.inf) -> Future[Any]:
         """Queue a change; the future resolves to True once it is committed."""
         if len(self._queue) >= self._max_queued:
             raise NetworkBusy(pending=len(self._queue))
-        change = _Change(next(self._tokens), request, client, Future())
+        change = _Change(next(self._tokens), request, client, Future(), start_by)
         self._queue.append(change)
         self._next()
         return change.future
@@ -190,9 +194,16 @@ class NetworkActor(SupervisedActor):
         self._executor.submit(job)
 
     def _next(self) -> None:
-        if self._busy or not self._queue:
-            return
-        change = self._queue.popleft()
+        while self._queue and not self._busy:
+            change = self._queue.popleft()
+            if time.monotonic() <= change.start_by:
+                self._begin(change)
+                return
+            log.warning("network change %d waited too long behind others: dropped, its "
+                        "client no longer waits", change.token)
+            change.future.set_exception(NetworkBusy(pending=len(self._queue)))
+
+    def _begin(self, change: _Change) -> None:
         self._current = change
         self._busy = "apply"
         marker = boot_marker() if change.request.options.connectivity_check else ""

@@ -33,11 +33,13 @@ def bindings(*, network: ServiceRef[NetworkActor], watch: ConnectivityWatch,
 
     def submit(request: Request) -> Future[Any]:
         deadline = current_deadline()
-        future: Future[Any] = network.proxy().setup_networks(
-            request, deadline.client).get(timeout=deadline.clamp(ASK_TIMEOUT))
         wait = request.options.connectivity_timeout if request.options.connectivity_check \
             else 0
         deadline.cover(time.monotonic() + budget + wait)
+        # a change still queued when its client stopped waiting is dropped, never applied
+        future: Future[Any] = network.proxy().setup_networks(
+            request, deadline.client, start_by=deadline.at - budget - wait).get(
+            timeout=deadline.clamp(ASK_TIMEOUT))
         return future
 
     def setup_networks(params: dict[str, Any]) -> Future[Any]:
