@@ -107,7 +107,7 @@ class Daemon:
             directory=self.directory,
             fault_injection=cfg.debug.fault_injection,
         )
-        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
+        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt, context=self._context)
         self._network = NetworkService(cfg.network, runtime=runtime,
                                        state_dir=cfg.daemon.state_dir,
                                        run_dir=cfg.daemon.run_dir)
