@@ -7,12 +7,15 @@ network on the far side. State is read back with ``ip -j`` (not the agent's own 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from actors.host.network.api import START_SLACK
 from messaging.client import ClientError
+from messaging.deadline import REPLY_MARGIN
 from tests.harness import Vdsmd, next_event, wait_for
 from tests.network.bed import bed, error_of
 
@@ -62,15 +65,19 @@ def test_a_bridged_network_is_made_reached_edited_and_removed(tmp_path: Path) ->
 
         # edit: address and MTU change in place; the bridge is the same link
         index = b.host.link("net1")["ifindex"]  # type: ignore[index]
-        assert setup(d, {"net1": {"nic": "veth_h0", "ipaddr": "10.200.0.5", "prefix": 24,
-                                  "mtu": 1400}}) is True
+        with d.subscriber(TOPIC) as sub:
+            assert setup(d, {"net1": {"nic": "veth_h0", "ipaddr": "10.200.0.5",
+                                      "prefix": 24, "mtu": 1400}}) is True
+            next_event(sub, lambda t, p: t == TOPIC, 10)
         assert b.host.link("net1")["ifindex"] == index  # type: ignore[index]
         assert b.host.addrs("net1") == ["10.200.0.5/24"]
         assert b.host.link("net1")["mtu"] == b.host.link("veth_h0")["mtu"] == 1400  # type: ignore[index]
         wait_for(lambda: b.peer.ping("10.200.0.5"), 20, interval=0.2, what="ping new address")
 
         # delete: the bridge goes, the NIC is released with the default MTU
-        assert setup(d, {"net1": {"remove": True}}) is True
+        with d.subscriber(TOPIC) as sub:
+            assert setup(d, {"net1": {"remove": True}}) is True
+            next_event(sub, lambda t, p: t == TOPIC, 10)
         assert b.host.link("net1") is None
         nic_after = b.host.link("veth_h0")
         assert nic_after is not None and "master" not in nic_after and nic_after["mtu"] == 1500
@@ -129,17 +136,62 @@ def test_changes_run_one_at_a_time(tmp_path: Path) -> None:
             kwargs={"connectivityCheck": True, "connectivityTimeout": 60})
         first.start()
         wait_for(lambda: inspect()["waitingForConnectivity"], 30, what="the first change")
+        # the second change has a connectivity check of its own, whose wait plus the
+        # change's budget exceed the verb's timeout: it may still wait in the queue as long
+        # as that timeout allows, not only the reply margin (5 s)
+        second = threading.Thread(target=call, args=("second", {"net2": {
+            "nic": "veth_h1", "ipaddr": "10.201.0.1", "prefix": 24}}),
+            kwargs={"connectivityCheck": True, "connectivityTimeout": 120})
+        second.start()
+        wait_for(lambda: inspect()["queued"] == 1, 30, what="the second change queued")
+        assert error_of(lambda: setup(d, {"net3": {"bridged": True}})).code == 312
+        time.sleep(REPLY_MARGIN + 1)  # time passing is the point: the second still waits
+        assert b.host.link("net2") is None  # waits behind the first
+        assert d.call("Host.confirmConnectivity") is True
+        first.join(30)
+        assert outcomes == {"first": True}
+        wait_for(lambda: inspect()["waitingForConnectivity"], 30, what="the second change")
+        assert b.host.ports("net2") == ["veth_h1"]
+        assert d.call("Host.confirmConnectivity") is True
+        second.join(30)
+        assert outcomes == {"first": True, "second": True}
+        assert b.host.ports("net2") == ["veth_h1"]
+
+
+def test_a_change_that_waited_too_long_is_dropped_unapplied(tmp_path: Path) -> None:
+    # a change's budget (apply_timeout + dhcp_timeout = 185 s) past the verb's timeout
+    # (180 s): a change must start at once, or its client may stop waiting before it ends
+    with bed(tmp_path) as b:
+        d = b.vdsmd(network="apply_timeout = 170").start()
+        outcomes: dict[str, Any] = {}
+
+        def call(tag: str, networks: dict[str, Any], **options: Any) -> None:
+            try:
+                outcomes[tag] = setup(d, networks, **options)
+            except ClientError as e:
+                outcomes[tag] = e.code
+
+        def inspect() -> dict[str, Any]:
+            found: dict[str, Any] = d.call("Actors.inspect", path="/host/network")["detail"]
+            return found
+
+        first = threading.Thread(target=call, args=("first", {"net1": {
+            "nic": "veth_h0", "ipaddr": "10.200.0.1", "prefix": 24}}),
+            kwargs={"connectivityCheck": True, "connectivityTimeout": 60})
+        first.start()
+        wait_for(lambda: inspect()["waitingForConnectivity"], 30, what="the first change")
         second = threading.Thread(target=call, args=("second", {"net2": {
             "nic": "veth_h1", "ipaddr": "10.201.0.1", "prefix": 24}}))
         second.start()
         wait_for(lambda: inspect()["queued"] == 1, 30, what="the second change queued")
-        assert error_of(lambda: setup(d, {"net3": {"bridged": True}})).code == 312
-        assert b.host.link("net2") is None  # waits behind the first
+        time.sleep(START_SLACK + 1)  # time passing is the point: past the second's start_by
         assert d.call("Host.confirmConnectivity") is True
         first.join(30)
         second.join(30)
-        assert outcomes == {"first": True, "second": True}
-        assert b.host.ports("net2") == ["veth_h1"]
+        assert outcomes == {"first": True, "second": 312}
+        assert b.host.link("net2") is None and "master" not in b.host.link("veth_h1")  # type: ignore[operator]
+        assert inspect()["queued"] == 0 and inspect()["busy"] is None
+        assert sorted(d.call("Host.getNetworkCapabilities")["networks"]) == ["net1"]
 
 
 def test_the_2011_verbs_are_setup_networks(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from messaging.errors import NetworkError, VdsmError
 from messaging.server import Binding
 
 ASK_TIMEOUT = 5.0
+START_SLACK = 5.0  # the least time a change may wait in the queue
 
 
 def bindings(*, network: ServiceRef[NetworkActor], watch: ConnectivityWatch,
@@ -35,10 +36,14 @@ def bindings(*, network: ServiceRef[NetworkActor], watch: ConnectivityWatch,
         deadline = current_deadline()
         wait = request.options.connectivity_timeout if request.options.connectivity_check \
             else 0
-        deadline.cover(time.monotonic() + budget + wait)
-        # a change still queued when its client stopped waiting is dropped, never applied
+        # The verb's own timeout covers the wait in the queue and the change's budget (at
+        # least START_SLACK in the queue); the connectivity wait comes on top. A change
+        # still queued past ``start_by`` could not end before its client stops waiting: it
+        # is dropped, never applied.
+        start_by = max(deadline.at - budget, time.monotonic() + START_SLACK)
+        deadline.cover(start_by + budget + wait)
         future: Future[Any] = network.proxy().setup_networks(
-            request, deadline.client, start_by=deadline.at - budget - wait).get(
+            request, deadline.client, start_by=start_by).get(
             timeout=deadline.clamp(ASK_TIMEOUT))
         return future
 
