@@ -252,7 +252,7 @@ class NetworkConfig:
 
     dhcp_client: tuple[str, ...] = ("udhcpc",)  # busybox's client, run with its own args
     dhcp_timeout: float = 30.0  # blockingdhcp: wait this long for a lease, then roll back
-    fake_nics: tuple[str, ...] = ("dummy_*", "veth_*")  # virtual links usable as NICs
+    fake_nics: tuple[str, ...] = ("dummy_*", "veth_*")  # veth/dummy links usable as NICs
     max_queued: int = 8  # changes waiting for the one in progress; more: 312
     apply_timeout: float = 60.0  # a change's budget besides its connectivity wait and DHCP
 

@@ -282,6 +282,17 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
             assert text in error.message, (what, error)
             assert b.host.state() == before, what
         assert d.call("Host.getNetworkCapabilities")["networks"] == {}
+        # links that are no NICs: loopback, a bridge, a network's own bridge even when its
+        # name matches [network] fake_nics (veth_*)
+        assert setup(d, {"veth_br": {"bridged": True}}) is True
+        before = b.host.state()
+        for nic in ("lo", "foreign", "veth_br"):
+            for networks, bondings in (({"a": {"nic": nic}}, {}),
+                                       ({}, {"bond0": {"nics": [nic]}})):
+                error = error_of(lambda n=networks, bo=bondings: setup(d, n, bo))
+                assert (error.code, nic in error.message) == (301, True), (nic, error)
+                assert b.host.state() == before, nic
+        assert setup(d, {"veth_br": {"remove": True}}) is True
         # the options are checked too
         error = error_of(lambda: setup(d, {}, connectivityTimeout=0))
         assert (error.code, error.data) == (-32602, {"param": "options.connectivityTimeout"})

@@ -31,14 +31,20 @@ from messaging.errors import (
 KindProbe = Callable[[str], tuple[bool, str]]
 
 
+#: the kinds of virtual links that may stand for NICs (never a bridge, bond or VLAN, which
+#: a network's name could make match a ``fake_nics`` pattern)
+FAKE_NIC_KINDS = frozenset({"veth", "dummy"})
+
+
 def is_nic(link: Link, fake_nics: Iterable[str]) -> bool:
-    """A NIC networks and bonds may use: a physical link (no kind), or a virtual one whose
-    name matches ``[network] fake_nics`` (veth pairs in tests and containers' hosts)."""
+    """A NIC networks and bonds may use: a physical link (no kind), or a veth or dummy link
+    whose name matches ``[network] fake_nics`` (veth pairs in tests and containers' hosts)."""
     if link.loopback:
         return False
     if link.kind is None:
         return True
-    return any(fnmatch.fnmatchcase(link.name, pattern) for pattern in fake_nics)
+    return link.kind in FAKE_NIC_KINDS and any(
+        fnmatch.fnmatchcase(link.name, pattern) for pattern in fake_nics)
 
 
 def owned_links(config: NetConfig) -> dict[str, str]:
