@@ -43,6 +43,8 @@ def _check(networks: dict[str, Any], bondings: dict[str, Any] | None = None,
     ({"n": {"nic": "eth0", "ipaddr": "10.0.0.2", "prefix": 24},
       "m": {"nic": "eth1", "ipaddr": "10.0.0.2", "prefix": 24}}, {}, 303, "already"),
     ({"n": {"nic": "eth0", "vlan": 7}}, {}, 306, "vlan links"),
+    ({"eth0.5": {"bridged": True}, "m": {"nic": "eth0", "vlan": 5, "bridged": False}}, {},
+     315, "VLAN device eth0.5 would be network eth0.5's bridge"),
 ])
 def test_what_the_host_refuses(networks: dict[str, Any], bondings: dict[str, Any], code: int,
                                text: str) -> None:

@@ -72,6 +72,7 @@ def check(request: Request, old: NetConfig, new: NetConfig, live: HostNet, *,
         if bond is None and name not in old.bonds:
             raise BadBonding(bond=name, reason="no such bond")
     ours = owned_links(old) | owned_links(new)
+    _check_devices(new)
     _check_names(new, live, owned_links(old))
     _check_bonds(new, live, fake, owned_links(old))
     _check_networks(new, live, fake)
@@ -88,6 +89,17 @@ def _check_names(new: NetConfig, live: HostNet, old_owned: dict[str, str]) -> No
         if old_owned.get(name) != kind:
             owner = f"bond {name}" if kind == "bond" else _owner_of(new, name)
             raise NetworkNameInUse(owner=owner, name=name)
+
+
+def _check_devices(new: NetConfig) -> None:
+    """No two networks need one link: a bridge named like another network's VLAN device
+    (``eth0.5``) would be both. (A network and a bond sharing a name: refused when parsed.)"""
+    bridges = {net.name for net in new.networks.values() if net.bridged}
+    for net in sorted(new.networks.values(), key=lambda n: n.name):
+        if net.vlan_device is not None and net.vlan_device in bridges:
+            raise BadVlan(network=net.name, reason=f"its VLAN device {net.vlan_device} "
+                                                   f"would be network {net.vlan_device}'s "
+                                                   "bridge")
 
 
 def _owner_of(config: NetConfig, device: str) -> str:
