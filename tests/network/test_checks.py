@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actors.host.network import legacy
 from actors.host.network.dhcp import Lease, parse_event
 from actors.host.network.model import NetConfig, parse_request
 from actors.host.network.netstate import HostNet, Link
@@ -84,7 +85,8 @@ def test_what_the_request_itself_gets_wrong(networks: dict[str, Any], param: str
 def test_bond_options() -> None:
     bond = parse_request({}, {"b": {"nics": ["eth0"], "options": "mode=4 miimon=100"}}).bonds["b"]
     assert bond is not None and bond.options_text == "mode=802.3ad miimon=100"
-    for text in ("mode=9", "miimon=x", "lacp_rate=fast", "mode"):
+    for text in ("mode=9", "miimon=x", "lacp_rate=fast", "mode", "mode=\u00b2",
+                 "miimon=\u00b9\u00b2", "updelay=-1"):
         with pytest.raises(InvalidParams):
             parse_request({}, {"b": {"nics": ["eth0"], "options": text}})
 
@@ -138,3 +140,19 @@ def test_the_files_keep_the_configuration_and_ignore_damage(tmp_path: Path) -> N
     (store.directory / "running.json").write_text("not json")
     assert store.running() is None
     assert marker.count("/") == 1 and marker.split("/")[1].startswith("cookie:")
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({"options": {"mtu": "\u00b2"}}, "options.mtu"),  # a digit to str.isdigit, not to int()
+    ({"options": {"prefix": "2\u0663"}}, "options.prefix"),  # an Arabic-Indic digit
+    ({"options": {"mtu": "-1"}}, "options.mtu"),
+    ({"options": {"bridged": "maybe"}}, "options.bridged"),
+    ({"options": {"stp": "on"}}, "options.stp"),
+    ({"vlan": "\u00b9"}, "vlan"),
+    ({"nics": ["eth0", "eth1"]}, "nics"),
+    ({"options": {"mtu": "99999"}}, "networks.x.mtu"),
+])
+def test_the_2011_verbs_refuse_bad_strings(params: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        legacy.add_network({"bridge": "x", **params})
+    assert caught.value.data == {"param": param}

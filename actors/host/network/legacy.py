@@ -20,7 +20,7 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _int(value: str, path: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²" is a digit int() refuses
         raise InvalidParams(path, f"{value[:32]!r} is not a number")
     return int(value)
 

@@ -271,6 +271,11 @@ def parse_bond(name: str, spec: Mapping[str, Any], path: str) -> Bond | None:
     return Bond(name=name, slaves=slaves, mode=mode, options=options)
 
 
+def _is_number(value: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses."""
+    return value.isascii() and value.isdigit()
+
+
 def parse_bond_options(text: str, path: str) -> tuple[str, tuple[tuple[str, int], ...]]:
     mode = "balance-rr"
     options: dict[str, int] = {}
@@ -281,13 +286,13 @@ def parse_bond_options(text: str, path: str) -> tuple[str, tuple[tuple[str, int]
         if key == "mode":
             if value in BOND_MODES:
                 mode = value
-            elif value.isdigit() and int(value) in BOND_MODES.values():
+            elif _is_number(value) and int(value) in BOND_MODES.values():
                 mode = next(m for m, n in BOND_MODES.items() if n == int(value))
             else:
                 raise InvalidParams(path, f"mode {value[:32]!r} is not one of "
                                           f"{', '.join(BOND_MODES)}")
         elif key in BOND_INT_OPTIONS:
-            if not value.isdigit() or int(value) > 1_000_000:
+            if not _is_number(value) or int(value) > 1_000_000:
                 raise InvalidParams(path, f"{key} {value[:32]!r} is not a number of ms")
             options[key] = int(value)
         else:
