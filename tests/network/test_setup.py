@@ -205,6 +205,8 @@ def test_the_2011_verbs_are_setup_networks(tmp_path: Path) -> None:
                                        nics=["veth_h1"])).code == 314
         assert error_of(lambda: d.call("Host.addNetwork", bridge="x", nics=["veth_h1"],
                                        options={"stp": "on"})).code == -32602
+        assert error_of(lambda: d.call("Host.addNetwork", bridge="x", nics=["veth_h1"],
+                                       options={"mtu": "\u00b2"})).code == -32602
         assert d.call("Host.editNetwork", oldBridge="old", newBridge="new",
                       nics=["veth_h0"], options={"ipaddr": "10.200.0.3",
                                                   "prefix": "24"}) is True
@@ -247,6 +249,9 @@ BAD: list[tuple[str, dict[str, Any], dict[str, Any], int, str]] = [
     ("network on an undefined bond", {"a": {"bonding": "bond9"}}, {}, 304, "bond9"),
     ("bad bond options", {}, {"bond0": {"nics": ["veth_h0"], "options": "mode=fast"}},
      -32602, "bondings.bond0.options"),
+    ("bond options with a digit int() refuses", {},
+     {"bond0": {"nics": ["veth_h0"], "options": "mode=\u00b2"}}, -32602,
+     "bondings.bond0.options"),
     ("MTU out of range", {"a": {"nic": "veth_h0", "mtu": 70000}}, {}, -32602,
      "networks.a.mtu"),
     ("MTU below the minimum", {"a": {"nic": "veth_h0", "mtu": 20}}, {}, -32602,
