@@ -26,7 +26,7 @@ from actors.host.network.netlink import Netlink
 from actors.host.network.netstate import HostNet
 from actors.host.network.plan import plan
 from actors.host.network.validate import check
-from messaging.errors import DhcpFailed, NetworkApplyFailed, NetworkRollbackFailed, VdsmError
+from messaging.errors import DhcpFailed, NetworkApplyFailed, NetworkRollbackFailed
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,14 @@ class Applier:
             tx.touched |= _names(step)
             try:
                 self._do(nl, step, tx, config)
-            except (NetlinkError, OSError, KeyError, StepFailed, DhcpFailed) as e:
+            except Exception as e:  # a bug midway too: never leave the change half-done
                 reason = e.reason if isinstance(e, StepFailed) else _reason(e)
-                log.warning("network change failed at %r: %s; rolling back",
-                            step.describe(), reason)
+                if isinstance(e, NetlinkError | OSError | KeyError | StepFailed | DhcpFailed):
+                    log.warning("network change failed at %r: %s; rolling back",
+                                step.describe(), reason)
+                else:
+                    log.exception("network change failed at %r (a bug); rolling back",
+                                  step.describe())
                 self.rollback(nl, tx, reason)
                 if isinstance(e, DhcpFailed):
                     raise
@@ -110,9 +114,9 @@ class Applier:
         for undo in reversed(tx.journal):
             try:
                 self._do(nl, undo, Transaction(before=tx.before), None)
-            except (NetlinkError, OSError, KeyError, StepFailed, VdsmError) as e:
+            except Exception as e:  # the other undo steps still run; the check reports it
                 problems.append(f"{undo.describe()}: {_reason(e)}")
-                log.error("undoing the network change: %s failed: %s", undo.describe(), e)
+                log.exception("undoing the network change: %s failed", undo.describe())
         tx.journal.clear()
         after = nl.snapshot()
         want, got = tx.before.view(tx.touched), after.view(tx.touched)
