@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ def host() -> Iterator[NetNs]:
         yield h
 
 
-def _applier(netns: str, tmp_path: Path) -> Applier:
+def _applier(netns: str) -> Applier:
     def no_dhcp(network: str, device: str) -> DhcpClient:
         raise AssertionError("no DHCP in this test")
 
@@ -39,8 +38,8 @@ def _applier(netns: str, tmp_path: Path) -> Applier:
 
 
 def test_an_unexpected_error_midway_rolls_back_everything(
-        host: NetNs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    applier = _applier(host.name, tmp_path)
+        host: NetNs, monkeypatch: pytest.MonkeyPatch) -> None:
+    applier = _applier(host.name)
     before = host.state()
 
     def broken(*args: Any) -> Any:
@@ -58,8 +57,8 @@ def test_an_unexpected_error_midway_rolls_back_everything(
     assert host.state() == before
 
 
-def test_the_applier_applies_and_undoes_in_a_namespace(host: NetNs, tmp_path: Path) -> None:
-    applier = _applier(host.name, tmp_path)
+def test_the_applier_applies_and_undoes_in_a_namespace(host: NetNs) -> None:
+    applier = _applier(host.name)
     before = host.state()
     request = parse_request({"net1": {"nic": "veth_h0", "ipaddr": "10.200.0.1",
                                       "prefix": 24}}, {})
