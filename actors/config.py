@@ -247,6 +247,26 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """Network configuration (setupNetworks): DHCP, which links count as NICs, limits."""
+
+    dhcp_client: tuple[str, ...] = ("udhcpc",)  # busybox's client, run with its own args
+    dhcp_timeout: float = 30.0  # blockingdhcp: wait this long for a lease, then roll back
+    fake_nics: tuple[str, ...] = ("dummy_*", "veth_*")  # veth/dummy links usable as NICs
+    max_queued: int = 8  # changes waiting for the one in progress; more: 312
+    apply_timeout: float = 60.0  # a change's budget besides its connectivity wait and DHCP
+
+    def __post_init__(self) -> None:
+        if not self.dhcp_client or not self.dhcp_client[0]:
+            raise ConfigError("[network] dhcp_client must name a program")
+        for name in ("dhcp_timeout", "apply_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[network] {name} must be positive")
+        if self.max_queued < 1:
+            raise ConfigError("[network] max_queued must be at least 1")
+
+
+@dataclass(frozen=True)
 class SpmConfig:
     """The SPM lease (docs/spm.md, docs/storage-leases.md). Every host of a pool must use the
     same lease_time and io_timeout: they bound how long a dead SPM keeps the role."""
@@ -334,6 +354,7 @@ class Config:
     vm: VmConfig = field(default_factory=VmConfig)
     guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)

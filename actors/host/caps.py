@@ -1,4 +1,7 @@
-"""Host capabilities, as libvirt and the kernel see them. Plain functions."""
+"""Host capabilities, as libvirt and the kernel see them. Plain functions.
+
+The network part (networks, bridges, nics, bondings, vlans) comes from
+``actors.host.network.caps``, merged in by the verb."""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-import pyudev
 
-from actors.host import nics, procfs
+from actors.host import procfs
 
 
 def host_uuid(state_dir: Path) -> str:
@@ -73,9 +75,6 @@ def agent_version() -> str:
 def capabilities(conn: libvirt.virConnect, state_dir: Path) -> dict[str, Any]:
     cpu = procfs.read_cpu_identity()
     mem = procfs.read_meminfo()
-    udev = pyudev.Context()
-    all_nics = nics.list_nics(udev)
-    bridges = {n.name: {"ports": nics.bridge_ports(n)} for n in all_nics if n.kind == "bridge"}
     return {
         "hostUUID": host_uuid(state_dir),
         "hostname": platform.node(),
@@ -91,9 +90,6 @@ def capabilities(conn: libvirt.virConnect, state_dir: Path) -> dict[str, Any]:
         "qemuVersion": _version_string(conn.getVersion()),
         "kernelVersion": platform.release(),
         "operatingSystem": _os_release(),
-        "networks": {},
-        "bridges": bridges,
-        "nics": sorted(n.name for n in all_nics if n.kind == "nic"),
         "version": agent_version(),
     }
 
