@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from messaging.client import Client, ClientError
 from messaging.schema import SCHEMA
-from tests.harness import TOP, Vdsmd
+from tests.harness import TOP, Vdsmd, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,21 +89,49 @@ def test_params_from_a_file_and_stdin(vdsmd: Vdsmd, tmp_path: Path) -> None:
 
 
 def test_events_stream_one_json_line_each(vdsmd: Vdsmd) -> None:
+    """A subscription is live only some time after the client connects (ZeroMQ's late
+    joiner): crash the actor until a first event arrives, then check one whole crash."""
     proc = subprocess.Popen(
-        [str(VENV_BIN / "vdsm-client"), "--events", vdsmd.events, "events", "|actors|",
-         "--count", "2", "--duration", "20"],
+        [str(VENV_BIN / "vdsm-client"), "--events", vdsmd.events, "events",
+         "|actors|status|/host/stats", "--duration", "90"],
         stdout=subprocess.PIPE, text=True,
     )
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(json.loads(line))
+
+    def running() -> bool:
+        return bool(vdsmd.call("Actors.inspect", path="/host/stats")["state"] == "running")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(1.0)
+        first = None
+        for _attempt in range(5):
+            wait_for(running, 30, what="/host/stats to run")
+            vdsmd.call("Actors.crash", path="/host/stats")
+            try:
+                first = lines.get(timeout=5)
+                break
+            except queue.Empty:
+                continue
+        assert first is not None, "no event reached the subscriber"
+        event = first
+        while event["payload"]["event"] != "restarted":  # the rest of that crash
+            event = lines.get(timeout=30)
+        wait_for(running, 30, what="/host/stats to run")
         vdsmd.call("Actors.crash", path="/host/stats")
-        out, _ = proc.communicate(timeout=30)
+        seen = [lines.get(timeout=30) for _ in range(2)]
     finally:
         proc.kill()
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert [e["payload"]["event"] for e in lines] == ["failed", "restarted"]
-    assert all(e["topic"] == "|actors|status|/host/stats" for e in lines)
-    assert all("notify_time" in e["payload"] for e in lines)
+        proc.wait(10)
+        reader.join(10)
+    assert [e["payload"]["event"] for e in seen] == ["failed", "restarted"]
+    assert all(e["topic"] == "|actors|status|/host/stats" for e in [first, *seen])
+    assert all("notify_time" in e["payload"] for e in seen)
 
 
 def test_console_scripted(vdsmd: Vdsmd) -> None:
