@@ -43,6 +43,7 @@ from actors.storage.calls import POOLS, TASKS, ask
 from actors.storage.connections import ConnectionsActor
 from actors.storage.domains import DomainsActor
 from actors.storage.handle import VolumeHandle, vm_holder
+from actors.storage.hostids import HostIds
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.mount import Connector
@@ -100,6 +101,9 @@ class StorageSubsystem:
                               call_timeout=self.config.call_timeout,
                               mount_timeout=self.config.mount_timeout)
         spm = cfg.spm
+        #: whether other hosts renew their host ids (Host.fenceNode's policy asks)
+        self.host_ids = HostIds(records=self.records, lease_board=self.lease_board,
+                                directory=deps.runtime.directory, spm=spm)
         self.spm_api = SpmApi(
             directory=deps.runtime.directory, call_timeout=self.config.call_timeout,
             board=self.lease_board, tasks=ServiceRef(deps.runtime.directory, TASKS),
