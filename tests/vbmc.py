@@ -106,6 +106,11 @@ class Bmc:
         assert self.domain is not None
         return "on" if self.domain.isActive() else "off"
 
+    def power_on(self) -> None:
+        assert self.domain is not None
+        if not self.domain.isActive():
+            self.domain.create()
+
     def close(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
             try:

@@ -21,19 +21,27 @@ import pytest
 
 from messaging.client import ClientError
 from tests.harness import Vdsmd, running_vdsmd, wait_for
+from tests.storage.spm.cluster import Cluster
 from tests.vbmc import PASSWORD, USER, Bmc, processes_with, wait_gone
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt, pytest.mark.root,
               pytest.mark.slow, pytest.mark.xdist_group("fencing")]
 
 
-@pytest.fixture
-def bmc(tmp_path: Path) -> Iterator[Bmc]:
-    node = Bmc(tmp_path / "bmc")
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bmc]:
+    made = Bmc(tmp_path_factory.mktemp("bmc"))
     try:
-        yield node.open()
+        yield made.open()
     finally:
-        node.close()
+        made.close()
+
+
+@pytest.fixture
+def bmc(node: Bmc) -> Bmc:
+    """The node, powered on (an earlier test may have left it off)."""
+    node.power_on()
+    return node
 
 
 class PasswordWatch:
@@ -165,3 +173,35 @@ def test_one_fence_per_device_at_a_time(tmp_path: Path, bmc: Bmc) -> None:
             runner.join(60)
         assert outcome["off"]["power"] == "off"
         assert fence(d, bmc, "status")["power"] == "off"
+
+
+def test_the_policy_skips_a_host_that_still_renews_its_host_id(tmp_path: Path,
+                                                               bmc: Bmc) -> None:
+    """Two hosts share a pool; host 1 is asked to fence host 2 (whose BMC is the node's)
+    with vdsm's policy: skipped while host 2's keeper renews its host id, done once host 2
+    is dead (killed: its record stops changing)."""
+    cluster = Cluster(tmp_path / "cluster", hosts=2)
+    try:
+        cluster.start()
+        _sp, sd = cluster.pool()
+        policy = {"storageDomainHostIdMap": {sd: 2}}
+        h1 = cluster.host(1)
+
+        def skipped(action: str) -> dict[str, Any] | None:
+            answer: dict[str, Any] = fence(h1, bmc, action, policy=policy)
+            return answer if answer["operationStatus"] == "skipped" else None
+
+        # "on" while it is on changes nothing, whatever the policy says meanwhile (host 1
+        # needs lease + io_timeout of watching before it calls a host alive)
+        wait_for(lambda: skipped("on"), 60, 0.2, "the policy to see host 2 alive")
+        answer = skipped("off")
+        assert answer is not None and bmc.power() == "on"
+        assert f"host id 2 still renews its lease on storage domain {sd}" in answer["message"]
+        assert answer["policy"][0]["state"] == "alive"
+        cluster.kill(2)
+        done = wait_for(lambda: (a := fence(h1, bmc, "off", policy=policy))[
+            "operationStatus"] == "initiated" and a, 60, 0.2, "the fence to go through")
+        assert done["power"] == "off" and bmc.power() == "off"
+        assert "fence of 127.0.0.1" in h1.log() and "goes on: host id 2" in h1.log()
+    finally:
+        cluster.cleanup()
