@@ -26,7 +26,7 @@ from typing import Any
 
 from zmq.utils import z85
 
-from messaging import codec
+from messaging import codec, curve
 from messaging.errors import BadRegistrationMessage, VdsmError
 
 VERSION = 1
@@ -52,12 +52,8 @@ def fingerprint(public_key: str) -> str:
 
 
 def check_key(value: Any, name: str) -> str:
-    if not isinstance(value, str) or len(value) != 40:
+    if not isinstance(value, str) or not curve.is_key(value):
         raise BadRegistrationMessage(reason=f"{name} is not a 40-character z85 CURVE key")
-    try:
-        z85.decode(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raise BadRegistrationMessage(reason=f"{name} is not z85") from None
     return value
 
 

@@ -1,4 +1,4 @@
-"""Prepare libvirt for the agent (docs/host-setup.md): users, directories, qemu.conf, daemons.
+"""Prepare libvirt for the agent (docs/registration.md): users, directories, qemu.conf, daemons.
 
 What ``vdsm-tool configure --module libvirt`` does, idempotently; :func:`problems` is what
 ``vdsm-tool is-configured`` reports. libvirtd is restarted only when qemu.conf changed.
