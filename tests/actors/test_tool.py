@@ -55,7 +55,7 @@ def test_unsafe_modes_are_reported_and_fixed_and_a_lost_public_key_remade(
     identity.ensure(ids)
     pair = identity.read_pair(ids.secret_file)
     os.chmod(ids.secret_file, 0o644)
-    os.chmod(ids.authorized_dir, 0o777)  # anyone could add a client key
+    os.chmod(ids.authorized_dir, 0o777)  # noqa: S103 (anyone could add a client key)
     ids.public_file.unlink()
     found = identity.problems(ids)
     assert any("0644" in p for p in found) and any("0777" in p for p in found)
