@@ -37,6 +37,7 @@ import zmq
 
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
+from actors.hostuuid import host_uuid
 from actors.storage.api import StorageApi
 from actors.storage.board import MonitorBoard
 from actors.storage.calls import POOLS, TASKS, ask
@@ -54,7 +55,7 @@ from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.remotework import SpmStartWork, writer_builders
 from actors.storage.spmapi import SPM_START, SpmApi
-from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords, host_uuid
+from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords
 from actors.storage.tasks import TaskManager
 from actors.storage.taskstore import TaskStore
 from actors.storage.taskwork import Builder, Work

@@ -1,6 +1,6 @@
 """This agent's identity: its host UUID and its CURVE key pair, made once, kept safe.
 
-The host UUID is ``<state_dir>/host-uuid`` (:func:`actors.storage.state.host_uuid`, the
+The host UUID is ``<state_dir>/host-uuid`` (:func:`actors.hostuuid.host_uuid`, the
 name the agent's host-id records carry). The key pair is the API's CURVE server key:
 ``[curve] server_secret`` when the configuration names one, else ``host.key_secret`` in
 :func:`default_key_dir`, with the public half next to it (``host.key``) and the authorised
@@ -24,8 +24,8 @@ import zmq
 import zmq.auth
 
 from actors.config import Config
+from actors.hostuuid import host_uuid
 from actors.storage import fileutil
-from actors.storage.state import host_uuid
 
 DIR_MODE = 0o700
 SECRET_MODE = 0o600

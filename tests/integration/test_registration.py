@@ -140,7 +140,9 @@ def test_an_approved_host_is_driven_by_the_engine_over_curve(tmp_path: Path, hos
         wait_for(lambda: _ping(announced["apiEndpoint"], curve), 60, 0.2,
                  "the engine's key to be let in")
         with Client(announced["apiEndpoint"], timeout=60, curve=curve) as c:
-            assert c.call("Host.getCapabilities")["cpuCores"] >= 1
+            caps = c.call("Host.getCapabilities")
+        # one name for the host: what it registered is what its capabilities say
+        assert caps["hostUUID"] == host.uuid == announced["hostUUID"]
         # the other authorised key still works; a stranger's does not
         assert _ping(host.api, operator)
         assert not _ping(host.api, ClientCurve(stranger_secret, host.keys / "host.key"))
@@ -207,3 +209,26 @@ def test_register_refuses_what_an_engine_cannot_use(tmp_path: Path, host: Host,
     assert done.returncode == 1 and "run vdsm-tool configure" in done.stderr
     assert not engine.seen
     assert not host.authorized_keys()
+
+
+def test_register_waits_for_the_approval(host: Host, engine: Engine) -> None:
+    """--wait: the host asks again (a new nonce each time) until the operator approves."""
+    proc = subprocess.Popen(
+        [str(TOOL), "--config", str(host.config_file), "--state-dir", str(host.state),
+         "register", "--engine", engine.endpoint, "--api", host.api, "--engine-fingerprint",
+         engine.fingerprint, "--wait", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(engine.seen) >= 2, 60, 0.1, "two pending registrations")
+        assert not host.authorized_keys()
+        engine.approve(host.uuid)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "pending: waiting for the engine's approval" in out
+        nonces = [s.parsed["nonce"] for s in engine.seen]
+        assert len(set(nonces)) == len(nonces) >= 3
+        assert len(host.authorized_keys()) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
