@@ -57,6 +57,12 @@ def check_key(value: Any, name: str) -> str:
     return value
 
 
+def check_hostname(value: str) -> str:
+    if not _HOSTNAME.fullmatch(value):
+        raise BadRegistrationMessage(reason=f"hostname {value!r:.80} is not a DNS name")
+    return value
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return codec.encode({"v": VERSION, **message})
 

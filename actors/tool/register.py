@@ -90,6 +90,7 @@ def _check(request: Request) -> tuple[bytes, bytes, str]:
     if api.transport != "tcp" or api.host in WILDCARDS:
         raise BadRegistrationMessage(reason=f"the engine cannot reach {api.url}: announce a "
                                      "tcp://HOST:PORT it can reach (--api)")
+    registration.check_hostname(request.hostname)  # the engine would refuse it
     if engine.transport != "tcp":
         raise BadRegistrationMessage(reason=f"the engine endpoint {engine.url} is not tcp://")
     public, secret = read_pair(request.identity.secret_file)

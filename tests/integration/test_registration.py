@@ -199,6 +199,8 @@ def test_register_refuses_what_an_engine_cannot_use(tmp_path: Path, host: Host,
     for api in ("ipc:///run/x.sock", "tcp://0.0.0.0:4000"):
         done = host.tool("register", "--engine", engine.endpoint, "--api", api)
         assert done.returncode == 1 and "the engine cannot reach" in done.stderr, done.stderr
+    done = host.register(engine, "--hostname", "bad_name;x")
+    assert done.returncode == 1 and "is not a DNS name" in done.stderr
     # an unreachable engine: a bounded wait, a clear error
     dead = f"tcp://127.0.0.1:{_free_port()}"
     done = host.tool("register", "--engine", dead, "--api", host.api, "--timeout", "1")
