@@ -69,9 +69,13 @@ def caps_summary() -> dict[str, Any]:
                 pretty = line.split("=", 1)[1].strip('"')[:100]
     except OSError:
         pass
+    try:
+        version = metadata.version("vdsm-actors")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        version = "unknown"
     return {"arch": platform.machine(), "kernel": platform.release()[:100],
             "cpuCores": os.cpu_count() or 0, "memMiB": mem_kib // 1024, "os": pretty,
-            "kvm": Path("/dev/kvm").exists(), "agentVersion": metadata.version("vdsm-actors")}
+            "kvm": Path("/dev/kvm").exists(), "agentVersion": version}
 
 
 def _check(request: Request) -> tuple[bytes, bytes, str]:
