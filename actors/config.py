@@ -312,6 +312,36 @@ class MailboxConfig:
             raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")
 
 
+#: the fence agents Host.fenceNode may run (see actors/host/fenceopts.py for why these)
+DEFAULT_FENCE_AGENTS = (
+    "idrac", "ilo3", "ilo4", "ilo5", "imm", "ipmilan", "ipmilanplus", "ilo", "ilo2", "redfish",
+    "cisco_ucs", "ilo_ssh", "ilo3_ssh", "ilo4_ssh", "ilo5_ssh", "ilo_mp", "ilo_moonshot",
+    "drac5", "apc", "wti", "bladecenter", "rsa", "rsb", "hpblade",
+)
+
+
+@dataclass(frozen=True)
+class FencingConfig:
+    """Host.fenceNode: the fence agents (Debian's fence-agents) it may run, and for how long."""
+
+    agent_dir: Path = Path("/usr/sbin")  # where fence_<agent> programs are
+    agents: tuple[str, ...] = DEFAULT_FENCE_AGENTS
+    timeout: float = 60.0  # one agent run; past it the agent is killed (power state unknown)
+    max_running: int = 4  # fences at once (one per device)
+
+    def __post_init__(self) -> None:
+        if not self.agent_dir.is_absolute():
+            raise ConfigError(f"[fencing] agent_dir {self.agent_dir} is not absolute")
+        if not 0 < self.timeout <= 600:
+            raise ConfigError("[fencing] timeout must be within (0, 600] seconds")
+        if self.max_running < 1:
+            raise ConfigError("[fencing] max_running must be at least 1")
+        for name in self.agents:
+            if re.fullmatch(r"[a-z0-9][a-z0-9_]{0,63}", name) is None:
+                raise ConfigError(f"[fencing] agents: {name!r} is not an agent name (as in "
+                                  "fence_<name>: lower-case letters, digits, '_')")
+
+
 @dataclass(frozen=True)
 class SupervisionConfig:
     max_restarts: int = 5
@@ -357,6 +387,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
+    fencing: FencingConfig = field(default_factory=FencingConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

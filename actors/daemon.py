@@ -37,7 +37,7 @@ from actors.clock import Clock
 from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.dirlock import DirectoryInUse, DirLock
 from actors.host import api as host_api
-from actors.host import libvirterrors
+from actors.host import fenceapi, libvirterrors
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
 from actors.host.network.service import NetworkService
 from actors.host.stats import HostStatsActor, LastSample
@@ -82,6 +82,7 @@ class Daemon:
         self.host_stats = LastSample()
         self._subsystems: list[Subsystem] = []
         self._network: NetworkService | None = None
+        self._storage: StorageSubsystem | None = None
         self._metrics_server: MetricsServer | None = None
 
     # --- start/stop ----------------------------------------------------------------------
@@ -114,6 +115,7 @@ class Daemon:
         storage = StorageSubsystem(deps)
         vms = VmSubsystem(deps, storage=storage)
         self._subsystems = [storage, vms]
+        self._storage = storage
         observer = self._metrics(storage, vms) if cfg.metrics.listen else None
         self._guard = ProcessGuard.start(self._fatal)
         self._root = self._start_tree(runtime, self._guard)
@@ -354,6 +356,11 @@ class Daemon:
         )
         if self._network is not None:
             table.update(self._network.bindings())
+        fencing = self.config.fencing
+        table.update(fenceapi.bindings(
+            fenceapi.FenceSettings(agent_dir=fencing.agent_dir, agents=frozenset(fencing.agents),
+                                   timeout=fencing.timeout, max_running=fencing.max_running),
+            host_ids=self._storage.host_ids.liveness if self._storage is not None else None))
         for subsystem in self._subsystems:
             overlap = table.keys() & subsystem.bindings().keys()
             if overlap:

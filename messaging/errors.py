@@ -445,6 +445,89 @@ class BadVlan(NetworkError):
     template = "network {network}: {reason}"
 
 
+# --- fencing errors (500-509) -----------------------------------------------------------
+
+
+class FenceError(VdsmError):
+    """Host.fenceNode could not fence: the agent failed, hung, or cannot run here."""
+
+    code = 500
+    template = "fencing error: {reason}"
+
+
+class FenceAgentFailed(FenceError):
+    """The fence agent ran and failed (its exit status and what it said; never the
+    password)."""
+
+    code = 501
+    template = "fence_{agent} {action} of {target} failed (exit {rc}): {reason}"
+
+
+class FenceTimeout(FenceError):
+    code = 502
+    template = ("fence_{agent} {action} of {target} did not finish within {timeout:g} s: "
+                "it was killed; the power state is unknown")
+    retryable = True
+
+
+class FenceAgentUnusable(FenceError):
+    """A known agent that this host cannot run (not installed, or not root's own file)."""
+
+    code = 503
+    template = "fence agent {path} cannot be used: {reason}"
+
+
+class FenceBusy(FenceError):
+    code = 504
+    template = "{reason}: try again once it has finished"
+    retryable = True
+
+
+# --- host registration errors (600-619) -------------------------------------------------
+
+
+class RegistrationError(VdsmError):
+    """vdsm-tool register, and the engine side of the registration protocol
+    (docs/registration.md): the codes travel in the protocol's replies."""
+
+    code = 600
+    template = "registration failed: {reason}"
+
+
+class RegistrationRefused(RegistrationError):
+    code = 601
+    template = "the engine at {engine} refused the registration: {reason}"
+
+
+class RegistrationPending(RegistrationError):
+    code = 602
+    template = ("the engine at {engine} has not approved host {host} yet: run vdsm-tool "
+                "register again once it has")
+    retryable = True
+
+
+class EngineKeyMismatch(RegistrationError):
+    code = 603
+    template = ("the engine at {engine} presents key fingerprint {got}, not {expected}: "
+                "nothing was changed")
+
+
+class BadRegistrationMessage(RegistrationError):
+    code = 604
+    template = "bad registration message: {reason}"
+
+
+class EngineUnreachable(RegistrationError):
+    code = 605
+    template = "the engine at {engine} did not answer within {timeout:g} s"
+    retryable = True
+
+
+class HostNotConfigured(RegistrationError):
+    code = 610
+    template = "this host is not configured: {reason} (run vdsm-tool configure)"
+
+
 # --- task errors (400-499) --------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import uuid
 import xml.etree.ElementTree as ET
 from importlib import metadata
 from pathlib import Path
@@ -16,28 +15,7 @@ from typing import Any
 import libvirt
 
 from actors.host import procfs
-
-
-def host_uuid(state_dir: Path) -> str:
-    """This host's stable UUID: DMI's product UUID when readable, else one we persist."""
-    dmi = Path("/sys/class/dmi/id/product_uuid")
-    try:
-        text = dmi.read_text().strip()
-        value = str(uuid.UUID(text))
-        if value != "00000000-0000-0000-0000-000000000000":
-            return value
-    except (OSError, ValueError):
-        pass
-    stored = state_dir / "host.id"
-    try:
-        return str(uuid.UUID(stored.read_text().strip()))
-    except (OSError, ValueError):
-        value = str(uuid.uuid4())
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_suffix(".tmp")
-        tmp.write_text(value + "\n")
-        tmp.replace(stored)
-        return value
+from actors.hostuuid import host_uuid
 
 
 def _version_string(number: int) -> str:
