@@ -206,11 +206,21 @@ def test_console_in_a_terminal(vdsmd: Vdsmd) -> None:
         term.type("Enter")
         term.wait_for('"connected": true')
         # a live event shows while watching
-        term.type("watch |actors| 8", "Enter")
+        term.type("watch |actors| 30", "Enter")
         term.wait_for("watching events")
-        time.sleep(0.5)
-        vdsmd.call("Actors.crash", path="/host/stats", reason="console drill")
+        # The subscription is live only some time after the console connects (ZeroMQ's
+        # late joiner): crash again until the event shows (each crash once it runs again).
+        for attempt in range(5):
+            wait_for(lambda: vdsmd.call("Actors.inspect", path="/host/stats")["state"]
+                     == "running", 30, what="/host/stats to run")
+            vdsmd.call("Actors.crash", path="/host/stats", reason=f"console drill {attempt}")
+            try:
+                term.wait_for("console drill", timeout=4)
+                break
+            except TimeoutError:
+                continue
         term.wait_for("console drill")
+        term.type("C-c")
         term.wait_for("vdsm>", timeout=20)
         prompts = term.screen().count("vdsm>")
         term.type("tree", "Enter")
