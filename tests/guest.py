@@ -17,6 +17,11 @@ command line (see :func:`kernel_cmdline`):
     ``VDSM-GUEST READ-DONE <sha256> <bytes>`` or ``VDSM-GUEST READ-FAILED rc=<rc>``; power off.
 ``vdsm.mode=poweroff``
     print ``VDSM-GUEST BOOTED mode=poweroff`` and power off at once.
+``vdsm.mode=count``
+    print ``VDSM-GUEST READY``, then ``VDSM-GUEST COUNT <boot> <n>`` five times a second
+    forever, ``n`` counting up from 1 and ``<boot>`` the first 8 characters of the kernel's
+    boot id: a guest that keeps counting with the same boot id across a live migration was
+    not rebooted (see :func:`counts`).
 
 Every mode prints ``VDSM-GUEST BOOTED mode=<mode>`` once its modules are loaded, and
 ``VDSM-GUEST POWERING-OFF`` just before it powers off. Power off is ``poweroff -f``
@@ -83,6 +88,7 @@ OPTIONAL_MODULES: tuple[str, ...] = ("button", "evdev")
 MARKER_PREFIX = "VDSM-GUEST"
 MARKER_BOOTED = f"{MARKER_PREFIX} BOOTED"
 MARKER_READY = f"{MARKER_PREFIX} READY"
+MARKER_COUNT = f"{MARKER_PREFIX} COUNT"
 MARKER_WRITE_PROGRESS = f"{MARKER_PREFIX} WRITE-PROGRESS"
 MARKER_WRITE_DONE = f"{MARKER_PREFIX} WRITE-DONE"
 MARKER_WRITE_FAILED = f"{MARKER_PREFIX} WRITE-FAILED"
@@ -93,7 +99,7 @@ MARKER_POWEROFF_FAILED = f"{MARKER_PREFIX} POWEROFF-FAILED"
 MARKER_ACPI_SHUTDOWN = f"{MARKER_PREFIX} ACPI-SHUTDOWN"
 MARKER_KERNEL_PANIC = "Kernel panic"
 
-MODES = frozenset({"idle", "write", "read", "poweroff"})
+MODES = frozenset({"idle", "write", "read", "poweroff", "count"})
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and
 # panic ("IO-APIC + timer doesn't work"); the guest does not need it.
 BASE_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
@@ -200,6 +206,16 @@ idle)
     ;;
 poweroff)
     off
+    ;;
+count)
+    boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
+    say READY
+    n=0
+    while :; do
+        n=$((n + 1))
+        say COUNT "$boot" "$n"
+        sleep 0.2
+    done
     ;;
 write)
     if ! is_number "$mib" || ! is_number "$chunk" || [ "$chunk" -eq 0 ]; then
@@ -753,6 +769,17 @@ def wait_for_marker(
                 f"no {marker!r} in {serial_log} after {timeout:.1f} s; last lines:\n{_tail(lines)}"
             )
         time.sleep(interval)
+
+
+def counts(serial_log: Path, offset: int = 0) -> list[tuple[str, int]]:
+    """The ``(boot id, n)`` of every ``VDSM-GUEST COUNT`` line of a ``count`` guest's log,
+    in order (from byte ``offset`` on; a partial last line is skipped)."""
+    found = []
+    for line in _log_lines(serial_log, offset)[:-1]:  # the last one is not complete yet
+        parts = line.strip().split()
+        if len(parts) == 4 and " ".join(parts[:2]) == MARKER_COUNT and parts[3].isdigit():
+            found.append((parts[2], int(parts[3])))
+    return found
 
 
 def _tail(lines: list[str], n: int = 20) -> str:

@@ -40,16 +40,21 @@ import pykka
 from actors.base import ActorContext, SupervisedActor
 from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
+from actors.jobs.record import MIGRATE_IN, MIGRATE_OUT, Job
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
+from actors.vm.migcontrol import MigrationControl, spec_from_job
+from actors.vm.migops import MigrationOps
+from actors.vm.migrate import MigrationEnded, MigrationStarted
+from actors.vm.migspec import MigrationSpec
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
-from messaging.errors import LibvirtUnavailable, VMError
+from messaging.errors import LibvirtUnavailable, MigrationNotInProgress, VMError
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["create", "recover"]
+Mode = Literal["create", "recover", "incoming"]
 CONTROL, DESTROY, QUERY = "control", "destroy", "query"
 ATTACH_RETRY_MAX = 60.0
 
@@ -61,7 +66,7 @@ class Attach:
 
 @dataclass(frozen=True)
 class _Timer:
-    what: Literal["powered-up", "shutdown-deadline", "attach"]
+    what: Literal["powered-up", "shutdown-deadline", "attach", "incoming"]
     serial: int
 
 
@@ -77,6 +82,7 @@ class VmActor(SupervisedActor):
         initial: Transition | None = None,
         started: float | None = None,
         ops: VmOps | None = None,
+        incoming: str | None = None,
     ) -> None:
         super().__init__(ctx)
         self.vm_id = params.vm_id
@@ -86,7 +92,12 @@ class VmActor(SupervisedActor):
         self._board = board
         self._initial = initial
         self._started = started
-        self._ops_impl = ops or VmOps(params.vm_id, env)
+        self._ops_impl = ops or MigrationOps(params.vm_id, env)
+        self._mig_ops = self._ops_impl if isinstance(self._ops_impl, MigrationOps) else \
+            MigrationOps(params.vm_id, env)
+        self._incoming_job = incoming  # the job of an arriving migration (mode incoming)
+        self._resume: Job | None = None  # an outgoing migration a restart interrupted
+        self._migrations: MigrationControl | None = None
         self._inflight: InFlight | None = None
         self._tracker = StatusTracker()
         self._published: tuple[Any, ...] | None = None
@@ -106,6 +117,18 @@ class VmActor(SupervisedActor):
         me = self.actor_ref
         self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done),
                                   clock=self.ctx.runtime.clock, libvirt=self._env.libvirt)
+        if self._env.migration is not None:
+            cfg = self._env.config
+            self._migrations = MigrationControl(
+                self, env=self._env.migration, libvirt=self._env.libvirt, ops=self._mig_ops,
+                call_timeout=cfg.call_timeout, destroy_timeout=self._destroy_timeout())
+        if self._mode == "incoming" and self.ctx.generation == 1:
+            self._awaiting_launch = True  # its domain comes with the migration
+            self._migrating().expect(self._incoming_job or "")
+            self._tracker.set(VmStatus.MIGRATION_DESTINATION)
+            self._publish()
+            return
+        self._find_unfinished_jobs()
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
             first = VmStatus.RESTORING_STATE if self._params.restore_state else \
@@ -124,13 +147,29 @@ class VmActor(SupervisedActor):
             self._started = self._started or known.started
             self._published = self._key()
         elif self._initial is not None:
-            self._set(self._initial)  # found by recovery
+            initial = self._initial
+            if self._resume is not None and initial.status == VmStatus.DOWN:
+                initial = Transition(VmStatus.MIGRATION_SOURCE)  # where it is: to be asked
+            self._set(initial)  # found by recovery
         self.actor_ref.tell(Attach())
+
+    def _find_unfinished_jobs(self) -> None:
+        """Jobs of this VM a restart of the agent (or of this actor) interrupted."""
+        if self._env.migration is None:
+            return
+        for job in self._env.migration.jobs.unfinished(self.vm_id):
+            if job.job_type == MIGRATE_OUT:
+                self._resume = job
+            elif job.job_type == MIGRATE_IN:
+                self._incoming_job = job.job_id
+                self._migrating().expect(job.job_id)
 
     def teardown(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._migrations is not None:
+            self._migrations.teardown()
         if self._inflight is not None:
             self._inflight.close()
 
@@ -139,6 +178,7 @@ class VmActor(SupervisedActor):
             **self._view().to_wire(),
             "mode": self._mode,
             **(self._inflight.describe() if self._inflight else {}),
+            **(self._migrations.describe() if self._migrations else {}),
             "timers": sorted(self._timers),
             "domainEvents": self._events,
         }
@@ -161,9 +201,16 @@ class VmActor(SupervisedActor):
     def destroy(self) -> Future[bool]:
         self._running().check_idle(DESTROY)
         params = self._params
+        end_job = self._migrations.destroyed() if self._migrations else _nothing
+
+        def work(_cancelled: Any) -> None:
+            try:
+                self._ops_impl.destroy(params)
+            finally:
+                end_job()
+
         return self._submit("VM.destroy", DESTROY, timeout=self._destroy_timeout(),
-                            on_ok=self._on_destroyed,
-                            work=lambda _c: self._ops_impl.destroy(params))
+                            on_ok=self._on_destroyed, work=work)
 
     def pause(self) -> Future[bool]:
         return self._control("VM.pause", ("before_vm_pause", "after_vm_pause"),
@@ -212,11 +259,77 @@ class VmActor(SupervisedActor):
         self._set(Transition(VmStatus.SAVING_STATE))
         return reply
 
+    # --- migrations (see actors/vm/migcontrol.py) -----------------------------------------
+
+    def migrate(self, spec: MigrationSpec) -> bool:
+        """Start an outgoing migration (its job is recorded): True once it runs."""
+        self._running().check_idle(CONTROL, DESTROY)
+        self._migrating().start(spec)
+        return True
+
+    def migrate_cancel(self) -> Future[Any]:
+        return self._migrating().cancel()
+
+    def migrate_change(self, bandwidth: int | None, downtime: int | None) -> Future[Any]:
+        return self._migrating().change(bandwidth, downtime)
+
+    def prepare_incoming(self, xml: str, *, started: float | None, timeout: float,
+                         prepare_timeout: float) -> Future[Any]:
+        """The verb part of VM.migrationCreate (an actor started in mode ``incoming``)."""
+        if self._mode != "incoming" or self.ctx.generation != 1 or self._launched:
+            raise VMError(reason=f"VM {self.vm_id} is not an arriving migration")
+        self._launched = True
+        return self._migrating().prepare(xml, started=started, timeout=timeout,
+                                         prepare_timeout=prepare_timeout)
+
+    def _migrating(self) -> MigrationControl:
+        if self._migrations is None:
+            raise MigrationNotInProgress(vmID=self.vm_id)
+        return self._migrations
+
+    # what MigrationControl needs of the actor (its MigrationHost protocol)
+
+    def current_status(self) -> VmStatus:
+        return self._tracker.status
+
+    def current_params(self) -> VmParams:
+        return self._params
+
+    def current_started(self) -> float | None:
+        return self._started
+
+    def set_status(self, transition: Transition) -> None:
+        self._set(transition)
+
+    def submit(self, name: str, kind: str, *, timeout: float, on_ok: Callable[[Any], Any],
+               on_error: Callable[[BaseException], None] | None = None,
+               work: Callable[[Any], Any]) -> Future[Any]:
+        return self._submit(name, kind, timeout=timeout, on_ok=on_ok, on_error=on_error,
+                            work=work)
+
+    def schedule_incoming(self, delay: float) -> None:
+        self._schedule("incoming", delay)
+
+    def reattach(self) -> None:
+        self._attach()
+
+    def forget_self(self) -> None:
+        """A VM that is not this host's any more (a migration that did not arrive)."""
+        self._board.remove(self.vm_id)
+        self.stop()
+
+    def tell_self(self, message: Any) -> None:
+        _tell(self.actor_ref, message)
+
     # --- messages --------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, DomainEvent):
             self._on_domain_event(message)
+        elif isinstance(message, MigrationStarted):
+            self._migrating().on_started()
+        elif isinstance(message, MigrationEnded):
+            self._migrating().on_ended(message)
         elif isinstance(message, OpDone):
             self._running().finish(message, self._before_outcome)
         elif isinstance(message, Attach):
@@ -259,6 +372,8 @@ class VmActor(SupervisedActor):
                              work=lambda _c: self._ops_impl.destroy(params))
         elif timer.what == "attach":
             self._attach()
+        elif timer.what == "incoming" and self._migrations is not None:
+            self._migrations.on_deadline()
 
     # --- operation plumbing ----------------------------------------------------------------
 
@@ -275,6 +390,8 @@ class VmActor(SupervisedActor):
         if self._tracker.status == VmStatus.DOWN:
             raise VMError(reason=f"VM {self.vm_id} is Down")
         self._running().check_idle(CONTROL, DESTROY)
+        if self._migrations is not None:
+            self._migrations.busy()
         base = self._env.config.call_timeout if timeout is None else timeout
         params = self._params
         return self._submit(name, CONTROL, timeout=base + self._ops_impl.hook_budget(*hooks),
@@ -356,6 +473,8 @@ class VmActor(SupervisedActor):
 
     def _on_attached(self, found: Attached | None) -> None:
         self._attach_delay = 1.0
+        if self._resume_migration() or self._settle_incoming(found):
+            return
         if found is None:
             if self._running().running(DESTROY):
                 return  # destroyed meanwhile: the destroy's own outcome says why
@@ -371,6 +490,37 @@ class VmActor(SupervisedActor):
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
             self._set_read(state)
         self._publish()  # the name or start time may have changed
+
+    def _resume_migration(self) -> bool:
+        """An outgoing migration a restart interrupted: its job finds out where the guest
+        is (still migrating, stayed, arrived) and tells the actor."""
+        job, self._resume = self._resume, None
+        if job is None or self._migrations is None or self._env.migration is None:
+            return False
+        spec = spec_from_job(job, self._env.migration.peers)
+        if spec is None:
+            self._env.migration.jobs.update(job.job_id, status="failed", code=VMError.code,
+                                            message="interrupted by a restart of vdsmd")
+            return False
+        self._migrations.resume(job, spec)
+        return True
+
+    def _settle_incoming(self, found: Attached | None) -> bool:
+        """An incoming migration a restart interrupted: arrived, arriving, or lost."""
+        if self._mode == "incoming" or self._migrations is None \
+                or self._migrations.incoming is None:
+            return False
+        if found is None:
+            self._migrations.drop("vdsmd restarted while the guest was arriving, and it is "
+                                  "not here")
+            return True
+        if found.state.status in (VmStatus.UP, VmStatus.PAUSED):
+            self._set_read(found.state)
+            self._migrations.on_status(VmStatus.UP)
+            return True
+        self._set(Transition(VmStatus.MIGRATION_DESTINATION))
+        self._schedule("incoming", self._env.config.call_timeout)
+        return True
 
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):
@@ -404,6 +554,10 @@ class VmActor(SupervisedActor):
         elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
             self._schedule("powered-up", self._env.config.powering_up)
         self._publish()
+        if self._mode == "incoming" and status != VmStatus.MIGRATION_DESTINATION:
+            self._awaiting_launch = False  # the guest arrived (or was lost): attach may run
+        if self._migrations is not None:
+            self._migrations.on_status(status)
 
     def _view(self) -> VmView:
         t = self._tracker
@@ -426,7 +580,7 @@ class VmActor(SupervisedActor):
 
     # --- timers ------------------------------------------------------------------------------
 
-    def _schedule(self, what: Literal["powered-up", "shutdown-deadline", "attach"],
+    def _schedule(self, what: Literal["powered-up", "shutdown-deadline", "attach", "incoming"],
                   delay: float) -> None:
         self._cancel(what)
         serial = next(self._serial)
@@ -444,6 +598,10 @@ class VmActor(SupervisedActor):
 
 def _true(_result: Any) -> bool:
     return True
+
+
+def _nothing() -> None:
+    return None
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:

@@ -41,6 +41,7 @@ from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
 from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
+from actors.vm.migenv import MigrationEnv
 from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
@@ -84,6 +85,7 @@ class VmEnv:
     owner: str  # written into the metadata: this agent's domains are the ones it recovers
     logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
+    migration: MigrationEnv | None = None  # None: this agent does not migrate (unit tests)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""The progress monitor of an outgoing migration, on a thread of the migration's own.
+
+Every ``[migration] progress_interval`` it reads libvirt's job statistics of the domain
+(``jobStats``: no domain job is taken, so it never waits behind the migration), and:
+
+- publishes ``|virt|VM_migration_status|<vmID>`` (progress %, bytes remaining, bandwidth,
+  iteration) and keeps the same in the job's record (in memory);
+- applies the limits the request (or ``VM.migrateChangeParams``) set: the downtime once
+  libvirt's job exists, a changed bandwidth or downtime whenever they change;
+- at the migration's timeout, switches to post-copy when the request allowed it (once),
+  or else aborts the migration (``timed_out`` is then set).
+
+It stops when told (the migration call returned) or when libvirt's job is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from actors.host.libvirthandle import LibvirtHandle
+from actors.jobs.store import JobStore
+from actors.vm.migenv import Publish
+from actors.vm.migspec import UNLIMITED_BANDWIDTH, MigrationSpec, active, sample
+from messaging.errors import LibvirtUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class MigrationMonitor:
+    def __init__(self, vm_id: str, *, libvirt_handle: LibvirtHandle, jobs: JobStore,
+                 publish: Publish, interval: float, spec: Callable[[], MigrationSpec]) -> None:
+        self.vm_id = vm_id
+        self._libvirt = libvirt_handle
+        self._jobs = jobs
+        self._publish = publish
+        self._interval = interval
+        self._spec = spec  # the current request (its limits may change meanwhile)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.timed_out = False
+        self.post_copy = False
+        self.progress = 0
+        self.samples = 0
+        self._previous: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"migrate-{self.vm_id[:8]}-monitor")
+        self._thread.start()
+
+    def finish(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            with self._libvirt.lease() as conn:
+                dom = conn.lookupByUUIDString(self.vm_id)
+                self._watch(dom)
+        except (libvirt.libvirtError, LibvirtUnavailable) as e:
+            log.warning("VM %s: the migration's monitor stopped: %s", self.vm_id, e)
+        except Exception:
+            log.exception("VM %s: the migration's monitor failed", self.vm_id)
+
+    def _watch(self, dom: libvirt.virDomain) -> None:
+        applied: tuple[int, int] | None = None
+        began: float | None = None
+        wait = min(0.2, self._interval)  # the first look comes early: set the downtime
+        while not self._stop.wait(wait):
+            wait = self._interval
+            try:
+                stats = dom.jobStats()
+            except libvirt.libvirtError as e:
+                log.debug("VM %s: no job statistics: %s", self.vm_id, e)
+                continue
+            if not active(stats):
+                if began is not None:
+                    return  # libvirt's job ended: the migration call returns
+                continue
+            began = began or time.monotonic()
+            spec = self._spec()
+            limits = (spec.bandwidth, spec.downtime)
+            if limits != applied:
+                self._apply(dom, limits, applied)
+                applied = limits
+            self._report(spec, stats)
+            if time.monotonic() - began > spec.timeout:
+                self._on_timeout(dom, spec)
+
+    def _apply(self, dom: libvirt.virDomain, limits: tuple[int, int],
+               applied: tuple[int, int] | None) -> None:
+        """Set the downtime (first time: always) and a bandwidth that changed (the first
+        one went with the migration call)."""
+        bandwidth, downtime = limits
+        try:
+            if applied is None or downtime != applied[1]:
+                dom.migrateSetMaxDowntime(downtime, 0)
+            if applied is not None and bandwidth != applied[0]:
+                dom.migrateSetMaxSpeed(bandwidth or UNLIMITED_BANDWIDTH, 0)
+        except libvirt.libvirtError as e:
+            log.warning("VM %s: cannot apply the migration's limits: %s", self.vm_id, e)
+
+    def _report(self, spec: MigrationSpec, stats: dict[str, Any]) -> None:
+        now = sample(stats, self.progress, self._previous)
+        self._previous = stats
+        self.progress = now["progress"]
+        self.samples += 1
+        details = {k: v for k, v in now.items() if k != "progress"}
+        if self.post_copy:
+            details["postCopyActive"] = True
+        job = self._jobs.update(spec.job_id, persist=False, progress=self.progress,
+                                details=details)
+        self._publish(f"|virt|VM_migration_status|{self.vm_id}",
+                      {"vmID": self.vm_id, "jobID": spec.job_id, "status": job.status,
+                       **now})
+
+    def _on_timeout(self, dom: libvirt.virDomain, spec: MigrationSpec) -> None:
+        if spec.post_copy:
+            if self.post_copy:
+                return
+            log.warning("VM %s: migration not done after %g s: switching to post-copy",
+                        self.vm_id, spec.timeout)
+            try:
+                dom.migrateStartPostCopy(0)
+                self.post_copy = True
+                return
+            except libvirt.libvirtError as e:
+                log.warning("VM %s: cannot switch to post-copy (%s): aborting", self.vm_id, e)
+        if self.timed_out:
+            return
+        log.warning("VM %s: migration not done after %g s: aborting it", self.vm_id,
+                    spec.timeout)
+        self.timed_out = True
+        try:
+            dom.abortJob()
+        except libvirt.libvirtError as e:
+            log.warning("VM %s: cannot abort the migration: %s", self.vm_id, e)
