@@ -17,11 +17,12 @@ command line (see :func:`kernel_cmdline`):
     ``VDSM-GUEST READ-DONE <sha256> <bytes>`` or ``VDSM-GUEST READ-FAILED rc=<rc>``; power off.
 ``vdsm.mode=poweroff``
     print ``VDSM-GUEST BOOTED mode=poweroff`` and power off at once.
-``vdsm.mode=count``
-    print ``VDSM-GUEST READY``, then ``VDSM-GUEST COUNT <boot> <n>`` five times a second
-    forever, ``n`` counting up from 1 and ``<boot>`` the first 8 characters of the kernel's
-    boot id: a guest that keeps counting with the same boot id across a live migration was
-    not rebooted (see :func:`counts`).
+``vdsm.mode=count [vdsm.ballast=N]``
+    hold N MiB of 0xff bytes in RAM (none by default: memory a migration must really move,
+    unlike zero pages), print ``VDSM-GUEST READY``, then ``VDSM-GUEST COUNT <boot> <n>``
+    five times a second forever, ``n`` counting up from 1 and ``<boot>`` the first 8
+    characters of the kernel's boot id: a guest that keeps counting with the same boot id
+    across a live migration was not rebooted (see :func:`counts`).
 
 Every mode prints ``VDSM-GUEST BOOTED mode=<mode>`` once its modules are loaded, and
 ``VDSM-GUEST POWERING-OFF`` just before it powers off. Power off is ``poweroff -f``
@@ -153,12 +154,14 @@ mode=idle
 mib=
 chunk=4
 fill=zero
+ballast=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdsm.mode=*) mode="${arg#vdsm.mode=}" ;;
         vdsm.mib=*) mib="${arg#vdsm.mib=}" ;;
         vdsm.chunk=*) chunk="${arg#vdsm.chunk=}" ;;
         vdsm.fill=*) fill="${arg#vdsm.fill=}" ;;
+        vdsm.ballast=*) ballast="${arg#vdsm.ballast=}" ;;
     esac
 done
 
@@ -209,6 +212,9 @@ poweroff)
     ;;
 count)
     boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
+    if is_number "$ballast" && [ "$ballast" -gt 0 ]; then
+        tr '\000' '\377' </dev/zero | head -c "$((ballast * 1048576))" >/tmp/ballast
+    fi
     say READY
     n=0
     while :; do

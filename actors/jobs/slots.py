@@ -77,3 +77,20 @@ class Slots:
         with self._cond:
             return {"limit": self.limit, "running": list(self._holders),
                     "queued": list(self._queue)}
+
+
+class Gates:
+    """One :class:`Slots` of limit 1 per name, made on first use: e.g. this host's
+    migrations take turns, in order, to ask one destination for its preparation."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._lock = threading.Lock()
+        self._gates: dict[str, Slots] = {}
+
+    def __getitem__(self, name: str) -> Slots:
+        with self._lock:
+            gate = self._gates.get(name)
+            if gate is None:
+                gate = self._gates[name] = Slots(f"{self._what} {name}", 1)
+            return gate

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.config import MigrationConfig
-from actors.jobs.slots import Slots
+from actors.jobs.slots import Gates, Slots
 from actors.jobs.store import JobStore
 from actors.vm.peers import Peers
 
@@ -20,6 +20,7 @@ class MigrationEnv:
     jobs: JobStore
     outgoing: Slots  # [migration] max_outgoing
     incoming: Slots  # [migration] max_incoming
+    gates: Gates  # per destination: this host's migrations ask it in turn
     peers: Peers
     config: MigrationConfig
     publish: Publish  # the event publisher (|virt|VM_migration_status|<vmID>)

@@ -90,8 +90,13 @@ class MigrationOps(VmOps):
         dom = self._lookup()
         if dom is None:
             return None
-        with self._libvirt("reading the domain's job"):
+        try:
             return outgoing(dom.jobStats())
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN,
+                                      libvirt.VIR_ERR_OPERATION_INVALID):
+                return None  # it went away meanwhile ("domain is not running")
+            raise self._translate(e, "reading the domain's job") from e
 
     # --- the destination -----------------------------------------------------------------
 

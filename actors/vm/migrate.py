@@ -4,8 +4,10 @@
    first served; a cancel leaves the queue);
 2. ``before_vm_migrate_source``, then ask the destination's agent to prepare
    (``VM.migrationCreate``: its actor, volumes and hooks exist before the guest arrives; it
-   answers with the XML the guest will run with there). A destination at its incoming limit
-   is asked again, with a backoff, until ``prepare_timeout``;
+   answers with the XML the guest will run with there). This host's migrations ask one
+   destination in turn (first come, first served), and a destination at its incoming limit
+   is asked again, with a backoff, for as long as the migration's timeout (at least
+   ``prepare_timeout``): the one that waits longest goes first;
 3. libvirt's peer-to-peer live migration (``migrateToURI3``), blocking this thread, while a
    :class:`~actors.vm.migmonitor.MigrationMonitor` reports progress and enforces the limits
    and the timeout on a second thread;
@@ -51,7 +53,8 @@ from messaging.errors import (
 log = logging.getLogger(__name__)
 
 Where = Literal["here", "there", "gone", "unknown"]
-LIMIT_BACKOFF = 1.0  # the first wait for a destination at its incoming limit (doubling)
+LIMIT_BACKOFF = 0.5  # the first wait for a destination at its incoming limit (doubling)
+LIMIT_BACKOFF_MAX = 2.0
 ASK_ATTEMPTS = 10  # asking the destination whether the guest arrived
 
 
@@ -151,6 +154,8 @@ class OutgoingMigration:
                 self._drop_destination()
                 return self._aborted("cancelled before the guest moved")
         except VdsmError as e:
+            if self.cancelled.is_set():
+                return self._aborted("cancelled before the guest moved")
             return self._failed(e, "here")
         jobs.update(self.job_id, message=f"migrating to {spec.peer}")
         error: VdsmError | None = None
@@ -196,6 +201,18 @@ class OutgoingMigration:
     # --- the destination --------------------------------------------------------------------
 
     def _prepare_destination(self, xml: str) -> str:
+        """Ask the destination to prepare, in turn with this host's other migrations to it."""
+        gate = self._env.gates[self.spec.peer]
+        if gate.running():
+            self._env.jobs.update(self.job_id, message=f"waiting its turn to ask {self.spec.peer}")
+        if not gate.acquire(self.job_id, self.cancelled):
+            raise MigrationError(vmID=self.vm_id, reason="cancelled before the guest moved")
+        try:
+            return self._ask_destination(xml)
+        finally:
+            gate.release(self.job_id)
+
+    def _ask_destination(self, xml: str) -> str:
         spec, cfg = self.spec, self._env.config
         client = self._env.peers.client(spec.peer)
         params = {"vmID": self.vm_id, "vmParams": self._params.to_dict(), "xml": xml,
@@ -203,7 +220,7 @@ class OutgoingMigration:
                   "prepareTimeout": int(cfg.prepare_timeout)}
         if self._started is not None:
             params["started"] = self._started
-        deadline = time.monotonic() + cfg.prepare_timeout
+        deadline = time.monotonic() + max(cfg.prepare_timeout, spec.timeout)
         backoff = LIMIT_BACKOFF
         while True:
             try:
@@ -216,7 +233,7 @@ class OutgoingMigration:
                         and not self.cancelled.wait(backoff):
                     self._env.jobs.update(self.job_id, message=f"{spec.peer} runs as many "
                                           "incoming migrations as it allows: waiting")
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = min(backoff * 2, LIMIT_BACKOFF_MAX)
                     continue
                 raise MigrationError(vmID=self.vm_id, reason=f"{spec.peer} refused it: "
                                      f"{e.peer_message} (code {e.peer_code})") from None

@@ -34,7 +34,7 @@ from actors.config import ConfigError
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
 from actors.jobs.record import FAILED, MIGRATE_IN, MIGRATE_OUT
-from actors.jobs.slots import Slots
+from actors.jobs.slots import Gates, Slots
 from actors.jobs.store import JobStore
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps
@@ -91,6 +91,7 @@ class VmSubsystem:
             jobs=self.jobs,
             outgoing=Slots("outgoing migrations", mig.max_outgoing),
             incoming=Slots("incoming migrations", mig.max_incoming),
+            gates=Gates("asking"),
             peers=Peers(deps.config.peers, connect_timeout=mig.connect_timeout,
                         own_secret=Path(curve.server_secret) if curve.enabled else None),
             config=mig,
