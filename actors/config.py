@@ -237,7 +237,9 @@ class PeerConfig:
 
     @property
     def host(self) -> str:
-        return endpoints.parse(self.endpoint).host or ""
+        """The endpoint's host as a URI names it (an IPv6 address in brackets)."""
+        host = endpoints.parse(self.endpoint).host or ""
+        return f"[{host}]" if ":" in host else host
 
 
 PEER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from messaging.client import ClientError, Subscriber
+from messaging.client import Subscriber
 from tests import guest as g
-from tests.harness import next_event, wait_for
+from tests.harness import wait_for
 from tests.integration import mighelp as m
 from tests.testbed import Bed
 from tests.vm import agent as a
