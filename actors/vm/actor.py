@@ -40,10 +40,9 @@ import pykka
 from actors.base import ActorContext, SupervisedActor
 from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
-from actors.jobs.record import MIGRATE_IN, MIGRATE_OUT, Job
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
-from actors.vm.migcontrol import MigrationControl, spec_from_job
+from actors.vm.migcontrol import MigrationControl
 from actors.vm.migops import MigrationOps
 from actors.vm.migrate import MigrationEnded, MigrationStarted
 from actors.vm.migspec import MigrationSpec
@@ -96,7 +95,6 @@ class VmActor(SupervisedActor):
         self._mig_ops = self._ops_impl if isinstance(self._ops_impl, MigrationOps) else \
             MigrationOps(params.vm_id, env)
         self._incoming_job = incoming  # the job of an arriving migration (mode incoming)
-        self._resume: Job | None = None  # an outgoing migration a restart interrupted
         self._migrations: MigrationControl | None = None
         self._inflight: InFlight | None = None
         self._tracker = StatusTracker()
@@ -128,7 +126,8 @@ class VmActor(SupervisedActor):
             self._tracker.set(VmStatus.MIGRATION_DESTINATION)
             self._publish()
             return
-        self._find_unfinished_jobs()
+        if self._migrations is not None:
+            self._migrations.find_interrupted()
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
             first = VmStatus.RESTORING_STATE if self._params.restore_state else \
@@ -148,21 +147,10 @@ class VmActor(SupervisedActor):
             self._published = self._key()
         elif self._initial is not None:
             initial = self._initial
-            if self._resume is not None and initial.status == VmStatus.DOWN:
-                initial = Transition(VmStatus.MIGRATION_SOURCE)  # where it is: to be asked
+            if self._migrations is not None:  # a VM that left, or is leaving, this host
+                initial = self._migrations.recovered_state(initial)
             self._set(initial)  # found by recovery
         self.actor_ref.tell(Attach())
-
-    def _find_unfinished_jobs(self) -> None:
-        """Jobs of this VM a restart of the agent (or of this actor) interrupted."""
-        if self._env.migration is None:
-            return
-        for job in self._env.migration.jobs.unfinished(self.vm_id):
-            if job.job_type == MIGRATE_OUT:
-                self._resume = job
-            elif job.job_type == MIGRATE_IN:
-                self._incoming_job = job.job_id
-                self._migrating().expect(job.job_id)
 
     def teardown(self) -> None:
         for handle in self._timers.values():
@@ -298,8 +286,12 @@ class VmActor(SupervisedActor):
     def current_started(self) -> float | None:
         return self._started
 
-    def set_status(self, transition: Transition) -> None:
-        self._set(transition)
+    def set_status(self, transition: Transition, *, read: bool = False) -> None:
+        """``read``: a state an operation read from libvirt (older than events meanwhile)."""
+        if read:
+            self._set_read(transition)
+        else:
+            self._set(transition)
 
     def submit(self, name: str, kind: str, *, timeout: float, on_ok: Callable[[Any], Any],
                on_error: Callable[[BaseException], None] | None = None,
@@ -473,8 +465,8 @@ class VmActor(SupervisedActor):
 
     def _on_attached(self, found: Attached | None) -> None:
         self._attach_delay = 1.0
-        if self._resume_migration() or self._settle_incoming(found):
-            return
+        if self._migrations is not None and self._migrations.on_attached(found):
+            return  # a migration a restart interrupted settles it
         if found is None:
             if self._running().running(DESTROY):
                 return  # destroyed meanwhile: the destroy's own outcome says why
@@ -490,37 +482,6 @@ class VmActor(SupervisedActor):
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
             self._set_read(state)
         self._publish()  # the name or start time may have changed
-
-    def _resume_migration(self) -> bool:
-        """An outgoing migration a restart interrupted: its job finds out where the guest
-        is (still migrating, stayed, arrived) and tells the actor."""
-        job, self._resume = self._resume, None
-        if job is None or self._migrations is None or self._env.migration is None:
-            return False
-        spec = spec_from_job(job, self._env.migration.peers)
-        if spec is None:
-            self._env.migration.jobs.update(job.job_id, status="failed", code=VMError.code,
-                                            message="interrupted by a restart of vdsmd")
-            return False
-        self._migrations.resume(job, spec)
-        return True
-
-    def _settle_incoming(self, found: Attached | None) -> bool:
-        """An incoming migration a restart interrupted: arrived, arriving, or lost."""
-        if self._mode == "incoming" or self._migrations is None \
-                or self._migrations.incoming is None:
-            return False
-        if found is None:
-            self._migrations.drop("vdsmd restarted while the guest was arriving, and it is "
-                                  "not here")
-            return True
-        if found.state.status in (VmStatus.UP, VmStatus.PAUSED):
-            self._set_read(found.state)
-            self._migrations.on_status(VmStatus.UP)
-            return True
-        self._set(Transition(VmStatus.MIGRATION_DESTINATION))
-        self._schedule("incoming", self._env.config.call_timeout)
-        return True
 
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):

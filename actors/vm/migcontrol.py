@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from actors.host.libvirthandle import LibvirtHandle
-from actors.jobs.record import ABORTED, DONE, FAILED, MIGRATE_OUT, RUNNING, Job
+from actors.jobs.record import ABORTED, DONE, FAILED, MIGRATE_IN, MIGRATE_OUT, RUNNING, Job
 from actors.vm.migenv import MigrationEnv
 from actors.vm.migops import MigrationOps
 from actors.vm.migrate import MigrationEnded, OutgoingMigration
@@ -38,6 +38,7 @@ from messaging.errors import MigrationNotInProgress, VdsmError, VMBusy, VMError
 log = logging.getLogger(__name__)
 
 MIGRATION, QUERY, DESTROY = "migration", "query", "destroy"
+RETRY = 1.0  # s before a step of an incoming migration that could not start is tried again
 
 
 class MigrationHost(Protocol):
@@ -51,7 +52,7 @@ class MigrationHost(Protocol):
 
     def current_started(self) -> float | None: ...
 
-    def set_status(self, transition: Transition) -> None: ...
+    def set_status(self, transition: Transition, *, read: bool = False) -> None: ...
 
     def submit(self, name: str, kind: str, *, timeout: float, on_ok: Callable[[Any], Any],
                on_error: Callable[[BaseException], None] | None = None,
@@ -79,6 +80,8 @@ class MigrationControl:
         self.incoming: str | None = None  # the incoming job, until the guest arrived
         self._incoming_timeout = 0.0
         self._dropping = False
+        self._retry = ""  # a drop that could not start yet: why
+        self._resume: Job | None = None  # an outgoing migration a restart interrupted
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -139,8 +142,16 @@ class MigrationControl:
         migration.request_cancel()
         if not migration.in_libvirt:
             return _done(True)  # queued or preparing: it stops before the guest moves
+        def abort(_c: Any) -> bool:
+            try:
+                return bool(self._leased(self._ops.abort))
+            except MigrationNotInProgress:
+                # libvirt's job is not there yet (or any more): the cancelled migration's
+                # monitor aborts it once it is, its thread ends the job either way
+                return True
+
         return self._host.submit("VM.migrateCancel", MIGRATION, timeout=self._call_timeout,
-                                 on_ok=_true, work=lambda _c: self._leased(self._ops.abort))
+                                 on_ok=_true, work=abort)
 
     def change(self, bandwidth: int | None, downtime: int | None) -> Future[Any]:
         migration = self._current()
@@ -159,6 +170,51 @@ class MigrationControl:
     def _leased(self, call: Callable[[], Any]) -> Any:
         with self._libvirt.lease():
             return call()
+
+    # --- after a restart -------------------------------------------------------------------
+
+    def find_interrupted(self) -> None:
+        """This VM's migrations a restart of the agent (or of its actor) interrupted."""
+        for job in self._env.jobs.unfinished(self._host.vm_id):
+            if job.job_type == MIGRATE_OUT:
+                self._resume = job
+            elif job.job_type == MIGRATE_IN:
+                self.expect(job.job_id)
+
+    def recovered_state(self, initial: Transition) -> Transition:
+        """The state recovery found, as the VM's migrations see it: a VM whose domain is
+        gone left this host (``migrated``) or may have (to be asked)."""
+        if initial.status != VmStatus.DOWN:
+            return initial
+        if self._resume is not None:
+            return Transition(VmStatus.MIGRATION_SOURCE)  # where it is: asked on attach
+        last = self._env.jobs.last(self._host.vm_id, {MIGRATE_OUT, MIGRATE_IN})
+        if last is not None and last.job_type == MIGRATE_OUT and last.status == DONE:
+            return Transition(VmStatus.DOWN, exit_reason=ExitReason.MIGRATED)
+        return initial
+
+    def on_attached(self, found: Any) -> bool:
+        """After a re-attach (``found``: the domain's state, None without a domain):
+        whether an interrupted migration took over from there."""
+        job, self._resume = self._resume, None
+        if job is not None:
+            spec = spec_from_job(job, self._env.peers)
+            if spec is not None:
+                self.resume(job, spec)
+                return True
+            self._env.jobs.update(job.job_id, status=FAILED, code=VMError.code,
+                                  message="interrupted by a restart of vdsmd")
+        if self.incoming is None:
+            return False
+        if found is None:
+            self.drop("vdsmd restarted while the guest was arriving, and it is not here")
+        elif found.state.status in (VmStatus.UP, VmStatus.PAUSED):
+            self._host.set_status(found.state, read=True)
+            self.on_status(VmStatus.UP)
+        else:
+            self._host.set_status(Transition(VmStatus.MIGRATION_DESTINATION))
+            self._host.schedule_incoming(self._call_timeout)
+        return True
 
     # --- destination -------------------------------------------------------------------------
 
@@ -198,7 +254,6 @@ class MigrationControl:
     def _arrived(self) -> None:
         job_id, params = self.incoming, self._host.current_params()
         assert job_id is not None
-        self.incoming = None
         jobs, slots = self._env.jobs, self._env.incoming
 
         def work(_c: Any) -> None:
@@ -209,18 +264,26 @@ class MigrationControl:
             finally:
                 slots.release(job_id)
 
-        self._host.submit("incoming migration arrived", QUERY, timeout=self._call_timeout
-                          + self._ops.hook_budget("after_vm_migrate_destination"),
-                          on_ok=_none, on_error=lambda e: self._end_failed(job_id, e),
-                          work=work)
+        if self._submit("incoming migration arrived", QUERY, timeout=self._call_timeout
+                        + self._ops.hook_budget("after_vm_migrate_destination"),
+                        on_ok=_none, on_error=lambda e: self._end_failed(job_id, e),
+                        work=work):
+            self.incoming = None
 
     def _end_failed(self, job_id: str, error: BaseException) -> None:
         log.warning("VM %s: finishing the incoming migration: %s", self._host.vm_id, error)
         self._env.incoming.release(job_id)
 
     def on_deadline(self) -> None:
-        """The incoming deadline: no guest yet? Drop; still arriving? Wait some more."""
+        """The incoming deadline: no guest yet? Drop; still arriving? Wait some more. (Also
+        the retry of a step that could not start: the VM's calls were busy.)"""
         if self.incoming is None or self._dropping:
+            return
+        if self._retry:
+            self.drop(self._retry)
+            return
+        if self._host.current_status() == VmStatus.UP:
+            self._arrived()
             return
 
         def on_ok(present: bool) -> None:
@@ -233,21 +296,19 @@ class MigrationControl:
             else:
                 self.drop("the guest did not arrive in time")
 
-        self._host.submit("incoming deadline", QUERY, timeout=self._call_timeout,
-                          on_ok=on_ok, work=lambda _c: self._leased(self._ops.incoming_present))
+        self._submit("incoming deadline", QUERY, timeout=self._call_timeout, on_ok=on_ok,
+                     work=lambda _c: self._leased(self._ops.incoming_present))
 
     def drop(self, why: str) -> None:
         """The migration did not arrive: nothing of the VM stays on this host."""
         if self.incoming is None or self._dropping:
             return
-        self._dropping = True
         job_id, params = self.incoming, self._host.current_params()
         log.warning("VM %s: incoming migration %s failed: %s", self._host.vm_id, job_id, why)
-        self.incoming_failed(job_id, why, lambda: self._leased(
-            lambda: self._ops.drop_incoming(params)))
-
-    def incoming_failed(self, job_id: str, why: str, undo: Callable[[], None]) -> None:
         jobs, slots = self._env.jobs, self._env.incoming
+
+        def undo() -> None:
+            self._leased(lambda: self._ops.drop_incoming(params))
 
         def work(_c: Any) -> None:
             try:
@@ -260,8 +321,24 @@ class MigrationControl:
             self.incoming = None
             self._host.forget_self()
 
-        self._host.submit("drop incoming VM", DESTROY, timeout=self._destroy_timeout,
-                          on_ok=done, on_error=done, work=work)
+        self._dropping = self._submit("drop incoming VM", DESTROY,
+                                      timeout=self._destroy_timeout, on_ok=done,
+                                      on_error=done, work=work)
+        self._retry = "" if self._dropping else why
+
+    def _submit(self, name: str, kind: str, *, timeout: float, on_ok: Callable[[Any], Any],
+                work: Callable[[Any], Any],
+                on_error: Callable[[BaseException], None] | None = None) -> bool:
+        """Start a step of the incoming migration; when the VM's calls of that kind are
+        busy (stuck), try again in a second (False)."""
+        try:
+            self._host.submit(name, kind, timeout=timeout, on_ok=on_ok, on_error=on_error,
+                              work=work)
+        except (VMError, RuntimeError) as e:
+            log.warning("VM %s: %s postponed: %s", self._host.vm_id, name, e)
+            self._host.schedule_incoming(RETRY)
+            return False
+        return True
 
     def destroyed(self) -> Callable[[], None]:
         """Work to run in a VM.destroy's operation: an incoming job ends with it."""

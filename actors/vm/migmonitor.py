@@ -8,7 +8,9 @@ Every ``[migration] progress_interval`` it reads libvirt's job statistics of the
 - applies the limits the request (or ``VM.migrateChangeParams``) set: the downtime once
   libvirt's job exists, a changed bandwidth or downtime whenever they change;
 - at the migration's timeout, switches to post-copy when the request allowed it (once),
-  or else aborts the migration (``timed_out`` is then set).
+  or else aborts the migration (``timed_out`` is then set);
+- aborts a migration that was cancelled (``VM.migrateCancel``) while libvirt's job did not
+  exist yet, as soon as it does.
 
 It stops when told (the migration call returned) or when libvirt's job is gone.
 """
@@ -34,13 +36,16 @@ log = logging.getLogger(__name__)
 
 class MigrationMonitor:
     def __init__(self, vm_id: str, *, libvirt_handle: LibvirtHandle, jobs: JobStore,
-                 publish: Publish, interval: float, spec: Callable[[], MigrationSpec]) -> None:
+                 publish: Publish, interval: float, spec: Callable[[], MigrationSpec],
+                 cancelled: threading.Event) -> None:
         self.vm_id = vm_id
         self._libvirt = libvirt_handle
         self._jobs = jobs
         self._publish = publish
         self._interval = interval
         self._spec = spec  # the current request (its limits may change meanwhile)
+        self._cancelled = cancelled
+        self._aborted = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.timed_out = False
@@ -85,6 +90,8 @@ class MigrationMonitor:
                     return  # libvirt's job ended: the migration call returns
                 continue
             began = began or time.monotonic()
+            if self._cancelled.is_set() and not self._aborted:
+                self._abort(dom, "it was cancelled")
             spec = self._spec()
             limits = (spec.bandwidth, spec.downtime)
             if limits != applied:
@@ -135,9 +142,12 @@ class MigrationMonitor:
                 log.warning("VM %s: cannot switch to post-copy (%s): aborting", self.vm_id, e)
         if self.timed_out:
             return
-        log.warning("VM %s: migration not done after %g s: aborting it", self.vm_id,
-                    spec.timeout)
         self.timed_out = True
+        self._abort(dom, f"it was not done after {spec.timeout:g} s")
+
+    def _abort(self, dom: libvirt.virDomain, why: str) -> None:
+        log.warning("VM %s: aborting the migration: %s", self.vm_id, why)
+        self._aborted = True
         try:
             dom.abortJob()
         except libvirt.libvirtError as e:

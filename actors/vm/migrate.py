@@ -351,7 +351,7 @@ class OutgoingMigration:
         self._monitor = MigrationMonitor(
             self.vm_id, libvirt_handle=self._libvirt, jobs=self._env.jobs,
             publish=self._env.publish, interval=self._env.config.progress_interval,
-            spec=lambda: self.spec)
+            spec=lambda: self.spec, cancelled=self.cancelled)
         self._monitor.start()
 
     def _stop_monitor(self) -> None:

@@ -37,6 +37,7 @@ from tests.testbed.agent import API_PORT, BedAgent, merged, toml
 from tests.testbed.host import BedHost
 
 SUBNET = "10.77.0"
+SHORT_ROOT = Path("/tmp")  # the bed's own short directory, named after its process
 _serials = itertools.count(1)
 
 
@@ -51,9 +52,11 @@ class Bed:
         self.switch = f"{netns.PREFIX}-{self.tag}-sw"
         self.shared = workdir / "shared"
         self.keys = workdir / "keys"
+        self.short = SHORT_ROOT / f"{netns.PREFIX}-{self.tag}"  # libvirtd's sockets
         self.hosts = [
             BedHost(name, netns_name=f"{netns.PREFIX}-{self.tag}-{name}",
-                    address=f"{SUBNET}.{i + 1}", workdir=workdir / f"host-{name}")
+                    address=f"{SUBNET}.{i + 1}", workdir=workdir / f"host-{name}",
+                    libvirt_dir=self.short / name)
             for i, name in enumerate(names)
         ]
         self._started = False
@@ -74,7 +77,7 @@ class Bed:
 
     def start(self) -> Bed:
         """Namespaces, network, keys, and every host's libvirtd (agents: :meth:`start_agents`)."""
-        netns.sweep_stale()
+        netns.sweep_stale(SHORT_ROOT)
         self._started = True
         try:
             self._network()
@@ -191,6 +194,7 @@ class Bed:
                 netns.delete(name)
             except RuntimeError as e:
                 problems.append(str(e))
+        shutil.rmtree(self.short, ignore_errors=True)
         self._started = False
         if problems:
             raise RuntimeError("test bed teardown: " + "; ".join(problems))

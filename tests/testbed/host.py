@@ -54,12 +54,14 @@ def _quiet(_opaque: object, _error: object) -> None:
 class BedHost:
     """Host ``name`` of a bed: ``address`` on the bed's network, files under ``workdir``."""
 
-    def __init__(self, name: str, *, netns_name: str, address: str, workdir: Path) -> None:
+    def __init__(self, name: str, *, netns_name: str, address: str, workdir: Path,
+                 libvirt_dir: Path) -> None:
         self.name = name
         self.netns = netns_name
         self.address = address
         self.workdir = workdir
-        self.libvirt_dir = workdir / "libvirt"
+        # short: libvirtd's socket path must fit a unix socket address (108 bytes)
+        self.libvirt_dir = libvirt_dir
         self.anchor: subprocess.Popen[bytes] | None = None
         self.libvirtd: subprocess.Popen[bytes] | None = None
         self.virtlogd: subprocess.Popen[bytes] | None = None
@@ -112,6 +114,7 @@ class BedHost:
                 (self.libvirt_dir / name).mkdir(parents=True, exist_ok=True)
         etc = self.libvirt_dir / "etc"
         shutil.copytree("/etc/libvirt", etc, symlinks=True, dirs_exist_ok=True)
+        (self.workdir / "libvirt").symlink_to(self.libvirt_dir)  # for post-mortems
         for stale in etc.glob("qemu/*.xml"):  # no persistent domains of the real host
             stale.unlink()
         shutil.rmtree(etc / "qemu" / "networks", ignore_errors=True)
@@ -146,15 +149,20 @@ class BedHost:
         self.libvirtd = self.popen("libvirtd", "--listen", "-p", str(run / "libvirtd.pid"),
                                    log=self.workdir / "libvirtd.log")
         proc = self.libvirtd
+        last: list[str] = []
 
         def answers() -> bool:
             try:
                 self.connect().close()
-            except libvirt.libvirtError:
+            except libvirt.libvirtError as e:
+                last[:] = [str(e)]
                 return False
             return True
 
-        self._wait(answers, "libvirtd", proc)
+        try:
+            self._wait(answers, "libvirtd", proc)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; last error: {last[0] if last else '-'}") from None
 
     def _wait(self, ready: Callable[[], bool], what: str,
               proc: subprocess.Popen[bytes]) -> None:
@@ -219,6 +227,13 @@ class BedHost:
                 problems.append(f"host {self.name}: processes {stuck} would not die")
         if self.anchor is not None:
             _stop(self.anchor)
+        # keep libvirt's logs (of qemu too) with the test's files; the short dir goes
+        with contextlib.suppress(OSError, shutil.Error):
+            link = self.workdir / "libvirt"
+            if link.is_symlink():
+                link.unlink()
+            shutil.copytree(self.libvirt_dir / "log", self.workdir / "libvirt-log",
+                            dirs_exist_ok=True)
         return problems
 
 

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -120,8 +121,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale() -> list[str]:
-    """Remove the namespaces of beds whose test process is gone; the names removed."""
+def sweep_stale(short_root: Path | None = None) -> list[str]:
+    """Remove the namespaces (and the directories under ``short_root``) of beds whose test
+    process is gone; the namespaces removed."""
+    if short_root is not None:
+        for found in short_root.glob(f"{PREFIX}-*"):
+            owner = _NAME.match(found.name + "-")
+            if owner is not None and not _alive(int(owner.group(1))):
+                shutil.rmtree(found, ignore_errors=True)
     try:
         names = sorted(p.name for p in NETNS_DIR.iterdir())
     except OSError as e:
