@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,16 +89,18 @@ class JobStore:
 
     def update(self, job_id: str, *, persist: bool = True, **changes: Any) -> Job:
         """Change a job; its status changes are persisted (best effort) and published.
-        Details are merged into the job's. A finished job does not change any more."""
+        Details are merged into the job's. A finished job changes no more, but for details
+        learnt after its end (a migration's downtime)."""
         with self._lock:
             current = self._jobs.get(job_id)
             if current is None:
                 raise KeyError(job_id)
-            if current.finished:
+            if current.finished and set(changes) != {"details"}:
                 return current
             if "details" in changes:
                 changes["details"] = {**current.details, **changes["details"]}
-            job = current.with_changes(**changes)
+            job = current.with_changes(**changes) if not current.finished else \
+                replace(current, details=changes["details"])
             self._jobs[job_id] = job
             if persist or job.status != current.status:
                 try:

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 Where = Literal["here", "there", "gone", "unknown"]
 LIMIT_BACKOFF = 0.5  # the first wait for a destination at its incoming limit (doubling)
 LIMIT_BACKOFF_MAX = 2.0
-ASK_ATTEMPTS = 10  # asking the destination whether the guest arrived
+ASK_ATTEMPTS = 50  # asking the destination whether the guest arrived (every 0.2 s)
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class OutgoingMigration:
             self._env.outgoing.release(self.job_id)
         self._record(ended)
         self._notify(ended)
+        self._report(ended)
 
     def _run(self) -> MigrationEnded:
         jobs, spec = self._env.jobs, self.spec
@@ -161,6 +162,7 @@ class OutgoingMigration:
         error: VdsmError | None = None
         self._start_monitor()
         self.in_libvirt = True
+        called = time.monotonic()
         try:
             cfg = self._env.config
             with self._libvirt.lease():
@@ -172,6 +174,8 @@ class OutgoingMigration:
             error = e
         finally:
             self.in_libvirt = False
+            log.info("VM %s: libvirt's migration call returned after %.3f s%s", self.vm_id,
+                     time.monotonic() - called, f" ({error.message})" if error else "")
             self._stop_monitor()
         if error is None:
             with self._libvirt.lease():
@@ -267,7 +271,7 @@ class OutgoingMigration:
         client = self._env.peers.client(self.spec.peer)
         for attempt in range(ASK_ATTEMPTS):
             if attempt:
-                time.sleep(1.0)
+                time.sleep(0.2)
             try:
                 status = client.call("VM.getMigrationStatus", {"vmID": self.vm_id},
                                      timeout=self._env.config.connect_timeout)
@@ -323,21 +327,28 @@ class OutgoingMigration:
         return MigrationEnded(self.job_id, FAILED, where, error)
 
     def _record(self, ended: MigrationEnded) -> None:
+        """The job's outcome, at once (the guest runs there: done)."""
+        message = ended.error.message if ended.error else f"the VM runs on {self.spec.peer}"
+        progress = 100 if ended.status == DONE else \
+            (self._monitor.progress if self._monitor else 0)
+        self._env.jobs.update(self.job_id, status=ended.status, message=message,
+                              code=ended.error.code if ended.error else 0, progress=progress)
+
+    def _report(self, ended: MigrationEnded) -> None:
+        """The last ``VM_migration_status``: with the downtime the destination measured."""
         details: dict[str, Any] = {}
         if ended.status == DONE:
             downtime = self._downtime()
             if downtime is not None:
                 details["downtime"] = downtime
-        message = ended.error.message if ended.error else f"the VM runs on {self.spec.peer}"
-        code = ended.error.code if ended.error else 0
-        progress = 100 if ended.status == DONE else \
-            (self._monitor.progress if self._monitor else 0)
-        job = self._env.jobs.update(self.job_id, status=ended.status, message=message,
-                                    code=code, progress=progress, details=details)
+                self._env.jobs.update(self.job_id, details=details)
+        job = self._env.jobs.get(self.job_id)
+        if job is None:
+            return
         self._env.publish(f"|virt|VM_migration_status|{self.vm_id}",
                           {"vmID": self.vm_id, "jobID": self.job_id, "status": job.status,
                            "progress": job.progress, **details,
-                           **({"error": message} if ended.error else {})})
+                           **({"error": job.message} if ended.error else {})})
 
     def _downtime(self) -> int | None:
         """The guest's pause at the switch-over, as the destination measured it."""

@@ -50,8 +50,10 @@ def test_a_job_is_recorded_then_published_and_its_changes_too(tmp_path: Path) ->
                       ("finished", "success", "done")]
     last = sink.events[-1][1]
     assert last["taskID"] == last["jobID"] == job.job_id and last["job_type"] == MIGRATE_OUT
-    # a finished job does not change any more
+    # a finished job does not change any more, but for details learnt after its end
     assert store.update(job.job_id, status=FAILED).status == DONE
+    assert store.update(job.job_id, details={"downtime": 40}).details["downtime"] == 40
+    assert len(sink.events) == 3
 
 
 def test_the_wire_forms(tmp_path: Path) -> None:
