@@ -52,6 +52,7 @@ from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Superviso
 from actors.vm.actor import Mode, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
+from actors.vm.ops import check_unused
 from actors.vm.params import VmParams, check_plain_text
 from actors.vm.paths import PathPolicy
 from actors.vm.registry import VmRegistry
@@ -140,6 +141,7 @@ class VmApi:
             raise VMExists(vmID=vm_id)  # running, or its actor restarting: touch nothing
         job = None
         if vm.restore_state is not None and self._jobs is not None:
+            check_unused(self.registry, vm.restore_state)  # refused now, not as a job
             job = self._jobs.add(RESTORE, vm_id, job_id=params.get("jobID"),
                                  message="restoring")
         try:
@@ -208,6 +210,7 @@ class VmApi:
         target = self.paths.hibernation_target(p["hiberVolHandle"])
         if self._jobs is None:
             return self.verb(p, lambda vm: vm.hibernate(target))
+        check_unused(self.registry, target)  # refused now, not as a job
         job = self._jobs.add(HIBERNATE, vm_id, job_id=p.get("jobID"), message="saving")
         try:
             saving = self.operation(proxy.hibernate(target), cover=False)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from actors.jobs.record import FAILED, MIGRATE_IN, MIGRATE_OUT, RUNNING, Job
@@ -32,6 +33,7 @@ from actors.vm.api import VmApi
 from actors.vm.migenv import MigrationEnv
 from actors.vm.migspec import MigrationSpec, default_timeout
 from actors.vm.params import VmParams
+from actors.vm.status import VmStatus
 from messaging.deadline import current as current_deadline
 from messaging.errors import (
     InvalidParams,
@@ -41,12 +43,14 @@ from messaging.errors import (
     PeerError,
     PeerUnreachable,
     VdsmError,
+    VMError,
     VMExists,
 )
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
 
+MIGRATABLE = (VmStatus.UP, VmStatus.PAUSED, VmStatus.POWERING_UP)
 SHOWN = ("dst", "dataRemaining", "bandwidth", "iteration", "elapsed", "downtime",
          "postCopyActive", "maxDowntime", "maxBandwidth", "timeout")
 
@@ -75,6 +79,9 @@ class MigrationApi:
         vm_id = p["vmID"]
         proxy = self._vms.proxy(vm_id)  # NoSuchVM before anything else
         name, peer = self._env.peers.resolve(p["dst"])
+        view = self._vms.board.get(vm_id)
+        if view is not None and view.status not in MIGRATABLE:
+            raise VMError(reason=f"VM {vm_id} is {view.status}: only a running VM migrates")
         params = self._vms.registry.get(vm_id)
         if params is None:
             raise NoSuchVM(vmID=vm_id)
@@ -88,7 +95,7 @@ class MigrationApi:
             auto_converge=p["autoConverge"], post_copy=p["postCopy"])
         job = self._jobs.add(MIGRATE_OUT, vm_id, job_id=p.get("jobID"),
                              message=f"accepted: to {name}", details=spec.details())
-        spec = MigrationSpec(**{**spec.__dict__, "job_id": job.job_id})
+        spec = replace(spec, job_id=job.job_id)
         try:
             self._vms.ask(proxy.migrate(spec))
         except VdsmError as e:

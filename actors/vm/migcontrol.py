@@ -107,11 +107,19 @@ class MigrationControl:
         self._launch(spec, resume=False)
 
     def resume(self, job: Job, spec: MigrationSpec) -> None:
-        """An outgoing migration a restart interrupted: watched (or settled) again."""
-        if self.outgoing is None:
-            log.info("VM %s: resuming migration %s to %s", self._host.vm_id, job.job_id,
-                     spec.peer)
-            self._launch(spec, resume=True)
+        """An outgoing migration a restart interrupted: watched (or settled) again; one
+        still running in this process (only the actor was restarted) is taken over."""
+        if self.outgoing is not None:
+            return
+        running = self._env.live.get(job.job_id)
+        if isinstance(running, OutgoingMigration):
+            log.info("VM %s: taking migration %s over", self._host.vm_id, job.job_id)
+            self.outgoing = running
+            running.rebind(self._host.tell_self)
+            return
+        log.info("VM %s: resuming migration %s to %s", self._host.vm_id, job.job_id,
+                 spec.peer)
+        self._launch(spec, resume=True)
 
     def _launch(self, spec: MigrationSpec, *, resume: bool) -> None:
         host = self._host

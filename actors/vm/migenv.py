@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.config import MigrationConfig
@@ -13,6 +14,28 @@ from actors.jobs.store import JobStore
 from actors.vm.peers import Peers
 
 Publish = Callable[[str, dict[str, Any]], None]
+
+
+class Live:
+    """The migrations running in this process, by job id: an actor restarted by its
+    supervisor takes its VM's running migration over instead of starting a second one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, Any] = {}
+
+    def add(self, job_id: str, migration: Any) -> None:
+        with self._lock:
+            self._running[job_id] = migration
+
+    def remove(self, job_id: str, migration: Any) -> None:
+        with self._lock:
+            if self._running.get(job_id) is migration:
+                del self._running[job_id]
+
+    def get(self, job_id: str) -> Any:
+        with self._lock:
+            return self._running.get(job_id)
 
 
 @dataclass(frozen=True)
@@ -24,3 +47,4 @@ class MigrationEnv:
     peers: Peers
     config: MigrationConfig
     publish: Publish  # the event publisher (|virt|VM_migration_status|<vmID>)
+    live: Live = field(default_factory=Live)

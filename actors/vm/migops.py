@@ -102,6 +102,9 @@ class MigrationOps(VmOps):
 
     def prepare_incoming(self, params: VmParams, source_xml: str, started: float | None) -> str:
         """Make the VM ready to arrive; the XML the destination's libvirtd gets."""
+        if "<!DOCTYPE" in source_xml or "<!ENTITY" in source_xml:
+            raise VMError(reason="the source's domain XML cannot run here: libvirt's XML "
+                                 "has no DOCTYPE")
         conn = self._conn()
         self._check_free(conn, params)
         paths = self._prepare(params)

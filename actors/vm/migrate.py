@@ -41,12 +41,14 @@ from actors.vm.migspec import MigrationSpec, libvirt_flags, libvirt_params
 from actors.vm.params import VmParams
 from messaging.deadline import REPLY_MARGIN
 from messaging.errors import (
+    ActorUnavailable,
     LibvirtUnavailable,
     MigrationError,
     MigrationLimit,
     MigrationNotInProgress,
     PeerError,
     PeerUnreachable,
+    Recovering,
     VdsmError,
 )
 
@@ -55,6 +57,10 @@ log = logging.getLogger(__name__)
 Where = Literal["here", "there", "gone", "unknown"]
 LIMIT_BACKOFF = 0.5  # the first wait for a destination at its incoming limit (doubling)
 LIMIT_BACKOFF_MAX = 2.0
+#: answers of a destination worth asking again, and what the job says meanwhile
+AGAIN = {MigrationLimit.code: "{peer} runs as many incoming migrations as it allows: waiting",
+         Recovering.code: "{peer} is recovering after a restart: waiting",
+         ActorUnavailable.code: "{peer}'s VM service is restarting: waiting"}
 ASK_ATTEMPTS = 50  # asking the destination whether the guest arrived (every 0.2 s)
 
 
@@ -91,6 +97,7 @@ class OutgoingMigration:
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
         self.in_libvirt = resume
+        self.left_queue = False
         self._created = False  # the destination prepared the VM (drop it if we fail)
         self._monitor: MigrationMonitor | None = None
 
@@ -106,8 +113,15 @@ class OutgoingMigration:
     # --- asked by the actor (never blocking) ------------------------------------------------
 
     def begin(self) -> None:
+        self._env.live.add(self.job_id, self)
         threading.Thread(target=self._main, name=f"migrate-{self.vm_id[:8]}",
                          daemon=True).start()
+
+    def rebind(self, notify: Callable[[Any], None]) -> None:
+        """Tell another actor from now on (the VM's actor was restarted)."""
+        self._notify = notify
+        if self.left_queue:
+            notify(MigrationStarted(self.job_id))
 
     def request_cancel(self) -> None:
         self.cancelled.set()
@@ -135,6 +149,7 @@ class OutgoingMigration:
         finally:
             self._env.outgoing.release(self.job_id)
         self._record(ended)
+        self._env.live.remove(self.job_id, self)
         self._notify(ended)
         self._report(ended)
 
@@ -143,6 +158,7 @@ class OutgoingMigration:
         jobs.update(self.job_id, message="waiting for a free outgoing migration slot")
         if not self._env.outgoing.acquire(self.job_id, self.cancelled):
             return self._aborted("cancelled while waiting for a free migration slot")
+        self.left_queue = True
         self._notify(MigrationStarted(self.job_id))
         jobs.update(self.job_id, status=RUNNING, message=f"preparing {spec.peer}")
         try:
@@ -186,6 +202,7 @@ class OutgoingMigration:
     def _resumed(self) -> MigrationEnded:
         """After a restart of this agent: libvirt still migrates; watch it to its end."""
         self._env.outgoing.adopt(self.job_id)
+        self.left_queue = True
         self._notify(MigrationStarted(self.job_id))
         self._env.jobs.update(self.job_id, status=RUNNING, message=f"migrating to "
                               f"{self.spec.peer} (watched again after a restart of vdsmd)")
@@ -233,10 +250,10 @@ class OutgoingMigration:
             except PeerUnreachable as e:
                 raise MigrationError(vmID=self.vm_id, reason=e.message) from None
             except PeerError as e:
-                if e.peer_code == MigrationLimit.code and time.monotonic() < deadline \
+                if e.peer_code in AGAIN and time.monotonic() < deadline \
                         and not self.cancelled.wait(backoff):
-                    self._env.jobs.update(self.job_id, message=f"{spec.peer} runs as many "
-                                          "incoming migrations as it allows: waiting")
+                    self._env.jobs.update(self.job_id, message=AGAIN[e.peer_code].format(
+                        peer=spec.peer))
                     backoff = min(backoff * 2, LIMIT_BACKOFF_MAX)
                     continue
                 raise MigrationError(vmID=self.vm_id, reason=f"{spec.peer} refused it: "

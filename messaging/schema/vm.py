@@ -214,7 +214,7 @@ VERBS = (
                       "plus [migration] incoming_grace"),
             Field("prepareTimeout", Int(min=1, max=3600), required=False, default=60,
                   doc="s the source waits for this answer: the preparation's deadline"),
-            Field("started", Float(min=0), required=False,
+            Field("started", Float(min=0, max=1e11), required=False,
                   doc="POSIX time the VM started (kept across hosts)"),
         ),
         result="{vmID, status: 'Migration Destination', xml: the domain XML for libvirt}",

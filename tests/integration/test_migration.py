@@ -101,6 +101,11 @@ def test_a_counting_guest_migrates_there_and_back_without_a_reboot(
     assert last_b < again[0][1] <= last_b + 3, (last_b, again[:3])
 
 
+def _restarts(agent: Any, vm_id: str) -> int:
+    found = [x for x in agent.call("Actors.list") if x["path"] == f"/vms/{vm_id}"]
+    return int(found[0]["restarts"]) if found and found[0]["state"] == "running" else -1
+
+
 def _events(sub: Subscriber) -> list[tuple[str, dict[str, Any]]]:
     """The events received so far (until none came for 0.5 s)."""
     found = []
@@ -233,6 +238,11 @@ def test_the_source_agent_killed_mid_migration_recovers_where_the_vm_is(
     again = m.wait_moving(a_agent, vm_id)
     assert again["jobID"] == job and again["status"] == "running", again
     assert m.status(a_agent, vm_id)["status"] == "Migration Source"  # type: ignore[index]
+    # the VM's actor fails and is restarted: it takes the running migration over
+    restarts = _restarts(a_agent, vm_id)
+    a_agent.call("Actors.crash", path=f"/vms/{vm_id}", reason="drill")
+    wait_for(lambda: _restarts(a_agent, vm_id) > restarts, 30, what="the actor's restart")
+    assert m.wait_moving(a_agent, vm_id)["jobID"] == job
     # it still controls it: no limit any more, and it completes
     assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
                         params={"maxBandwidth": 0}) is True

@@ -143,6 +143,10 @@ def test_migration_create_refuses_what_a_hostile_source_sends(
     other["xml"] = other["xml"].replace(other["vmID"], a.new_id())
     cases.append((other, 5, "another VM"))
     cases.append((incoming(guest_image, xml="<domain"), 5, "cannot run here"))
+    entities = incoming(guest_image)
+    entities["xml"] = ('<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/shadow">]>'
+                       + entities["xml"].replace("<description>", "<description>&x;"))
+    cases.append((entities, 5, "no DOCTYPE"))
     # paths of the params, checked as at VM.create
     shadow = incoming(guest_image)
     shadow["vmParams"]["drives"] = [{"path": "/etc/shadow"}]
