@@ -42,6 +42,7 @@ from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
+from actors.vm.jobprogress import JobProgress
 from actors.vm.migcontrol import MigrationControl
 from actors.vm.migops import MigrationOps
 from actors.vm.migrate import MigrationEnded, MigrationStarted
@@ -236,11 +237,28 @@ class VmActor(SupervisedActor):
             lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
         )
 
-    def hibernate(self, path: MemoryImage) -> Future[bool]:
+    def hibernate(self, path: MemoryImage, job_id: str | None = None) -> Future[bool]:
+        """Save the VM's state to ``path``; ``job_id``: the job whose progress the save's
+        statistics report."""
         before = self._tracker.status
+        env, vm_id, ops = self._env, self.vm_id, self._ops_impl
+
+        def save(params: VmParams) -> None:
+            progress = None
+            if job_id is not None and env.migration is not None:
+                progress = JobProgress(vm_id, job_id, libvirt_handle=env.libvirt,
+                                       jobs=env.migration.jobs,
+                                       interval=env.migration.config.progress_interval)
+                progress.start()
+            try:
+                ops.hibernate(params, path)
+            finally:
+                if progress is not None:
+                    progress.finish()
+
         reply = self._control(
-            "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),
-            lambda p: self._ops_impl.hibernate(p, path), self._on_saved,
+            "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"), save,
+            self._on_saved,
             timeout=self._env.config.save_timeout,
             on_error=lambda _e: self._on_save_failed(before),
         )

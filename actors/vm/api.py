@@ -213,7 +213,7 @@ class VmApi:
         check_unused(self.registry, target)  # refused now, not as a job
         job = self._jobs.add(HIBERNATE, vm_id, job_id=p.get("jobID"), message="saving")
         try:
-            saving = self.operation(proxy.hibernate(target), cover=False)
+            saving = self.operation(proxy.hibernate(target, job.job_id), cover=False)
         except BaseException as e:
             self._end_job(job.job_id, e)
             raise
