@@ -68,6 +68,7 @@ class JobStore:
                 found[job.job_id] = job
         with self._lock:
             self._jobs.update(found)
+        self._prune()
         return sorted((j for j in found.values() if not j.finished), key=lambda j: j.created)
 
     # --- writers -----------------------------------------------------------------------------

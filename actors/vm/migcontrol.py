@@ -254,7 +254,7 @@ class MigrationControl:
         """After every status change: has the guest arrived, or been lost on the way?"""
         if self.incoming is None or self._dropping:
             return
-        if status == VmStatus.UP:
+        if status in (VmStatus.UP, VmStatus.PAUSED):  # a paused VM arrives paused
             self._arrived()
         elif status == VmStatus.DOWN:
             self.drop("the guest stopped before it arrived")
@@ -290,7 +290,7 @@ class MigrationControl:
         if self._retry:
             self.drop(self._retry)
             return
-        if self._host.current_status() == VmStatus.UP:
+        if self._host.current_status() in (VmStatus.UP, VmStatus.PAUSED):
             self._arrived()
             return
 

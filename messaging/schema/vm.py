@@ -23,9 +23,10 @@ DOWNTIME = Field("downtime", Int(min=1, max=60000), required=False,
                  doc="ms: the longest pause of the guest at the switch-over")
 BANDWIDTH = Field("maxBandwidth", Int(min=0, max=1 << 30), required=False,
                   doc="MiB/s the migration may use; 0: no limit")
-MIGRATION_STATUS = ("{jobID, status (pending|running|done|failed|aborted), progress (%), "
-                    "dst or src, dataRemaining?, bandwidth? (MiB/s), iteration?, downtime? (ms, "
-                    "once done), error?}")
+MIGRATION_STATUS = ("{jobID, job_type (migrate_out|migrate_in), status (pending|running|done|"
+                    "failed|aborted), progress (%), description, dst?, dataRemaining?, "
+                    "bandwidth? (MiB/s), iteration?, elapsed? (ms), postCopyActive?, downtime? "
+                    "(ms, once done), error? {code, message}}")
 
 DRIVE = Struct(
     (

@@ -17,6 +17,12 @@ JOB_TIMEOUT = 120.0
 ENDED = ("done", "failed", "aborted")
 
 
+def call(agent: BedAgent, method: str, **params: Any) -> Any:
+    """A verb with any params (``Vdsmd.call`` takes ``timeout`` for itself)."""
+    with agent.client() as client:
+        return client.call(method, params)
+
+
 def serial_log(agent: BedAgent, vm_id: str) -> Path:
     return Path(agent.host.workdir) / "vm-logs" / f"{vm_id}.log"
 

@@ -43,7 +43,7 @@ def counting(log: Path, offset: int = 0, *, more_than: int = 0) -> list[tuple[st
 
 
 @pytest.mark.timeout(300)
-def test_a_counting_guest_migrates_there_and_back_without_a_reboot(
+def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
         bed: Bed, image: g.GuestImage) -> None:
     a_agent, b_agent = bed.start_agents()
     vm_id = m.start_guest(a_agent, image)
@@ -87,14 +87,20 @@ def test_a_counting_guest_migrates_there_and_back_without_a_reboot(
     assert last_a < there[0][1] <= last_a + 3, (last_a, there[:3])
     assert g.MARKER_BOOTED not in log_b.read_text()
 
-    # and back: a forgets its Down copy first (as the engine would), then b migrates it
+    # and back, paused: a forgets its Down copy first (as the engine would), then b migrates
+    # the paused guest, which arrives paused and goes on counting once continued
     assert a_agent.call("VM.destroy", vmID=vm_id) is True
+    assert b_agent.call("VM.pause", vmID=vm_id) is True
+    m.wait_status(b_agent, vm_id, "Paused")
     offset = log_a.stat().st_size
     assert b_agent.call("VM.migrate", vmID=vm_id, dst=f"{bed.host('a').address}:54321")
     back = m.wait_migration(b_agent, vm_id)
     assert back["status"] == "done" and back["jobID"] != done["jobID"], back
-    m.wait_status(a_agent, vm_id, "Up")
+    assert m.wait_status(a_agent, vm_id, "Paused")["pauseCode"] == "NOERR"
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"  # arrived, paused
     assert m.where(bed, vm_id) == ["a"]
+    assert a_agent.call("VM.cont", vmID=vm_id) is True
+    m.wait_status(a_agent, vm_id, "Up")
     last_b = g.counts(log_b)[-1][1]
     again = counting(log_a, offset, more_than=3)
     assert {b for b, _ in again} == {boot}, "the guest rebooted on a"
@@ -285,3 +291,26 @@ def test_the_limits_queue_a_third_migration(bed: Bed, image: g.GuestImage) -> No
         a_agent.call("VM.migrateChangeParams", vmID=vm_id, params={"maxBandwidth": 0})
         assert m.wait_migration(a_agent, vm_id)["status"] == "done"
     assert all(m.where(bed, vm_id) == ["b"] for vm_id in vms)
+
+
+@pytest.mark.timeout(300)
+def test_the_timeout_aborts_or_with_post_copy_switches(bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    # 1 MiB/s cannot be done in 2 s: aborted, the VM stays
+    m.call(a_agent, "VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, timeout=2)
+    ended = m.wait_migration(a_agent, vm_id)
+    assert ended["status"] == "failed" and "timeout of 2 s" in ended["error"]["message"], ended
+    m.wait_status(a_agent, vm_id, "Up")
+    wait_for(lambda: m.status(b_agent, vm_id) is None, 30, what="b to drop its copy")
+    assert m.where(bed, vm_id) == ["a"]
+    # with postCopy the guest runs on b at the timeout and fetches the rest from there
+    boot = g.counts(m.serial_log(a_agent, vm_id))[-1][0]
+    m.call(a_agent, "VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, timeout=2,
+           postCopy=True)
+    done = m.wait_migration(a_agent, vm_id)
+    assert done["status"] == "done" and done.get("postCopyActive") is True, done
+    assert m.where(bed, vm_id) == ["b"]
+    m.wait_status(b_agent, vm_id, "Up")
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
