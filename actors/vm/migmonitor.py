@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class MigrationMonitor:
     def __init__(self, vm_id: str, *, libvirt_handle: LibvirtHandle, jobs: JobStore,
                  publish: Publish, interval: float, spec: Callable[[], MigrationSpec],
-                 cancelled: threading.Event) -> None:
+                 cancelled: threading.Event, bandwidth: int | None = None) -> None:
         self.vm_id = vm_id
         self._libvirt = libvirt_handle
         self._jobs = jobs
@@ -45,6 +45,7 @@ class MigrationMonitor:
         self._interval = interval
         self._spec = spec  # the current request (its limits may change meanwhile)
         self._cancelled = cancelled
+        self._bandwidth = bandwidth  # what libvirt's job was started with (None: unknown)
         self._aborted = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +76,7 @@ class MigrationMonitor:
             log.exception("VM %s: the migration's monitor failed", self.vm_id)
 
     def _watch(self, dom: libvirt.virDomain) -> None:
-        applied: tuple[int, int] | None = None
+        applied: tuple[int | None, int | None] = (self._bandwidth, None)
         began: float | None = None
         wait = min(0.2, self._interval)  # the first look comes early: set the downtime
         while not self._stop.wait(wait):
@@ -93,26 +94,28 @@ class MigrationMonitor:
             if self._cancelled.is_set() and not self._aborted:
                 self._abort(dom, "it was cancelled")
             spec = self._spec()
-            limits = (spec.bandwidth, spec.downtime)
-            if limits != applied:
-                self._apply(dom, limits, applied)
-                applied = limits
+            if (spec.bandwidth, spec.downtime) != applied:
+                applied = self._apply(dom, spec, applied)
             self._report(spec, stats)
             if time.monotonic() - began > spec.timeout:
                 self._on_timeout(dom, spec)
 
-    def _apply(self, dom: libvirt.virDomain, limits: tuple[int, int],
-               applied: tuple[int, int] | None) -> None:
-        """Set the downtime (first time: always) and a bandwidth that changed (the first
-        one went with the migration call)."""
-        bandwidth, downtime = limits
+    def _apply(self, dom: libvirt.virDomain, spec: MigrationSpec,
+               applied: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+        """Set the limits that differ from those in force (the first downtime always; the
+        first bandwidth went with the migration call), and record them in the job."""
+        bandwidth, downtime = applied
         try:
-            if applied is None or downtime != applied[1]:
-                dom.migrateSetMaxDowntime(downtime, 0)
-            if applied is not None and bandwidth != applied[0]:
-                dom.migrateSetMaxSpeed(bandwidth or UNLIMITED_BANDWIDTH, 0)
+            if spec.downtime != downtime:
+                dom.migrateSetMaxDowntime(spec.downtime, 0)
+                downtime = spec.downtime
+            if spec.bandwidth != bandwidth:
+                dom.migrateSetMaxSpeed(spec.bandwidth or UNLIMITED_BANDWIDTH, 0)
+                bandwidth = spec.bandwidth
         except libvirt.libvirtError as e:
             log.warning("VM %s: cannot apply the migration's limits: %s", self.vm_id, e)
+        self._jobs.update(spec.job_id, details=spec.details())
+        return bandwidth, downtime
 
     def _report(self, spec: MigrationSpec, stats: dict[str, Any]) -> None:
         now = sample(stats, self.progress, self._previous)

@@ -127,11 +127,10 @@ class OutgoingMigration:
         self.cancelled.set()
 
     def change(self, *, bandwidth: int | None, downtime: int | None) -> None:
-        """New limits: the monitor applies them (also to a migration still queued)."""
+        """New limits: the monitor applies (and records) them, also to a migration that is
+        still queued once it starts."""
         with self._lock:
             self._spec = self._spec.with_limits(bandwidth=bandwidth, downtime=downtime)
-            spec = self._spec
-        self._env.jobs.update(self.job_id, persist=True, details=spec.details())
 
     def describe(self) -> dict[str, Any]:
         return {"jobID": self.job_id, "dst": self.spec.peer, "inLibvirt": self.in_libvirt,
@@ -176,7 +175,8 @@ class OutgoingMigration:
             return self._failed(e, "here")
         jobs.update(self.job_id, message=f"migrating to {spec.peer}")
         error: VdsmError | None = None
-        self._start_monitor()
+        spec = self.spec  # the limits as they are now: the monitor applies later changes
+        self._start_monitor(called_with=spec.bandwidth)
         self.in_libvirt = True
         called = time.monotonic()
         try:
@@ -194,8 +194,11 @@ class OutgoingMigration:
                      time.monotonic() - called, f" ({error.message})" if error else "")
             self._stop_monitor()
         if error is None:
-            with self._libvirt.lease():
-                self._ops.after_source(self._params, xml)
+            try:
+                with self._libvirt.lease():
+                    self._ops.after_source(self._params, xml)
+            except VdsmError as e:  # the guest runs there whatever the hook does
+                log.warning("VM %s: after_vm_migrate_source not run: %s", self.vm_id, e)
             return MigrationEnded(self.job_id, DONE, "there")
         return self._outcome(error)
 
@@ -375,11 +378,12 @@ class OutgoingMigration:
 
     # --- the monitor -------------------------------------------------------------------------
 
-    def _start_monitor(self) -> None:
+    def _start_monitor(self, *, called_with: int | None = None) -> None:
+        """``called_with``: the bandwidth the migration call got (None: unknown, resumed)."""
         self._monitor = MigrationMonitor(
             self.vm_id, libvirt_handle=self._libvirt, jobs=self._env.jobs,
             publish=self._env.publish, interval=self._env.config.progress_interval,
-            spec=lambda: self.spec, cancelled=self.cancelled)
+            spec=lambda: self.spec, cancelled=self.cancelled, bandwidth=called_with)
         self._monitor.start()
 
     def _stop_monitor(self) -> None:
