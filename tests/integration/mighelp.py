@@ -96,10 +96,6 @@ def wait_moving(agent: BedAgent, vm_id: str, timeout: float = 60.0) -> dict[str,
     return result
 
 
-def other(agent: BedAgent) -> str:
-    return "b" if agent.host.name == "a" else "a"
-
-
 def where(bed: Bed, vm_id: str) -> list[str]:
     """The hosts whose libvirtd runs the VM's domain."""
     return [h.name for h in bed.hosts if vm_id in h.domains()]

@@ -132,6 +132,11 @@ def test_cancel_mid_way_leaves_the_vm_running_on_the_source(
     assert 0 <= moving["progress"] < 100 and moving["dataRemaining"] > 0
     assert m.status(a_agent, vm_id)["status"] == "Migration Source"  # type: ignore[index]
     assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    # a careless client meanwhile: a second migration, a pause: refused, nothing changes
+    assert a.error(lambda: a_agent.call("VM.migrate", vmID=vm_id, dst="b")).code == 5
+    assert a.error(lambda: a_agent.call("VM.pause", vmID=vm_id)).code == 5
+    assert a.error(lambda: b_agent.call("VM.pause", vmID=vm_id)).code == 5
+    assert m.migration(a_agent, vm_id)["jobID"] == moving["jobID"]
     assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
     ended = m.wait_migration(a_agent, vm_id)
     assert ended["status"] == "aborted", ended

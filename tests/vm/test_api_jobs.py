@@ -90,6 +90,10 @@ def test_a_failing_hibernation_is_a_failed_job_and_the_vm_runs_on(
     assert agent.call("Host.getJobs", job_type="hibernate").keys() == {job_id}
     assert agent.call("Host.getJobs", job_type="restore") == {}
     assert agent.call("Host.getJobs", job_ids=[a.new_id()]) == {}
+    for bad in ({"job_ids": ["../../etc/passwd"]}, {"job_type": "storage"},
+                {"job_ids": "all"}):
+        e = a.error(lambda b=bad: agent.call("Host.getJobs", **b))
+        assert e.code == -32602, (bad, e)
 
 
 @pytest.mark.timeout(120)
