@@ -140,6 +140,8 @@ class MigrationMonitor:
             try:
                 dom.migrateStartPostCopy(0)
                 self.post_copy = True
+                # recorded at once: the rest may move before the monitor looks again
+                self._jobs.update(spec.job_id, details={"postCopyActive": True})
                 return
             except libvirt.libvirtError as e:
                 log.warning("VM %s: cannot switch to post-copy (%s): aborting", self.vm_id, e)
