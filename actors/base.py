@@ -21,6 +21,7 @@ import pykka
 
 from actors.clock import Clock
 from actors.directory import ActorDirectory
+from actors.msgtext import describe
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class SupervisedActor(pykka.ThreadingActor):
         self.ctx = ctx
         self._recent: deque[tuple[float, str]] = deque(maxlen=self.recent_size)
         self._reported = False
+        self._handled = ctx.runtime.directory.counter(ctx.path)
 
     # --- hooks for subclasses ----------------------------------------------------------
 
@@ -152,8 +154,10 @@ class SupervisedActor(pykka.ThreadingActor):
 
     def _handle_receive(self, message: Any) -> Any:
         # Overrides a private pykka 4 method (pinned <5) to keep a short history of what the
-        # actor handled, shown by Actors.inspect.
-        self._recent.append((time.monotonic(), _message_name(message)))
+        # actor handled (with its arguments, secrets masked), shown by Actors.inspect, and
+        # to count the messages (Actors.list's "messages": the console's rates).
+        self._recent.append((time.monotonic(), describe(message, type(self))))
+        self._handled.add()
         return super()._handle_receive(message)
 
     def recent_messages(self) -> list[dict[str, Any]]:
@@ -184,10 +188,3 @@ class SupervisedActor(pykka.ThreadingActor):
             self.ctx.supervisor.tell(message)
         except pykka.ActorDeadError:
             log.debug("%s: supervisor gone, %r not delivered", self.ctx.path, message)
-
-
-def _message_name(message: Any) -> str:
-    attr_path = getattr(message, "attr_path", None)
-    if attr_path is not None:
-        return ".".join(attr_path) + ("()" if hasattr(message, "args") else "")
-    return type(message).__name__

@@ -8,6 +8,7 @@ the file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import tomllib
@@ -153,6 +154,73 @@ class VmConfig:
             raise ConfigError(f"[vm] hibernation_dir {self.hibernation_dir} is not absolute")
 
 
+#: The guest's package query (appsList): rpm where it answers, else dpkg-query.
+DEFAULT_APPS_COMMAND = (
+    "/bin/sh", "-c",
+    "rpm -qa --qf '%{NAME}-%{VERSION}-%{RELEASE}\\n' 2>/dev/null"
+    " || dpkg-query -W -f='${Package}-${Version}\\n'",
+)
+#: The "interesting applications" appsList shows (shell patterns on "name-version"), as
+#: oVirt's guest agent reported them: kernels, guest agents, display drivers.
+DEFAULT_APPS_MATCH = (
+    "kernel-*", "linux-image-*", "qemu-guest-agent-*", "ovirt-guest-agent-*",
+    "spice-vdagent-*", "xorg-x11-drv-qxl-*", "xserver-xorg-video-qxl-*", "cloud-init-*",
+)
+#: The placeholders each desktop command may use (whole or inside an argument); the password
+#: of desktopLogin only ever goes to the command's standard input.
+COMMAND_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "desktop_lock": frozenset(),
+    "desktop_logoff": frozenset(),
+    "desktop_logoff_user": frozenset({"username"}),
+    "desktop_login": frozenset({"domain", "username"}),
+}
+
+
+@dataclass(frozen=True)
+class GuestAgentConfig:
+    """The QEMU guest agent (qemu-ga) of the VMs: see actors/vm/guestagent.py. Commands are
+    argument lists run in the guest by ``guest-exec`` (never a shell line built from a
+    client's values)."""
+
+    timeout: float = 5.0  # one agent command, libvirt's guest-sync included
+    info_interval: float = 30.0  # guest info refresh (0: never); verbs and events regardless
+    apps_interval: float = 300.0  # the package query, at most this often (0: never)
+    command_timeout: float = 30.0  # a guest-exec command (apps, desktop verbs), start to exit
+    shutdown_timeout: float = 10.0  # agent shutdown/reboot before the ACPI fallback
+    thaw_after: float = 60.0  # VM.freeze's default: the agent's thaw is forced after it
+    max_reply: int = 1024 * 1024  # bytes: a longer agent reply is refused
+    apps_command: tuple[str, ...] = DEFAULT_APPS_COMMAND
+    apps_match: tuple[str, ...] = DEFAULT_APPS_MATCH  # empty: every package
+    desktop_lock: tuple[str, ...] = ("loginctl", "lock-sessions")
+    desktop_logoff: tuple[str, ...] = ("loginctl", "terminate-seat", "seat0")
+    desktop_logoff_user: tuple[str, ...] = ("loginctl", "terminate-user", "{username}")
+    desktop_login: tuple[str, ...] = ()  # no standard way: VM.desktopLogin answers 104
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "command_timeout", "shutdown_timeout", "thaw_after"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[guest_agent] {name} must be positive")
+        for name in ("info_interval", "apps_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[guest_agent] {name} must not be negative")
+        if self.max_reply < 4096:
+            raise ConfigError("[guest_agent] max_reply must be at least 4096")
+        if self.apps_command and not self.apps_command[0]:
+            raise ConfigError("[guest_agent] apps_command: the program is empty")
+        for name, allowed in COMMAND_PLACEHOLDERS.items():
+            command: tuple[str, ...] = getattr(self, name)
+            if command and not command[0]:
+                raise ConfigError(f"[guest_agent] {name}: the program is empty")
+            for arg in command:
+                for used in _PLACEHOLDER.findall(arg):
+                    if used not in allowed:
+                        raise ConfigError(f"[guest_agent] {name}: {{{used}}} is not one of "
+                                          f"{sorted(allowed) or 'no placeholders'}")
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Storage settings. Every wait on storage I/O is bounded by one of these timeouts."""
@@ -255,6 +323,52 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class SpmConfig:
+    """The SPM lease (docs/spm.md, docs/storage-leases.md). Every host of a pool must use the
+    same lease_time and io_timeout: they bound how long a dead SPM keeps the role."""
+
+    lease_time: float = 30.0  # a renewal keeps the host id (and the SPM lease) valid this long
+    renew_interval: float = 5.0  # one host-id renewal per interval
+    io_timeout: float = 5.0  # one lease read or write taking longer counts as failed
+    agent_timeout: float = 10.0  # the keeper gives up the SPM role when vdsmd is silent this long
+    heartbeat_interval: float = 1.0  # vdsmd -> keeper heartbeats
+    kill_grace: float = 0.5  # time allowed for a SIGKILL of the writer to take effect
+    max_hosts: int = 250  # host ids read by each observation of the ids area
+    auto_contend: bool = False  # contend by itself whenever the pool has no live SPM
+    journal: bool = False  # the safety journal on the master domain (tests, bench/chaos.py)
+    writer_workers: int = 4  # the writer's threads (tasks, pool changes, extensions)
+
+    def __post_init__(self) -> None:
+        for name in ("lease_time", "renew_interval", "io_timeout", "agent_timeout",
+                     "heartbeat_interval", "kill_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[spm] {name} must be positive")
+        if self.lease_time <= self.renew_interval + 2 * self.io_timeout + self.kill_grace:
+            raise ConfigError("[spm] lease_time must exceed renew_interval + 2 x io_timeout + "
+                              "kill_grace, or the lease cannot be renewed in time")
+        if self.heartbeat_interval * 2 >= self.agent_timeout:
+            raise ConfigError("[spm] agent_timeout must be more than two heartbeat_intervals")
+        if not 1 <= self.max_hosts <= 2000:
+            raise ConfigError("[spm] max_hosts must be within 1..2000")
+        if self.writer_workers < 1:
+            raise ConfigError("[spm] writer_workers must be at least 1")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """The storage mailbox between the hosts and the SPM (docs/mailbox.md)."""
+
+    poll_interval: float = 0.05  # the SPM's poll of every outbox; a waiting host's of its inbox
+    hosts: int = 64  # outbox slots the SPM reads (host ids 1..hosts can ask it)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_interval <= 10:
+            raise ConfigError("[mailbox] poll_interval must be within (0, 10] seconds")
+        if not 1 <= self.hosts <= 256:
+            raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")
+
+
+@dataclass(frozen=True)
 class SupervisionConfig:
     max_restarts: int = 5
     within: float = 60.0
@@ -268,6 +382,24 @@ class DebugConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The optional HTTP endpoint in Prometheus' text format (off unless listen is set)."""
+
+    listen: str = ""  # "HOST:PORT", e.g. "127.0.0.1:9105"; empty: no endpoint
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(f"[metrics] listen: {self.listen!r} is not HOST:PORT")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -276,12 +408,18 @@ class Config:
     libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
     host: HostConfig = field(default_factory=HostConfig)
     vm: VmConfig = field(default_factory=VmConfig)
+    guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     peers: dict[str, PeerConfig] = field(default_factory=dict)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    spm: SpmConfig = field(default_factory=SpmConfig)
+    mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: the settings the file or the flags gave ("daemon.run_dir"), as opposed to defaults
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def api_endpoint(self) -> str:
@@ -342,8 +480,9 @@ def _section(cls: type[Any], name: str, table: Any) -> Any:
 
 def from_mapping(data: dict[str, Any]) -> Config:
     hints = typing.get_type_hints(Config)
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} - {"given"}
     sections: dict[str, Any] = {}
+    given = set()
     for name, table in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted(known))})")
@@ -351,7 +490,8 @@ def from_mapping(data: dict[str, Any]) -> Config:
             sections[name] = _peers(table)
         else:
             sections[name] = _section(hints[name], name, table)
-    return Config(**sections)
+        given |= {f"{name}.{key}" for key in table}
+    return Config(**sections, given=frozenset(given))
 
 
 def _peers(table: Any) -> dict[str, PeerConfig]:
@@ -407,9 +547,38 @@ def check(config: Config) -> None:
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
     """A copy of ``config`` with some settings replaced (flags win over the file)."""
-    changes = {}
-    for name, given in sections.items():
-        values = {k: v for k, v in given.items() if v is not None}
+    changes: dict[str, Any] = {}
+    given = set(config.given)
+    for name, settings in sections.items():
+        values = {k: v for k, v in settings.items() if v is not None}
         if values:
             changes[name] = dataclasses.replace(getattr(config, name), **values)
-    return dataclasses.replace(config, **changes)
+            given |= {f"{name}.{key}" for key in values}
+    return dataclasses.replace(config, **changes, given=frozenset(given))
+
+
+def derive_run_dir(config: Config) -> Config:
+    """Give an agent with its own state directory its own run directory, unless one was set.
+
+    Two agents never share a state directory (each locks its own), so an agent started with
+    another ``--state-dir`` than the default and no ``--run-dir`` gets
+    ``<default run dir>/agents/<name>-<hash of the state dir>``: its sockets, mounts,
+    storage links and the records of prepared volumes are its own, and it does not collide
+    with the default agent's ``/run/vdsm`` (nor take its lock). The default agent keeps the
+    default run directory.
+    """
+    if "daemon.run_dir" in config.given:
+        return config
+    state = config.daemon.state_dir.absolute()
+    if state == default_state_dir().absolute():
+        return config
+    return dataclasses.replace(
+        config, daemon=dataclasses.replace(config.daemon, run_dir=agent_run_dir(state)))
+
+
+def agent_run_dir(state_dir: Path) -> Path:
+    """The run directory :func:`derive_run_dir` gives the agent of ``state_dir``."""
+    state = state_dir.absolute()
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", state.name)[:24] or "state"
+    return endpoints.default_run_dir() / "agents" / f"{name}-{digest}"

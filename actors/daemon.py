@@ -28,6 +28,7 @@ from typing import Any
 
 import pykka
 import zmq
+from prometheus_client import CollectorRegistry
 
 from actors import api as actors_api
 from actors import config as configuration
@@ -36,15 +37,19 @@ from actors.clock import Clock
 from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.dirlock import DirectoryInUse, DirLock
 from actors.host import api as host_api
+from actors.host import libvirterrors
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
 from actors.host.stats import HostStatsActor, LastSample
 from actors.host.udev import UdevActor
+from actors.metrics.collector import BoardCollector, Sources
+from actors.metrics.requests import RequestMetrics
+from actors.metrics.server import MetricsServer
 from actors.processguard import ProcessGuard
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from actors.vm.service import VmSubsystem
-from messaging import codec, curve, endpoints
+from messaging import codec, curve, endpoints, logcontext
 from messaging.events import EventPublisher
 from messaging.schema import SCHEMA
 from messaging.server import ApiServer, Binding, ServerConfig
@@ -75,12 +80,14 @@ class Daemon:
         self.libvirt = LibvirtHandle(config.libvirt.uri)
         self.host_stats = LastSample()
         self._subsystems: list[Subsystem] = []
+        self._metrics_server: MetricsServer | None = None
 
     # --- start/stop ----------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.config
         self._lock_directories()
+        libvirterrors.register()  # libvirt's errors to the log, not raw lines on stderr
         self._context = zmq.Context()
         curve_config = self._curve_config()
         if curve_config is not None:
@@ -98,9 +105,11 @@ class Daemon:
             directory=self.directory,
             fault_injection=cfg.debug.fault_injection,
         )
-        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
+        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt, context=self._context)
         storage = StorageSubsystem(deps)
-        self._subsystems = [storage, VmSubsystem(deps, storage=storage)]
+        vms = VmSubsystem(deps, storage=storage)
+        self._subsystems = [storage, vms]
+        observer = self._metrics(storage, vms) if cfg.metrics.listen else None
         self._guard = ProcessGuard.start(self._fatal)
         self._root = self._start_tree(runtime, self._guard)
         self._server = ApiServer(
@@ -116,16 +125,22 @@ class Daemon:
             schema=SCHEMA,
             bindings=self._bindings(runtime),
             keys=self._auth.keys if self._auth is not None else None,
+            observer=observer,
         )
         self._server.start()
+        if self._metrics_server is not None:
+            self._metrics_server.start()
         for subsystem in self._subsystems:
             subsystem.started()
-        log.info("vdsmd ready: api %s, events %s", self._server.bound_endpoint,
-                 self._publisher.bound_endpoint)
+        log.info("vdsmd ready: api %s, events %s, state dir %s, run dir %s",
+                 self._server.bound_endpoint, self._publisher.bound_endpoint,
+                 cfg.daemon.state_dir, cfg.daemon.run_dir)
 
     def stop(self) -> None:
         log.info("vdsmd stopping")
         self._stopping = True
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         if self._server is not None:
             self._server.stop()
         if self._root is not None:
@@ -146,6 +161,20 @@ class Daemon:
         for lock in reversed(self._locks):
             lock.release()
         log.info("vdsmd stopped")
+
+    def _metrics(self, storage: StorageSubsystem, vms: VmSubsystem) -> RequestMetrics:
+        """The metrics endpoint's registry, server and the API's request observer."""
+        registry = CollectorRegistry()
+        registry.register(BoardCollector(Sources(
+            host_stats=self.host_stats.get,
+            vm_stats=vms.board.full_stats,
+            storage=storage.board.snapshot,
+            directory=self.directory,
+            in_flight=lambda: self._server.in_flight if self._server is not None else 0,
+        )))
+        host, port = self.config.metrics.address
+        self._metrics_server = MetricsServer(registry, host, port)
+        return RequestMetrics(registry)
 
     def _lock_directories(self) -> None:
         """One agent per run dir and per state dir (DirectoryInUse if another holds one)."""
@@ -358,6 +387,7 @@ def build_config(args: argparse.Namespace) -> configuration.Config:
         events={"endpoint": args.events},
         libvirt={"uri": args.libvirt_uri},
     )
+    config = configuration.derive_run_dir(config)
     configuration.check(config)
     return config
 
@@ -368,9 +398,8 @@ def setup_logging(config: configuration.Config) -> None:
         handler = logging.FileHandler(config.daemon.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s")
-    )
+    handler.setFormatter(logging.Formatter(logcontext.FORMAT))
+    handler.addFilter(logcontext.RequestFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.daemon.log_level.upper())

@@ -28,6 +28,19 @@ GAVE_UP = "gave-up"
 STOPPING = "stopping"
 
 
+class MessageCount:
+    """How many messages the actor at a path has handled (over its restarts): written by
+    the actor's thread only, read by any."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self) -> None:
+        self.value += 1  # one writer: the actor's own thread
+
+
 @dataclass(frozen=True)
 class ActorInfo:
     path: str
@@ -40,6 +53,7 @@ class ActorInfo:
     last_failure: str | None = None
     last_failure_at: float | None = None
     policy: dict[str, Any] | None = None
+    counter: MessageCount | None = field(default=None, compare=False, repr=False)
 
     def mailbox(self) -> int:
         if self.ref is None:
@@ -57,6 +71,7 @@ class ActorInfo:
             "restarts": self.restarts,
             "uptime": round(now - self.started_at, 3) if self.state == RUNNING else 0.0,
             "supervisor": self.supervisor,
+            "messages": self.counter.value if self.counter is not None else 0,
         }
         if self.last_failure is not None:
             entry["lastFailure"] = self.last_failure
@@ -68,10 +83,17 @@ class ActorDirectory:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, ActorInfo] = {}
+        self._counters: dict[str, MessageCount] = {}
+
+    def counter(self, path: str) -> MessageCount:
+        """The message count of the actor at ``path`` (kept over its restarts)."""
+        with self._lock:
+            return self._counters.setdefault(path, MessageCount())
 
     def put(self, info: ActorInfo) -> None:
         with self._lock:
-            self._entries[info.path] = info
+            counter = self._counters.setdefault(info.path, MessageCount())
+            self._entries[info.path] = replace(info, counter=counter)
 
     def update(self, path: str, **changes: Any) -> ActorInfo | None:
         with self._lock:
@@ -88,6 +110,8 @@ class ActorDirectory:
         with self._lock:
             for key in [k for k in self._entries if k == path or k.startswith(prefix)]:
                 del self._entries[key]
+            for key in [k for k in self._counters if k == path or k.startswith(prefix)]:
+                del self._counters[key]
 
     def get(self, path: str) -> ActorInfo | None:
         with self._lock:

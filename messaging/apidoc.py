@@ -40,7 +40,13 @@ def render() -> str:
         "# API reference",
         "",
         "Generated from `messaging/schema/` by `python -m messaging.apidoc`; do not edit.",
-        "The wire format, events and security rules are in PROTOCOL.md.",
+        "The wire format, events, statuses and security rules are in",
+        "[protocol.md](protocol.md); a guided first session is in [quickstart.md](quickstart.md).",
+        "",
+        "Verbs marked **not implemented** are declared (their params are checked, so clients",
+        "can be written against them) but this agent does not implement them yet: calling one",
+        "answers `-32601 ... is declared but not implemented on this host`. They are: "
+        + ", ".join(f"`{v.name}`" for v in SCHEMA if not v.implemented) + ".",
         "",
         "Deadlines: each request gets its verb's server-side timeout when it is accepted. A",
         "verb that starts an operation with a deadline of its own (a VM operation: its `[vm]`",
@@ -55,8 +61,13 @@ def render() -> str:
     for namespace in SCHEMA.namespaces():
         lines += [f"## {namespace}", ""]
         for verb in (v for v in SCHEMA if v.namespace == namespace):
-            lines.append(f"### `{verb.name}`")
+            lines.append(f"### `{verb.name}`" + ("" if verb.implemented
+                                                   else " (not implemented)"))
             lines.append("")
+            if not verb.implemented:
+                lines.append("**Declared, not implemented on this agent yet**: calling it "
+                             "answers -32601.")
+                lines.append("")
             lines.append(verb.doc)
             lines.append("")
             if verb.aliases:

@@ -39,11 +39,13 @@ class Deadline:
     Read from any thread; extended (:meth:`cover`) only by the thread serving the request.
     """
 
-    __slots__ = ("_at", "_limit", "accepted")
+    __slots__ = ("_at", "_limit", "accepted", "label")
 
     def __init__(self, timeout: float, *, now: float | None = None,
-                 limit: float = MAX_EXTENSION) -> None:
+                 limit: float = MAX_EXTENSION, label: str = "") -> None:
         self.accepted = time.monotonic() if now is None else now
+        #: names the request in the log lines written while it is served ("req 7 VM.pause")
+        self.label = label
         self._at = self.accepted + timeout
         self._limit = self.accepted + max(timeout, limit)
 
@@ -83,6 +85,12 @@ def current() -> Deadline:
     """The deadline of the request this thread serves, or an unbounded one."""
     deadline = _current.get()
     return deadline if deadline is not None else Deadline(math.inf)
+
+
+def label() -> str:
+    """The label of the request this thread serves ("" outside a request)."""
+    deadline = _current.get()
+    return deadline.label if deadline is not None else ""
 
 
 @contextmanager

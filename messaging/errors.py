@@ -188,6 +188,27 @@ class MigrationNotInProgress(VdsmError):
     template = "VM {vmID} has no migration in progress"
 
 
+class GuestAgentUnavailable(VMError):
+    """The VM's guest agent cannot take the call: none answers on its channel, it did not
+    answer in time, or the VM is not running. It may come (back) later."""
+
+    template = "the guest agent of VM {vmID} is {state}: {reason}"
+    retryable = True
+
+
+class GuestAgentError(VMError):
+    """The guest agent answered, but with an error or with a reply the agent refuses (not
+    what the command returns, or larger than ``[guest_agent] max_reply``)."""
+
+    template = "guest agent command {command} on VM {vmID} failed: {reason}"
+
+
+class GuestCommandFailed(VMError):
+    """A command run in the guest (``guest-exec``) failed: its exit status and output."""
+
+    template = "{verb}: `{command}` {outcome} in VM {vmID}: {output}"
+
+
 class HookError(VdsmError):
     code = 6
     template = "hook {hook} failed: {reason}"
@@ -417,3 +438,29 @@ class TaskStateError(TaskError):
 class TaskAborted(TaskError):
     code = 404
     template = "task {taskID} was aborted: {reason}"
+
+
+def _subclasses(cls: type[VdsmError]) -> list[type[VdsmError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return found
+
+
+def error_from_wire(error: Any) -> VdsmError:
+    """The error another agent process sent (its ``code``, ``message``, ``data``), as an
+    instance of the class that owns the code here (the message is kept as it was)."""
+    if not isinstance(error, dict):
+        return InternalError(reason=f"malformed error reply {error!r:.200}")
+    code = error.get("code", -32603)
+    message = str(error.get("message", ""))
+    cls: type[VdsmError] = VdsmError
+    for candidate in _subclasses(VdsmError):
+        if candidate.code == code:
+            cls = candidate
+            break
+    made = cls(message, data=error.get("data"))
+    if made.code != code:  # an unknown code: keep it as it came
+        made.code = code  # type: ignore[misc]
+    return made

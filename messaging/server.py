@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -54,11 +54,21 @@ from messaging.errors import (
 )
 from messaging.handshakes import HandshakeLog
 from messaging.ratelog import RateLimitedLog
+from messaging.schema.types import Bool, Enum, Int, Uuid
 from messaging.schema.verbs import Schema, Verb
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
+
+
+class RequestObserver(Protocol):
+    """Told about every request that named a declared verb, once it is answered (or refused,
+    or timed out): for metrics. Called on the socket thread: must not block."""
+
+    def observe(self, verb: str, code: int, seconds: float) -> None:
+        """``code`` 0 for a result, else the error's code; ``seconds`` since acceptance."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,22 @@ class _Pending:
     done: bool = False
 
 
+_SECRET = ("password", "passwd", "secret", "token", "ticket")
+
+
+def summary(verb: Verb, params: Mapping[str, Any]) -> str:
+    """What a log line says of a request's params: ids, numbers, flags and choices (never
+    free text, which may be long or secret)."""
+    shown = []
+    for field in verb.params:
+        value = params.get(field.name)
+        if value is None or any(s in field.name.lower() for s in _SECRET):
+            continue
+        if isinstance(field.type, Uuid | Int | Bool | Enum):
+            shown.append(f"{field.name}={value}")
+    return " ".join(shown)
+
+
 class ApiServer:
     def __init__(
         self,
@@ -103,6 +129,7 @@ class ApiServer:
         schema: Schema,
         bindings: Mapping[str, Binding],
         keys: AuthorizedKeys | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         unknown = set(bindings) - {v.name for v in schema}
         if unknown:
@@ -116,6 +143,7 @@ class ApiServer:
             self._endpoint, curve=config.curve is not None, insecure_tcp=config.insecure_tcp
         )
         self._keys = keys
+        self._observer = observer
         self._handshakes = (HandshakeLog(context, "API") if config.curve is not None
                             else None)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="api-worker")
@@ -279,27 +307,37 @@ class ApiServer:
             return
         envelope, body = frames[:-1], frames[-1]
         value: Any = None
+        verb: Verb | None = None
+        accepted = time.monotonic()
         try:
             value = codec.decode(body, self._config.limits)
             if self._keys is not None and not self._keys.allows(user):
                 raise NotAuthorized(key=user or "?")
             request = codec.parse_request(value)
             verb = self._schema.lookup(request.method)
-            params = verb.check_params(request.params)
             binding = self._bindings.get(verb.name)
-            if binding is None:
+            if binding is None:  # whatever its params: it would do nothing with them
                 raise NotImplementedOnHost(method=verb.name)
+            params = verb.check_params(request.params)
         except VdsmError as e:
             self.stats["errors"] += 1
-            self._refusals("refused request from %s: %s", _peer(envelope), e.message)
+            what = verb.name if verb is not None else "request"
+            self._refusals("refused %s %s from %s: %s", what, _request_id(value),
+                           _peer(envelope), e.message)
+            if verb is not None:
+                self._observe(verb.name, e.code, accepted)
             if not codec.is_notification(value):
                 self._reply(sock, envelope, codec.error_reply(codec.salvage_id(value), e))
             return
-        deadline = Deadline(verb.timeout)
+        label = f"req {_printable(request.id) if request.id is not None else '-'} {verb.name}"
+        log.log(logging.DEBUG if verb.queries else logging.INFO, "%s from %s%s", label,
+                _peer(envelope), f": {shown}" if (shown := summary(verb, params)) else "")
+        deadline = Deadline(verb.timeout, now=accepted, label=label)
         if binding.inline:
             with serving(deadline):
                 outcome, error = _call(binding.handler, params, verb.name)
             if not isinstance(outcome, Future):
+                self._observe(verb.name, error.code if error else 0, accepted)
                 if request.id is not None:
                     self._reply_outcome(sock, envelope, request.id, outcome, error)
                 return
@@ -347,6 +385,8 @@ class ApiServer:
                 self._drops("dropping the late result of request %s (already timed out)", token)
                 continue
             pending.done = True
+            self._observe(pending.verb.name, error.code if error else 0,
+                          pending.deadline.accepted)
             if pending.request.id is not None:
                 self._reply_outcome(sock, pending.envelope, pending.request.id, outcome, error)
 
@@ -364,6 +404,7 @@ class ApiServer:
             self.stats["timeouts"] += 1
             error = RequestTimeout(method=pending.verb.name,
                                    timeout=round(pending.deadline.budget, 1))
+            self._observe(pending.verb.name, error.code, pending.deadline.accepted)
             self._drops("%s", error.message)
             if pending.request.id is not None:
                 self._reply(sock, pending.envelope, codec.error_reply(pending.request.id, error))
@@ -395,6 +436,14 @@ class ApiServer:
             self.stats["dropped"] += 1
             self._drops("reply to %s dropped: %s", _peer(envelope), e)
 
+    def _observe(self, verb: str, code: int, accepted: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.observe(verb, code, time.monotonic() - accepted)
+        except Exception:  # metrics must never break serving
+            log.exception("the request observer failed")
+
     def _drop(self, what: str, frames: list[bytes]) -> None:
         self.stats["dropped"] += 1
         log.warning("dropped %s (%d frames)", what, len(frames))
@@ -422,6 +471,16 @@ def _outcome(future: Future[Any], name: str) -> tuple[Any, VdsmError | None]:
         return None, error
     log.error("internal error in %s", name, exc_info=error)
     return None, InternalError(reason=f"{type(error).__name__} in {name}; see the agent log")
+
+
+def _printable(request_id: codec.RequestId) -> str:
+    """A client's request id as a log line may show it: short, one line, printable."""
+    return "".join(c if c.isprintable() else "?" for c in str(request_id)[:40])
+
+
+def _request_id(value: Any) -> str:
+    salvaged = codec.salvage_id(value)
+    return f"(id {_printable(salvaged)})" if salvaged is not None else "(no id)"
 
 
 def _peer(envelope: list[bytes]) -> str:

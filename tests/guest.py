@@ -24,6 +24,13 @@ command line (see :func:`kernel_cmdline`):
     characters of the kernel's boot id: a guest that keeps counting with the same boot id
     across a live migration was not rebooted (see :func:`counts`).
 
+In every mode, ``vdsm.agent=1`` starts the QEMU guest agent (qemu-ga, see
+tests/guestfiles.py) on its virtio-serial port and prints ``VDSM-GUEST AGENT-STARTED
+pid=<pid>``; when it exits the guest prints ``VDSM-GUEST AGENT-EXITED rc=<rc>`` (it comes
+back with the next boot). ``vdsm.mount=1`` mounts the ext4
+filesystem of ``/dev/vda`` on ``/mnt`` (``VDSM-GUEST MOUNTED /mnt``) before the mode runs.
+The guest's host name is ``vdsm-guest``; the virtio balloon driver is loaded.
+
 Every mode prints ``VDSM-GUEST BOOTED mode=<mode>`` once its modules are loaded, and
 ``VDSM-GUEST POWERING-OFF`` just before it powers off. Power off is ``poweroff -f``
 (reboot(2) with POWER_OFF): the domain must have ``<features><acpi/></features>``, or the
@@ -63,6 +70,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests import guestfiles
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "VDSM_TEST_GUEST_CACHE"
@@ -71,7 +80,7 @@ META_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 
 # Bump when the layout of a cache entry or the way it is built changes.
-BUILD_FORMAT = "1"
+BUILD_FORMAT = "2"
 
 # Loaded in this order by /init; all must be present in the kernel package.
 REQUIRED_MODULES: tuple[str, ...] = (
@@ -81,6 +90,8 @@ REQUIRED_MODULES: tuple[str, ...] = (
     "virtio_pci_legacy_dev",
     "virtio_pci",
     "virtio_blk",
+    "virtio_console",  # the guest agent's virtio-serial port
+    "virtio_balloon",  # memory statistics and the balloon target
 )
 # The ACPI power button and the event interface, so that an ACPI shutdown request
 # (virDomain.shutdown()) powers the guest off. Loaded if present; not fatal if missing.
@@ -98,6 +109,11 @@ MARKER_READ_FAILED = f"{MARKER_PREFIX} READ-FAILED"
 MARKER_POWERING_OFF = f"{MARKER_PREFIX} POWERING-OFF"
 MARKER_POWEROFF_FAILED = f"{MARKER_PREFIX} POWEROFF-FAILED"
 MARKER_ACPI_SHUTDOWN = f"{MARKER_PREFIX} ACPI-SHUTDOWN"
+MARKER_AGENT_STARTED = f"{MARKER_PREFIX} AGENT-STARTED"
+MARKER_AGENT_EXITED = f"{MARKER_PREFIX} AGENT-EXITED"
+MARKER_AGENT_SHUTDOWN = f"{MARKER_PREFIX} AGENT-SHUTDOWN"
+MARKER_MOUNTED = f"{MARKER_PREFIX} MOUNTED"
+MARKER_DESKTOP = f"{MARKER_PREFIX} DESKTOP"
 MARKER_KERNEL_PANIC = "Kernel panic"
 
 MODES = frozenset({"idle", "write", "read", "poweroff", "count"})
@@ -155,6 +171,8 @@ mib=
 chunk=4
 fill=zero
 ballast=0
+agent=
+mnt=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdsm.mode=*) mode="${arg#vdsm.mode=}" ;;
@@ -162,8 +180,12 @@ for arg in $(cat /proc/cmdline); do
         vdsm.chunk=*) chunk="${arg#vdsm.chunk=}" ;;
         vdsm.fill=*) fill="${arg#vdsm.fill=}" ;;
         vdsm.ballast=*) ballast="${arg#vdsm.ballast=}" ;;
+        vdsm.agent=*) agent="${arg#vdsm.agent=}" ;;
+        vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
     esac
 done
+hostname vdsm-guest
+ifconfig lo 127.0.0.1 up 2>/dev/null
 
 for m in @REQUIRED@; do
     insmod "/lib/modules/$m.ko" || say MODULE-FAILED "$m"
@@ -180,7 +202,12 @@ for d in /sys/class/input/event*; do
     [ "$(cat "$d/device/name")" = "Power Button" ] || continue
     ev="/dev/input/${d##*/}"
     [ -c "$ev" ] || continue
-    (dd if="$ev" of=/dev/null bs=24 count=1 2>/dev/null; say ACPI-SHUTDOWN; off) &
+    # Open the event device first, then say so: a press before the reader opened it would
+    # be lost (and a loaded host runs the background reader late).
+    (exec 3<"$ev"; : > /tmp/acpi-listening; dd of=/dev/null bs=24 count=1 <&3 2>/dev/null
+     say ACPI-SHUTDOWN; off) &
+    n=0
+    while [ ! -e /tmp/acpi-listening ] && [ "$n" -lt 100 ]; do n=$((n + 1)); sleep 0.05; done
 done
 
 wait_vda() {
@@ -199,6 +226,41 @@ is_number() {
     esac
     return 0
 }
+
+# The guest agent on its virtio-serial port (no udev: find the port by its name).
+agent_port() {
+    n=0
+    while :; do
+        for p in /sys/class/virtio-ports/*; do
+            if [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ]; then
+                echo "/dev/${p##*/}"
+                return 0
+            fi
+        done
+        n=$((n + 1))
+        [ "$n" -gt 100 ] && return 1
+        sleep 0.1
+    done
+}
+run_agent() {
+    if ! port=$(agent_port); then
+        say AGENT-FAILED no-port
+        return
+    fi
+    qemu-ga -m virtio-serial -p "$port" -t /var/run </dev/null >/dev/null 2>&1 &
+    pid=$!
+    say AGENT-STARTED "pid=$pid"
+    wait "$pid"
+    say AGENT-EXITED "rc=$?"
+}
+if [ "$mnt" = 1 ]; then
+    if wait_vda && mount -t ext4 /dev/vda /mnt; then
+        say MOUNTED /mnt
+    else
+        say MOUNT-FAILED /mnt
+    fi
+fi
+[ "$agent" = 1 ] && run_agent &
 
 say BOOTED "mode=$mode"
 
@@ -313,6 +375,10 @@ def _content_digest() -> str:
     h.update(init_script().encode())
     h.update(b"\0")
     h.update(" ".join(REQUIRED_MODULES + OPTIONAL_MODULES).encode())
+    for path, text in sorted(guestfiles.scripts().items()):
+        h.update(b"\0" + path.encode() + b"\0" + text.encode())
+    h.update(b"\0" + guestfiles.OS_RELEASE.encode() + b"\0" + guestfiles.utmp_record())
+    h.update(b"\0" + guestfiles.AGENT_PACKAGE.encode())
     return h.hexdigest()[:16]
 
 
@@ -531,20 +597,65 @@ class _Cpio:
         self._entry("TRAILER!!!", 0, nlink=1)
 
 
-def _write_initramfs(dest: Path, busybox: bytes, modules: dict[str, bytes], init: str) -> None:
+def _write_initramfs(
+    dest: Path,
+    busybox: bytes,
+    modules: dict[str, bytes],
+    init: str,
+    extra: dict[str, tuple[bytes, int]],
+) -> None:
+    """``extra``: more files by path (no leading slash), with their permission bits."""
+    base = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "root",
+            "lib", "lib/modules", "mnt", "etc", "var", "var/run")
+    parents = {str(parent) for name in extra for parent in Path(name).parents
+               if str(parent) != "."}
     with dest.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         cpio = _Cpio(gz)
-        for d in (
-            "bin", "sbin", "usr", "usr/bin", "usr/sbin",
-            "dev", "proc", "sys", "tmp", "root", "lib", "lib/modules",
-        ):  # fmt: skip
+        for d in sorted(set(base) | parents, key=lambda d: (d.count("/"), d)):
             cpio.directory(d)
+        for name, (data, perm) in sorted(extra.items()):
+            cpio.file(name, data, perm)
         cpio.char_device("dev/console", 5, 1)
         cpio.file("bin/busybox", busybox, 0o755)
         for name, data in modules.items():
             cpio.file(f"lib/modules/{name}.ko", data)
         cpio.file("init", init.encode(), 0o755)
         cpio.close()
+
+
+def _deb_version(deb: Path) -> str:
+    return _run(["dpkg-deb", "-f", str(deb), "Version"], timeout=TOOL_TIMEOUT).stdout.strip()
+
+
+def _agent_files(work: Path) -> tuple[dict[str, tuple[bytes, int]], dict[str, str]]:
+    """The guest agent's files for the initramfs (see tests/guestfiles.py), and the
+    versions of the packages they came from."""
+    dl = work / "agent-deb"
+    dl.mkdir()
+    deb = _apt_download(guestfiles.AGENT_PACKAGE, dl)
+    root = work / "agent-root"
+    _dpkg_extract(deb, root)
+    binary = root / guestfiles.AGENT_BINARY
+    if not binary.is_file():
+        raise GuestBuildError(f"{deb.name} has no /{guestfiles.AGENT_BINARY}")
+    try:
+        libraries = guestfiles.parse_ldd(_run(["ldd", str(binary)], timeout=TOOL_TIMEOUT).stdout)
+    except ValueError as e:
+        raise GuestBuildError(f"`ldd {binary}`: {e}") from None
+    files: dict[str, tuple[bytes, int]] = {
+        guestfiles.AGENT_BINARY: (binary.read_bytes(), 0o755)}
+    for library in libraries:  # the loader included, at the path the binary names
+        files[str(library).lstrip("/")] = (library.resolve().read_bytes(), 0o755)
+    for path, text in guestfiles.scripts().items():
+        files[path] = (text.encode(), 0o755)
+    files["etc/os-release"] = (guestfiles.OS_RELEASE.encode(), 0o644)
+    files["var/run/utmp"] = (guestfiles.utmp_record(), 0o644)
+    busybox = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", BUSYBOX_PACKAGE], capture_output=True, text=True,
+        timeout=TOOL_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+    ).stdout.strip() or "unknown"
+    versions = {guestfiles.AGENT_PACKAGE: _deb_version(deb), "busybox": busybox}
+    return files, versions
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,9 +740,12 @@ def _build_into(staging: Path, package: str, release: str, digest: str) -> None:
         sources[name] = str(path.relative_to(root))
 
     busybox = _busybox_binary(work).read_bytes()
+    extra, versions = _agent_files(work)
+    versions[f"linux-image-{release}"] = deb.name.split("_")[1]
+    extra[guestfiles.PACKAGES_FILE] = (guestfiles.packages(versions).encode(), 0o644)
 
     shutil.copyfile(kernels[0], staging / "vmlinuz")
-    _write_initramfs(staging / "initrd.img", busybox, modules, init_script())
+    _write_initramfs(staging / "initrd.img", busybox, modules, init_script(), extra)
     manifest = {
         "package": package,
         "deb": deb.name,
@@ -639,6 +753,7 @@ def _build_into(staging: Path, package: str, release: str, digest: str) -> None:
         "kernel": kernels[0].name,
         "digest": digest,
         "modules": sources,
+        "packages": versions,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

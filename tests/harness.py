@@ -28,7 +28,9 @@ class Vdsmd:
         extra_args: tuple[str, ...] = (),
         libvirt_uri: str = "qemu:///system",
         host_id: int = 1,
+        own_run_dir: bool = True,
     ) -> None:
+        """``own_run_dir`` False: no --run-dir (vdsmd derives one from its state dir)."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api = f"ipc://{workdir}/run/api.sock"
@@ -40,6 +42,7 @@ class Vdsmd:
         self.libvirt_uri = libvirt_uri
         self.host_id = host_id
         self.extra_args = extra_args
+        self.own_run_dir = own_run_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -49,7 +52,7 @@ class Vdsmd:
             "--api", self.api,
             "--events", self.events,
             "--state-dir", str(self.state_dir),
-            "--run-dir", str(self.workdir / "run"),
+            *(("--run-dir", str(self.workdir / "run")) if self.own_run_dir else ()),
             "--libvirt-uri", self.libvirt_uri,
             "--host-id", str(self.host_id),
             "--log-level", "DEBUG",

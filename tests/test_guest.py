@@ -17,6 +17,7 @@ import libvirt
 import pytest
 
 from tests import guest as g
+from tests import guestfiles
 
 BOOT_TIMEOUT = 90.0  # TCG on 2 shared cores, possibly next to other guests
 SHUTOFF_TIMEOUT = 30.0
@@ -73,6 +74,30 @@ def test_wait_for_marker_returns_line_and_stops_on_failure(tmp_path: Path) -> No
 def test_wait_for_marker_tolerates_a_missing_log(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match="empty or absent"):
         g.wait_for_marker(tmp_path / "nope.log", g.MARKER_READY, 0.2)
+
+
+@pytest.mark.timeout(10)
+def test_ldd_output_names_the_agent_libraries_or_what_is_missing() -> None:
+    listed = (
+        "\tlinux-vdso.so.1 (0x00007ffc6b7e5000)\n"
+        "\tlibglib-2.0.so.0 => /lib/x86_64-linux-gnu/libglib-2.0.so.0 (0x00007f0e72736000)\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0e7246c000)\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x00007f0e729bb000)\n"
+    )
+    assert guestfiles.parse_ldd(listed) == [
+        Path("/lib/x86_64-linux-gnu/libglib-2.0.so.0"), Path("/lib/x86_64-linux-gnu/libc.so.6"),
+        Path("/lib64/ld-linux-x86-64.so.2")]
+    with pytest.raises(ValueError, match=r"liburing\.so\.2 not found"):
+        guestfiles.parse_ldd(listed + "\tliburing.so.2 => not found\n")
+
+
+@pytest.mark.timeout(10)
+def test_the_login_record_is_a_glibc_utmp_entry() -> None:
+    record = guestfiles.utmp_record("alice", "tty1", pid=7, login=1_700_000_000)
+    assert len(record) == 384
+    assert int.from_bytes(record[0:2], "little") == 7  # USER_PROCESS
+    assert record[8:12] == b"tty1" and record[44:49] == b"alice"
+    assert int.from_bytes(record[340:344], "little") == 1_700_000_000  # ut_tv.tv_sec
 
 
 @pytest.mark.timeout(10)

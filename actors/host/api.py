@@ -105,7 +105,10 @@ def bindings(
     def get_stats(_params: dict[str, Any]) -> dict[str, Any]:
         stats.ref()  # ActorUnavailable (102) while the sampler is not running: no stale data
         sample = last_stats.get()
-        sample.pop("_at", None)
+        taken = sample.pop("_at", None)
+        if taken is not None:
+            sample["sampleTime"] = round(taken, 3)
+            sample["statsAge"] = round(max(0.0, time.monotonic() - taken), 3)
         sample.update(extra_stats())
         return sample
 

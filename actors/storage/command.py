@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from actors.storage.bytecount import ByteCount, written_by
 from actors.storage.workers import name_native_thread
 from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
 
@@ -34,6 +35,20 @@ KILL_GRACE = 5.0
 STDERR_TAIL = 600
 """Characters of stderr kept in an error's reason."""
 
+COUNT_INTERVAL = 0.5
+"""Seconds between two readings of a running command's written bytes."""
+
+_new_session = True
+
+
+def set_new_session(new_session: bool) -> None:
+    """Whether commands run in a session of their own (the default, so that they survive
+    vdsmd: a VM's helper, a task that the next start recovers) or in the caller's process
+    group. The SPM's writer process sets False once at start: its commands must die with it
+    when the keeper kills its group (a property of the process, hence process-wide)."""
+    global _new_session  # noqa: PLW0603 - one setting per process, set once at its start
+    _new_session = new_session
+
 
 class Aborter:
     """A thread-safe abort flag for one operation; :meth:`abort` kills its running command.
@@ -43,6 +58,8 @@ class Aborter:
 
     def __init__(self, label: str = "") -> None:
         self.label = label
+        #: the bytes the operation expects to write and has written (its commands report)
+        self.bytes = ByteCount()
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._procs: set[subprocess.Popen[bytes]] = set()
@@ -115,6 +132,9 @@ def display(args: Sequence[str], limit: int = 200) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if not _new_session:  # the child shares our group: kill only the child
+        proc.kill()
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -134,6 +154,26 @@ def _reap_later(proc: subprocess.Popen[bytes], name: str) -> None:
     log.error("command %s (pid %d) does not die after SIGKILL (stuck in the kernel?): "
               "abandoned to a reaper thread", name, proc.pid)
     threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
+
+
+def _communicate(proc: subprocess.Popen[bytes], stdin: bytes | None, timeout: float,
+                 abort: Aborter | None) -> tuple[bytes, bytes]:
+    """``proc.communicate`` with ``timeout``; when the operation counts bytes, the command's
+    count is read every :data:`COUNT_INTERVAL` seconds meanwhile."""
+    if abort is None or not abort.bytes.expected:
+        return proc.communicate(stdin, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.communicate(stdin, timeout=max(0.0, min(COUNT_INTERVAL, left)))
+        except subprocess.TimeoutExpired:
+            if left <= COUNT_INTERVAL:
+                raise
+        stdin = None  # communicate() sends the input once
+        wrote = written_by(proc.pid)
+        if wrote is not None:
+            abort.bytes.command_wrote(wrote)
 
 
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -175,14 +215,14 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         close_fds=True,
-        start_new_session=True,
+        start_new_session=_new_session,
         env=_environment(env),
     )
     if abort is not None and not abort._register(proc):
         _kill_group(proc)
     try:
         try:
-            out, err = proc.communicate(stdin, timeout=timeout)
+            out, err = _communicate(proc, stdin, timeout, abort)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:

@@ -40,21 +40,29 @@ class Step:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far an operation got: ``started`` steps began, ``done`` of them finished."""
+    """How far an operation got: ``started`` steps began, ``done`` of them finished; for an
+    operation that writes data, ``bytes_done`` of ``bytes_total`` bytes (0 of 0: none)."""
 
     total: int
     started: int = 0
     done: int = 0
     current: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"total": self.total, "started": self.started, "done": self.done,
-                "current": self.current}
+        out: dict[str, Any] = {"total": self.total, "started": self.started, "done": self.done,
+                               "current": self.current}
+        if self.bytes_total:
+            out["bytesDone"] = self.bytes_done
+            out["bytesTotal"] = self.bytes_total
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
         return cls(int(data["total"]), int(data["started"]), int(data["done"]),
-                   str(data.get("current", "")))
+                   str(data.get("current", "")), int(data.get("bytesDone", 0)),
+                   int(data.get("bytesTotal", 0)))
 
 
 Journal = Callable[[Progress], None]

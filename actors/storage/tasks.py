@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
 
 from actors.base import ActorContext, SupervisedActor
+from actors.clock import TimerHandle
 from actors.storage.command import Aborter
 from actors.storage.steps import Progress
 from actors.storage.taskstore import (
@@ -56,6 +57,7 @@ from actors.storage.taskwork import Builder
 from actors.storage.workers import Workers
 from messaging.errors import (
     ActorUnavailable,
+    NotSPM,
     StorageError,
     TaskAborted,
     TaskNotFinished,
@@ -69,6 +71,8 @@ RECOVERY_ATTEMPTS = 6
 RECOVERY_BACKOFF = 1.0
 SAVE_RETRY_INITIAL = 1.0
 SAVE_RETRY_MAX = 30.0
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress events of a task that counts bytes."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,26 @@ class SubmitTask:
     params: dict[str, Any]
     task_id: str
     reply: Future[str]
+
+
+@dataclass(frozen=True)
+class RecoverPool:
+    """This host became the SPM of ``sp_uuid``: finish or undo what earlier SPMs left in
+    the pool's task journals, and record the outcomes (told by the lease actor)."""
+
+    sp_uuid: str
+
+
+@dataclass(frozen=True)
+class _Recovered:
+    sp_uuid: str
+    outcomes: tuple[dict[str, Any], ...]
+    error: VdsmError | None = None
+
+
+@dataclass(frozen=True)
+class _ProgressTick:
+    """Publish the byte progress of running tasks."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,9 @@ def _run(ref: pykka.ActorRef[Any], store: TaskStore, record: TaskRecord, builder
         nonlocal last_started
         if progress.started:
             last_started = progress.started
+        done, total = abort.bytes.snapshot()
+        if total:
+            progress = replace(progress, bytes_done=done, bytes_total=total)
         store.update(record.task_id, progress=progress)
 
     try:
@@ -155,10 +182,14 @@ def _revert(ref: pykka.ActorRef[Any], record: TaskRecord, builder: Builder,
 
 class TaskManager(SupervisedActor):
     def __init__(self, ctx: ActorContext, *, store: TaskStore, builders: Mapping[str, Builder],
-                 workers: int) -> None:
+                 workers: int,
+                 spm_recovery: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
+        """``spm_recovery(spUUID)``: the outcomes of a pool's journal recovery by its new
+        SPM (the writer's ``Writer.recoverTasks``; blocks, run on a worker)."""
         super().__init__(ctx)
         self.store = store
         self.builders = dict(builders)
+        self.spm_recovery = spm_recovery
         self.size = workers
         self._workers: Workers | None = None
         self._aborters: dict[str, Aborter] = {}
@@ -166,14 +197,22 @@ class TaskManager(SupervisedActor):
         self._unsaved: dict[str, dict[str, Any]] = {}
         """Changes decided in told messages that could not be persisted yet, by task id."""
         self._save_retry = SAVE_RETRY_INITIAL
+        self._progress_timer: TimerHandle | None = None
+        self._bytes_published: dict[str, tuple[int, int]] = {}
 
     def setup(self) -> None:
         self._workers = Workers("storage-task", self.size)
+        # Running tasks that count bytes publish their progress once per interval.
+        me = self.actor_ref
+        self._progress_timer = self.ctx.runtime.clock.call_every(
+            PROGRESS_INTERVAL, lambda: _post(me, _ProgressTick()))
         for record in self.store.load():
             if record.state in UNFINISHED:
                 self.actor_ref.tell(_Recover(record.task_id))
 
     def teardown(self) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         # Kill the commands of running tasks (they run in their own session and would
         # outlive vdsmd) without waiting: the journal lets the next start finish the undo.
         for abort in self._aborters.values():
@@ -203,6 +242,7 @@ class TaskManager(SupervisedActor):
             raise
         abort = Aborter(record.task_id)
         self._aborters[record.task_id] = abort
+        self.store.attach_meter(record.task_id, abort.bytes)
         self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
         log.info("task %s (%s) queued", record.task_id, verb)
         return record.task_id
@@ -227,6 +267,12 @@ class TaskManager(SupervisedActor):
 
     def task_statuses(self) -> dict[str, dict[str, Any]]:
         return {r.task_id: r.to_wire() for r in self.store.all()}
+
+    def running(self, sp_uuid: str) -> list[str]:
+        """The ids of this pool's SPM tasks that have not finished."""
+        return [r.task_id for r in self.store.all()
+                if not r.finished and r.params.get("spUUID") == sp_uuid
+                and r.verb != "StoragePool.spmStart"]
 
     def stop_task(self, task_id: str) -> bool:
         record = self.store.get(task_id)
@@ -258,7 +304,9 @@ class TaskManager(SupervisedActor):
     # --- messages from workers and from itself --------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, SubmitTask):
+        if isinstance(message, _ProgressTick):
+            self._publish_progress()
+        elif isinstance(message, SubmitTask):
             self._hand_over(message)
         elif isinstance(message, _Started):
             record = self.store.get(message.task_id)
@@ -270,6 +318,10 @@ class TaskManager(SupervisedActor):
             self._recover(message)
         elif isinstance(message, _Flush):
             self._flush()
+        elif isinstance(message, RecoverPool):
+            self._recover_pool(message.sp_uuid)
+        elif isinstance(message, _Recovered):
+            self._recovered(message)
         else:
             return super().on_receive(message)
         return None
@@ -295,7 +347,7 @@ class TaskManager(SupervisedActor):
             self._save(record, state=FINISHED, result=CLEAN_SUCCESS, message=note,
                        undo_pending=0)
         elif attempt is not None and attempt + 1 < RECOVERY_ATTEMPTS and (
-                error.retryable or isinstance(error, ActorUnavailable)):
+                error.retryable or isinstance(error, ActorUnavailable | NotSPM)):
             delay = RECOVERY_BACKOFF * 2**attempt
             log.warning("recovering task %s failed (%s): retrying in %g s", record.task_id,
                         error.message, delay)
@@ -331,6 +383,65 @@ class TaskManager(SupervisedActor):
         else:
             record = self._set(record, state=RECOVERING, message=note)
         self._pool().submit(_revert, self.actor_ref, record, builder, started)
+
+    def _recover_pool(self, sp_uuid: str) -> None:
+        recovery, me = self.spm_recovery, self.actor_ref
+        if recovery is None:
+            return
+
+        def run() -> None:
+            try:
+                outcomes = tuple(recovery(sp_uuid))
+            except VdsmError as e:
+                _post(me, _Recovered(sp_uuid, (), e))
+                return
+            _post(me, _Recovered(sp_uuid, outcomes))
+
+        self._pool().submit(run)
+
+    def _recovered(self, message: _Recovered) -> None:
+        if message.error is not None:
+            log.error("pool %s: recovering the task journals failed: %s", message.sp_uuid,
+                      message.error.message)
+            return
+        for outcome in message.outcomes:
+            task_id = str(outcome["taskID"])
+            changes = {"state": FINISHED, "result": str(outcome["result"]),
+                       "code": int(outcome.get("code", 0)),
+                       "message": str(outcome.get("message", ""))}
+            try:
+                record = self.store.get(task_id)
+            except VdsmError:
+                record = TaskRecord(task_id, str(outcome["verb"]),
+                                    {"spUUID": message.sp_uuid, "taskID": task_id})
+                try:
+                    record = self._set(record)
+                except StorageError as e:
+                    log.error("task %s recovered by the SPM but not recorded: %s", task_id,
+                              e.message)
+                    continue
+            if record.finished and record.result in (CLEAN_SUCCESS, CLEAN_FAILURE):
+                continue
+            self._save(record, **changes)
+            log.info("task %s (%s) recovered by this SPM: %s", task_id, record.verb,
+                     changes["message"])
+
+    def _publish_progress(self) -> None:
+        """``|jobs|status|<taskID>`` for each running task whose byte count moved."""
+        published = self._bytes_published
+        for task_id in set(published) - set(self._aborters):
+            del published[task_id]
+        for task_id, abort in self._aborters.items():
+            count = abort.bytes.snapshot()
+            if not count[1] or published.get(task_id) == count:
+                continue
+            published[task_id] = count
+            try:
+                record = self.store.get(task_id)
+            except VdsmError:
+                continue
+            if record.state == RUNNING:
+                self.ctx.runtime.events.publish(f"|jobs|status|{task_id}", record.event())
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from actors.storage import fileutil
+from actors.storage.bytecount import ByteCount
 from actors.storage.sd.records import check_uuid
 from actors.storage.state import json_files, read_json, write_json
 from actors.storage.steps import Progress
 from messaging.errors import NoSuchTask, StorageError
 
 log = logging.getLogger(__name__)
+
+_OBJECTS = ("spUUID", "sdUUID", "imgUUID", "volUUID")
+_REQUEST_OBJECTS = {"sd_uuid": "sdUUID", "img_uuid": "imgUUID", "vol_uuid": "volUUID"}
 
 QUEUED, RUNNING, ABORTING, RECOVERING, FINISHED = (
     "queued", "running", "aborting", "recovering", "finished")
@@ -51,20 +55,38 @@ class TaskRecord:
     """Steps started and not undone (a failed undo): what a revert still has to undo."""
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
+    meter: ByteCount | None = field(default=None, compare=False, repr=False)
+    """The running operation's byte count (memory only: not persisted)."""
 
     @property
     def finished(self) -> bool:
         return self.state == FINISHED
 
+    def live_progress(self) -> Progress:
+        """The journaled progress, with the bytes counted since the last journal entry."""
+        if self.meter is None or not self.meter.expected or self.finished:
+            return self.progress
+        done, total = self.meter.snapshot()
+        return replace(self.progress, bytes_done=done, bytes_total=total)
+
+    def objects(self) -> dict[str, str]:
+        """What the task works on: ``spUUID``, ``sdUUID``, ``imgUUID``, ``volUUID``."""
+        found = {k: str(self.params[k]) for k in _OBJECTS if self.params.get(k)}
+        request = self.params.get("request")
+        if isinstance(request, dict):  # Volume.create
+            for key, name in _REQUEST_OBJECTS.items():
+                if request.get(key):
+                    found.setdefault(name, str(request[key]))
+        return found
+
     def to_wire(self) -> dict[str, Any]:
         return {"taskID": self.task_id, "taskState": self.state, "taskResult": self.result,
                 "code": self.code, "message": self.message, "verb": self.verb,
-                "progress": self.progress.to_json()}
+                "objects": self.objects(), "progress": self.live_progress().to_json()}
 
     def event(self) -> dict[str, Any]:
-        """The ``|jobs|status|<taskID>`` payload."""
-        return {"taskID": self.task_id, "taskState": self.state, "taskResult": self.result,
-                "code": self.code, "message": self.message}
+        """The ``|jobs|status|<taskID>`` payload: the status, the verb and its objects."""
+        return self.to_wire()
 
     def to_json(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "verb": self.verb, "params": self.params,
@@ -135,6 +157,13 @@ class TaskStore:
             self._write(record)
             self._records[task_id] = record
             return record
+
+    def attach_meter(self, task_id: str, meter: ByteCount) -> None:
+        """Show ``meter``'s live byte count in the task's status (in memory only)."""
+        with self._lock:
+            current = self._records.get(task_id)
+            if current is not None:
+                self._records[task_id] = replace(current, meter=meter)
 
     def get(self, task_id: str) -> TaskRecord:
         with self._lock:

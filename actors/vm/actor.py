@@ -10,15 +10,22 @@ it, and only then resolves the future, so a client that sees a verb succeed also
 effect in ``VM.getStats``.
 
 At most one operation of each kind runs at a time: ``control`` (pause, cont, reset,
-shutdown, setTicket, media, hibernate, create), ``destroy`` (its own kind, so that a VM
-whose qemu is stuck in a control call can still be destroyed) and ``query`` (re-attaching).
-Another verb meanwhile gets ``VMBusy`` (retryable); once a call is abandoned as stuck, the
-GuestCaller answers ``GuestCallBusy`` until qemu returns.
+shutdown, reboot, setTicket, media, hibernate, balloon, create), ``destroy`` (its own kind,
+so that a VM whose qemu is stuck in a control call can still be destroyed) and ``query``
+(re-attaching). Another verb meanwhile gets ``VMBusy`` (retryable); once a call is
+abandoned as stuck, the GuestCaller answers ``GuestCallBusy`` until qemu returns.
 
 Status comes from libvirt's events (:class:`~actors.vm.status.StatusTracker`), overlaid with
 what only the actor knows (a start in progress, ``Powering up`` for ``powering_up`` seconds,
 a requested shutdown, a save). Every change is written to the :class:`VmBoard` and published
 as ``|virt|VM_status|<vmID>``.
+
+The VM's guest agent is a component of the actor
+(:class:`~actors.vm.guestagent.GuestAgent`): its calls run on threads of its own, its
+messages come through here, its state is part of the VM's view (``guestAgent``).
+``VM.shutdown`` and ``VM.reboot`` go through the agent when it may answer and fall back to
+ACPI; past their ``delay`` the VM is destroyed (or reset) only if the caller asked (``force``),
+else a VM still ``Powering down`` is ``Up`` again.
 
 A VM that goes Down stays (status ``Down`` with its exit reason) until ``VM.destroy``, after
 which the API stops the actor (restart kind ``transient``: it is removed). Started by
@@ -41,6 +48,8 @@ from actors.base import ActorContext, SupervisedActor
 from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
+from actors.vm.desktop import GuestCommand
+from actors.vm.guestagent import AgentMessage, GuestAgent
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.jobprogress import JobProgress
 from actors.vm.migcontrol import MigrationControl
@@ -50,13 +59,15 @@ from actors.vm.migspec import MigrationSpec
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
-from messaging.errors import LibvirtUnavailable, MigrationNotInProgress, VMError
+from messaging.errors import InvalidParams, LibvirtUnavailable, MigrationNotInProgress, VMError
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["create", "recover", "incoming"]
 CONTROL, DESTROY, QUERY = "control", "destroy", "query"
 ATTACH_RETRY_MAX = 60.0
+RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
+TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,10 @@ class Attach:
 
 @dataclass(frozen=True)
 class _Timer:
-    what: Literal["powered-up", "shutdown-deadline", "attach", "incoming"]
+    what: TimerKind
     serial: int
+    force: bool = False
+    reboots: int = 0  # reboot events seen when a reboot was asked for
 
 
 class VmActor(SupervisedActor):
@@ -92,6 +105,7 @@ class VmActor(SupervisedActor):
         self._board = board
         self._initial = initial
         self._started = started
+        self._display: tuple[dict[str, Any], ...] = ()
         self._ops_impl = ops or MigrationOps(params.vm_id, env)
         self._mig_ops = self._ops_impl if isinstance(self._ops_impl, MigrationOps) else \
             MigrationOps(params.vm_id, env)
@@ -109,13 +123,22 @@ class VmActor(SupervisedActor):
         self._stale = False  # did lifecycle events arrive while the finishing op ran?
         self._launched = False
         self._awaiting_launch = False  # created, but its domain not started yet
+        self._agent: GuestAgent | None = None
+        self._reboots = 0  # libvirt reboot events seen
+        self._balloon_target: int | None = None  # KiB, once VM.setBalloonTarget set one
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def setup(self) -> None:
         me = self.actor_ref
-        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done),
-                                  clock=self.ctx.runtime.clock, libvirt=self._env.libvirt)
+        clock = self.ctx.runtime.clock
+        self._inflight = InFlight(self.vm_id, lambda done: _tell(me, done), who=self._who,
+                                  clock=clock, libvirt=self._env.libvirt)
+        self._agent = GuestAgent(
+            self.vm_id, config=self._env.agent, libvirt=self._env.libvirt, clock=clock,
+            board=self._board, tell=lambda message: _tell(me, message),
+            on_change=self._publish, running=lambda: self._tracker.status in RUNNING)
+        self._agent.begin()
         if self._env.migration is not None:
             cfg = self._env.config
             self._migrations = MigrationControl(
@@ -145,6 +168,7 @@ class VmActor(SupervisedActor):
             self._tracker.set(known.status, pause_code=known.pause_code,
                               exit_reason=known.exit_reason)
             self._started = self._started or known.started
+            self._display = known.display
             self._published = self._key()
         elif self._initial is not None:
             initial = self._initial
@@ -161,6 +185,13 @@ class VmActor(SupervisedActor):
             self._migrations.teardown()
         if self._inflight is not None:
             self._inflight.close()
+        if self._agent is not None:
+            self._agent.close()
+
+    @property
+    def _who(self) -> str:
+        """The VM as log lines name it: id and name."""
+        return f"{self.vm_id} ({self._params.name})"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -170,6 +201,7 @@ class VmActor(SupervisedActor):
             **(self._migrations.describe() if self._migrations else {}),
             "timers": sorted(self._timers),
             "domainEvents": self._events,
+            "guestAgent": self._guest().describe(),
         }
 
     # --- verbs (asked through a proxy by the API workers) ----------------------------------
@@ -212,15 +244,56 @@ class VmActor(SupervisedActor):
     def reset(self) -> Future[bool]:
         return self._control("VM.reset", (), lambda _p: self._ops_impl.reset(), _true)
 
-    def shutdown(self, delay: int, message: str) -> Future[bool]:
-        def on_ok(_result: Any) -> bool:
-            if self._tracker.status != VmStatus.DOWN:  # not powered off already
+    def shutdown(self, delay: int, message: str, reboot: bool = False,
+                 force: bool = False) -> Future[bool]:
+        """Power the guest off (or reboot it): through its agent when it may answer, else
+        (or when the agent fails) with the ACPI power button. After ``delay`` s a VM that
+        did not power off (or reboot) is destroyed (or reset) if ``force``."""
+        agent = self._guest()
+        through_agent = agent.shutdown if agent.usable else None
+        reboots = self._reboots
+
+        def on_ok(_method: str) -> bool:
+            if reboot:
+                self._schedule("reboot-deadline", float(delay), force=force, reboots=reboots)
+            elif self._tracker.status != VmStatus.DOWN:  # not powered off already
                 self._set(Transition(VmStatus.POWERING_DOWN))
-                self._schedule("shutdown-deadline", float(delay))
+                self._schedule("shutdown-deadline", float(delay), force=force)
             return True
 
-        return self._control("VM.shutdown", ("before_vm_shutdown",),
-                             lambda p: self._ops_impl.shutdown(p, message), on_ok)
+        extra = agent.shutdown.timeout if through_agent is not None else 0.0
+        return self._control(
+            "VM.reboot" if reboot else "VM.shutdown", ("before_vm_shutdown",),
+            lambda p: self._ops_impl.shutdown(p, message, reboot=reboot, agent=through_agent),
+            on_ok, timeout=self._env.config.call_timeout + extra)
+
+    def set_balloon_target(self, target: int) -> Future[bool]:
+        """Set the balloon: the memory (KiB) the guest may use, up to ``memSize``."""
+        most = self._params.mem_mib * 1024
+        if target > most:
+            raise InvalidParams("target", f"{target} KiB is more than the VM's memory "
+                                          f"({most} KiB)")
+
+        def on_ok(_result: Any) -> bool:
+            self._balloon_target = target
+            self._board.set_part(self.vm_id, "balloon",
+                                 {"balloonInfo": {"balloon_target": target}})
+            return True
+
+        return self._control("VM.setBalloonTarget", (),
+                             lambda _p: self._ops_impl.set_balloon_target(target), on_ok)
+
+    # --- guest agent verbs ---------------------------------------------------------------------
+
+    def run_in_guest(self, command: GuestCommand) -> Future[bool]:
+        """A desktop verb's command, run in the guest by its agent."""
+        return self._guest().run(command)
+
+    def freeze(self, thaw_after: float) -> Future[bool]:
+        return self._guest().freeze(thaw_after)
+
+    def thaw(self) -> Future[bool]:
+        return self._guest().thaw()
 
     def set_ticket(self, password: str, ttl: int) -> Future[bool]:
         return self._control("VM.setTicket", ("before_vm_set_ticket", "after_vm_set_ticket"),
@@ -346,6 +419,8 @@ class VmActor(SupervisedActor):
             self._attach()
         elif isinstance(message, _Timer):
             self._on_timer(message)
+        elif isinstance(message, AgentMessage):
+            self._guest().receive(message)
         else:
             return super().on_receive(message)
         return None
@@ -360,8 +435,14 @@ class VmActor(SupervisedActor):
         elif event.kind == "io_error":
             _src, _alias, action, reason = event.args
             self._tracker.on_io_error(action, reason)
+        elif event.kind == "agent_lifecycle":
+            state, reason = event.args
+            self._guest().on_lifecycle(state, reason)
+        elif event.kind == "reboot":
+            self._reboots += 1
+            log.info("VM %s rebooted", self.vm_id)
         else:
-            log.debug("VM %s: %s event %r", self.vm_id, event.kind, event.args)
+            log.debug("VM %s: %s event %r", self._who, event.kind, event.args)
 
     def _before_outcome(self, op: Op) -> None:
         # A state the operation read is older than lifecycle events that came meanwhile.
@@ -374,12 +455,29 @@ class VmActor(SupervisedActor):
         if timer.what == "powered-up" and self._tracker.status == VmStatus.POWERING_UP:
             self._set(Transition(VmStatus.UP))
         elif timer.what == "shutdown-deadline" and self._tracker.status != VmStatus.DOWN:
-            log.warning("VM %s did not power off in time: destroying it", self.vm_id)
+            if not timer.force:
+                log.warning("VM %s did not power off in time (not forced): it stays up",
+                            self._who)
+                if self._tracker.status == VmStatus.POWERING_DOWN:
+                    self._set(Transition(VmStatus.UP))
+                return
+            log.warning("VM %s did not power off in time: destroying it", self._who)
             if not self._running().running(DESTROY):
                 params = self._params
                 self._submit("shutdown deadline", DESTROY, timeout=self._destroy_timeout(),
                              on_ok=self._on_forced_off,
                              work=lambda _c: self._ops_impl.destroy(params))
+        elif timer.what == "reboot-deadline" and self._reboots == timer.reboots:
+            if self._tracker.status not in RUNNING:
+                return
+            if not timer.force:
+                log.warning("VM %s did not reboot in time (not forced)", self.vm_id)
+                return
+            log.warning("VM %s did not reboot in time: resetting it", self.vm_id)
+            try:
+                self._control("reboot deadline", (), lambda _p: self._ops_impl.reset(), _true)
+            except VMError as e:
+                log.warning("VM %s: cannot reset it now: %s", self.vm_id, e)
         elif timer.what == "attach":
             self._attach()
         elif timer.what == "incoming" and self._migrations is not None:
@@ -425,6 +523,10 @@ class VmActor(SupervisedActor):
         assert self._inflight is not None, "used before setup"
         return self._inflight
 
+    def _guest(self) -> GuestAgent:
+        assert self._agent is not None, "used before setup"
+        return self._agent
+
     def _destroy_timeout(self) -> float:
         return self._env.config.destroy_timeout + self._ops_impl.hook_budget(
             "before_vm_destroy", "after_vm_destroy")
@@ -436,12 +538,16 @@ class VmActor(SupervisedActor):
         restored = self._params.restore_state is not None
         self._params = started.params
         self._started = started.started
+        self._display = started.display
         state = started.state
         if state.status == VmStatus.UP and not restored:
             state = Transition(VmStatus.POWERING_UP)  # a fresh guest boots first
         self._set_read(state)
         if self._tracker.status == VmStatus.WAIT_FOR_LAUNCH:  # its events are late
             self._set(Transition(VmStatus.POWERING_UP))
+        # The board learns the start time and displays even when the status did not change
+        # here (events came first): elapsedTime and displayInfo from the first sample on.
+        self._publish()
         return {"vmID": self.vm_id, "status": str(self._tracker.status)}
 
     def _on_start_failed(self, _error: BaseException) -> None:
@@ -489,12 +595,13 @@ class VmActor(SupervisedActor):
             if self._running().running(DESTROY):
                 return  # destroyed meanwhile: the destroy's own outcome says why
             if self._tracker.status != VmStatus.DOWN:
-                log.warning("VM %s: its domain is gone", self.vm_id)
+                log.warning("VM %s: its domain is gone", self._who)
                 self._set(Transition(VmStatus.DOWN, exit_reason=ExitReason.UNKNOWN))
             return
         if found.params is not None:
             self._params = found.params
         self._started = found.started or self._started
+        self._display = found.display or self._display
         state = found.state
         keep = {VmStatus.POWERING_DOWN, VmStatus.POWERING_UP}
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
@@ -504,7 +611,7 @@ class VmActor(SupervisedActor):
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):
             return  # the resync after the reconnect attaches again
-        log.warning("VM %s: re-attaching failed (%s); again in %g s", self.vm_id, error,
+        log.warning("VM %s: re-attaching failed (%s); again in %g s", self._who, error,
                     self._attach_delay)
         self._schedule("attach", self._attach_delay)
         self._attach_delay = min(ATTACH_RETRY_MAX, self._attach_delay * 2)
@@ -528,8 +635,10 @@ class VmActor(SupervisedActor):
     def _after_change(self) -> None:
         status = self._tracker.status
         if status == VmStatus.DOWN:
-            for what in ("powered-up", "shutdown-deadline"):
+            for what in ("powered-up", "shutdown-deadline", "reboot-deadline"):
                 self._cancel(what)
+            if self._agent is not None:
+                self._agent.on_down()
         elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
             self._schedule("powered-up", self._env.config.powering_up)
         self._publish()
@@ -540,12 +649,17 @@ class VmActor(SupervisedActor):
 
     def _view(self) -> VmView:
         t = self._tracker
+        agent = self._agent.state if self._agent is not None else None
         return VmView(self.vm_id, self._params.name, t.status, t.pause_code,
-                      t.exit_reason if t.status == VmStatus.DOWN else None, self._started)
+                      t.exit_reason if t.status == VmStatus.DOWN else None, self._started,
+                      self._display, self._params.mem_mib, agent)
 
     def _key(self) -> tuple[Any, ...]:
+        """What an event is published for: the status, and whether the agent answers (its
+        other states show in the stats, not as events)."""
         view = self._view()
-        return view.status, view.pause_code, view.exit_reason
+        answers = self._agent is not None and self._agent.responsive and view.active
+        return view.status, view.pause_code, view.exit_reason, answers
 
     def _publish(self) -> None:
         view = self._view()
@@ -554,17 +668,17 @@ class VmActor(SupervisedActor):
         if key == self._published:
             return
         self._published = key
-        log.info("VM %s is %s", self.vm_id, view.status)
+        log.info("VM %s is %s", self._who, view.status)
         self.ctx.runtime.events.publish(f"|virt|VM_status|{self.vm_id}", view.to_wire())
 
     # --- timers ------------------------------------------------------------------------------
 
-    def _schedule(self, what: Literal["powered-up", "shutdown-deadline", "attach", "incoming"],
-                  delay: float) -> None:
+    def _schedule(self, what: TimerKind, delay: float, *, force: bool = False,
+                  reboots: int = 0) -> None:
         self._cancel(what)
         serial = next(self._serial)
         self._timer_serials[what] = serial
-        me, message = self.actor_ref, _Timer(what, serial)
+        me, message = self.actor_ref, _Timer(what, serial, force, reboots)
         self._timers[what] = self.ctx.runtime.clock.call_later(delay,
                                                                lambda: _tell(me, message))
 

@@ -45,10 +45,12 @@ from typing import Any, Literal, Protocol
 
 import pykka
 
+from actors.config import GuestAgentConfig
 from actors.directory import ActorDirectory, ServiceRef
 from actors.jobs.record import DONE, FAILED, HIBERNATE, RESTORE, RUNNING
 from actors.jobs.store import JobStore
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
+from actors.vm import agentapi
 from actors.vm.actor import Mode, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
@@ -95,6 +97,7 @@ class VmApi:
         spec: SpecFactory,
         ready: threading.Event,
         jobs: JobStore | None = None,
+        guest_agent: GuestAgentConfig | None = None,
     ) -> None:
         self._directory = directory
         self.board = board
@@ -106,6 +109,7 @@ class VmApi:
         self._vms_path = vms_path
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
         self._ready = ready
+        self._guest_agent = guest_agent or GuestAgentConfig()
         # Acts after an operation (stops an actor: asks its supervisor): off the workers.
         self._finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="vm-finish")
 
@@ -116,9 +120,8 @@ class VmApi:
             "VM.pause": Binding(lambda p: self.verb(p, lambda vm: vm.pause())),
             "VM.cont": Binding(lambda p: self.verb(p, lambda vm: vm.cont())),
             "VM.reset": Binding(lambda p: self.verb(p, lambda vm: vm.reset())),
-            "VM.shutdown": Binding(
-                lambda p: self.verb(p, lambda vm: vm.shutdown(p["delay"], p["message"]))
-            ),
+            "VM.shutdown": Binding(lambda p: self.verb(p, lambda vm: vm.shutdown(
+                p["delay"], p["message"], p["reboot"], p["force"]))),
             "VM.setTicket": Binding(
                 lambda p: self.verb(p, lambda vm: vm.set_ticket(
                     check_plain_text(p["password"], "password"), p["ttl"]))
@@ -129,6 +132,7 @@ class VmApi:
             "VM.getStats": Binding(self.get_stats, inline=True),
             "Host.getVMList": Binding(self.get_vm_list, inline=True),
             "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
+            **agentapi.bindings(self, self._guest_agent),
         }
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The VM board: every VM's last status and last stats, readable from any thread.
 
-Each VM actor writes its own :class:`VmView` when its status changes; the stats sampler
-writes the stats of all VMs once per sampling interval. The API handlers (``VM.getStats``,
-``Host.getVMList``, ``Host.getAllVmStats``) and ``Host.getStats`` read it without asking any
-actor, so a busy or stuck VM cannot slow a host-wide read (the same idea as the
+Each VM actor writes its own :class:`VmView` when its status changes, and the parts of the
+stats only it knows (:meth:`VmBoard.set_part`: the guest agent's info, the balloon target);
+the stats sampler writes the stats of all VMs once per sampling interval. The API handlers
+(``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) and ``Host.getStats`` read it
+without asking any actor, so a busy or stuck VM cannot slow a host-wide read (the same idea as the
 :class:`~actors.directory.ActorDirectory`). Views are immutable; a stats map is never
 mutated once set (the sampler builds new ones), so readers get shallow copies.
 """
@@ -39,6 +40,9 @@ class VmView:
     pause_code: PauseCode | None = None
     exit_reason: ExitReason | None = None
     started: float | None = None
+    display: tuple[dict[str, Any], ...] = ()  # displayInfo, as the live domain has it
+    mem_mib: int | None = None
+    guest_agent: str | None = None  # the guest agent's state (actors/vm/qga.py)
 
     @property
     def active(self) -> bool:
@@ -48,6 +52,8 @@ class VmView:
         """``{vmID, vmName, status, pauseCode?, exitReason?, exitCode?, exitMessage?}``."""
         out: dict[str, Any] = {"vmID": self.vm_id, "vmName": self.name,
                                "status": str(self.status)}
+        if self.guest_agent is not None and self.status != VmStatus.DOWN:
+            out["guestAgent"] = self.guest_agent
         if self.status == VmStatus.PAUSED and self.pause_code is not None:
             out["pauseCode"] = str(self.pause_code)
         if self.status == VmStatus.DOWN and self.exit_reason is not None:
@@ -62,6 +68,7 @@ class VmBoard:
         self._lock = threading.Lock()
         self._views: dict[str, VmView] = {}
         self._stats: dict[str, dict[str, Any]] = {}
+        self._parts: dict[str, dict[str, dict[str, Any]]] = {}
         self._sampled_at: float | None = None
 
     # --- writers -------------------------------------------------------------------------
@@ -74,6 +81,15 @@ class VmBoard:
         with self._lock:
             self._views.pop(vm_id, None)
             self._stats.pop(vm_id, None)
+            self._parts.pop(vm_id, None)
+
+    def set_part(self, vm_id: str, part: str, values: dict[str, Any]) -> None:
+        """Stats of ``vm_id`` that its actor knows (``part`` names who wrote them), shown
+        over the sampler's while the VM is not Down; a map value is merged into the
+        sampler's map of the same key. ``values`` is never mutated afterwards."""
+        with self._lock:
+            if vm_id in self._views:
+                self._parts.setdefault(vm_id, {})[part] = values
 
     def set_stats(self, stats: dict[str, dict[str, Any]], sampled_at: float) -> None:
         """The stats of one sample (monotonic ``sampled_at``); VMs absent have none."""
@@ -113,10 +129,11 @@ class VmBoard:
                 views = sorted(self._views.values(), key=lambda v: v.vm_id)
             else:
                 views = [self._views[vm_id]] if vm_id in self._views else []
-            pairs = [(view, self._stats.get(view.vm_id)) for view in views]
+            rows = [(view, self._stats.get(view.vm_id), self._parts.get(view.vm_id, {}))
+                    for view in views]
             age = None if self._sampled_at is None else round(now - self._sampled_at, 3)
         result = []
-        for view, stats in pairs:
+        for view, stats, parts in rows:
             if stats is not None and view.active:
                 # A shallow copy is enough: nobody mutates a stats map once it is set.
                 entry = dict(stats)
@@ -124,6 +141,21 @@ class VmBoard:
                     entry["statsAge"] = age
             else:
                 entry = copy.deepcopy(EMPTY_STATS)
+            entry["displayInfo"] = [dict(d) for d in view.display] if view.active else []
+            if view.mem_mib is not None:
+                entry["memSize"] = view.mem_mib
+            if view.active:
+                for values in parts.values():
+                    _merge(entry, values)
             entry.update(view.to_wire())
             result.append(entry)
         return result
+
+
+def _merge(entry: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        old = entry.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            entry[key] = {**old, **value}
+        else:
+            entry[key] = value

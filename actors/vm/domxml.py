@@ -7,6 +7,10 @@ its VMs run finds its own domains and their parameters again (:func:`parse_metad
 the domain: several agents may share one libvirtd, e.g. parallel tests) and the POSIX time
 the VM ``started``.
 
+Every VM gets the QEMU guest agent's virtio-serial channel (:data:`AGENT_CHANNEL`, see
+:mod:`actors.vm.qga`) and a virtio balloon whose driver reports the guest's memory every
+:data:`BALLOON_STATS_PERIOD` seconds (the agent asks for its own stats interval).
+
 Device names (``vda``, ``hdc``, ``fda``...) follow the drives' order per bus
 (:func:`disk_targets`); the stats and thin-provisioning code key disks by them.
 
@@ -39,6 +43,8 @@ ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 #: VM.setTicket sets a real one.
 EXPIRED = 1.0
 LOCKABLE = ("vnc", "spice")  # the display types that take a password
+AGENT_CHANNEL = "org.qemu.guest_agent.0"  # the QEMU guest agent's virtio-serial port
+BALLOON_STATS_PERIOD = 5  # s: how often the guest's balloon driver reports its memory
 
 _PREFIX = {"virtio": "vd", "ide": "hd", "scsi": "sd", "sata": "sd", "fdc": "fd"}
 _FORMAT = {"cow": "qcow2", "raw": "raw"}
@@ -87,6 +93,7 @@ def build_domain_xml(
     vnc_listen: str = "127.0.0.1",
     owner: str = "",
     started: float | None = None,
+    balloon_period: int = BALLOON_STATS_PERIOD,
 ) -> str:
     """The domain XML to hand ``createXML``/``defineXML``.
 
@@ -94,6 +101,7 @@ def build_domain_xml(
     gives the prepared path of each drive named by volume ids (by drive index); a drive named
     by path uses its own. Raises ``ValueError`` when a volume drive has no prepared path.
     ``owner`` and ``started`` go into the metadata (see :func:`read_metadata`).
+    ``balloon_period`` (s) is how often the guest's balloon driver reports its memory.
     """
     paths = dict(drive_paths or {})
     root = ET.Element("domain", type=params.emulator)
@@ -127,13 +135,21 @@ def build_domain_xml(
     ET.SubElement(serial, "target", port="0")
     if params.display == "vnc":
         devices.append(_vnc(vnc_listen))
+    devices.append(agent_channel())
     balloon = ET.SubElement(devices, "memballoon", model="virtio")
-    ET.SubElement(balloon, "stats", period="5")
+    ET.SubElement(balloon, "stats", period=str(max(1, balloon_period)))
 
     metadata = ET.SubElement(root, "metadata")
     metadata.append(_metadata_element(params, owner, started))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode")
+
+
+def agent_channel() -> ET.Element:
+    """The guest agent's virtio-serial channel; libvirt makes (and connects to) its socket."""
+    channel = ET.Element("channel", type="unix")
+    ET.SubElement(channel, "target", type="virtio", name=AGENT_CHANNEL)
+    return channel
 
 
 def _text(parent: ET.Element, tag: str, text: str, **attrs: str) -> ET.Element:
@@ -194,6 +210,29 @@ def _vnc(listen: str) -> ET.Element:
     _lock(graphics)
     ET.SubElement(graphics, "listen", type="address", address=listen)
     return graphics
+
+
+def display_info(domain_xml: str) -> tuple[dict[str, Any], ...]:
+    """The VM stats' ``displayInfo``: ``{type, port, tlsPort, ipAddress}`` of each display of
+    the live domain XML (ports as libvirt allocated them; -1 when none)."""
+    displays = []
+    for graphics in ET.fromstring(domain_xml).iterfind("devices/graphics"):
+        listen = graphics.find("listen[@type='address']")
+        address = listen.get("address") if listen is not None else None
+        displays.append({
+            "type": graphics.get("type", "?"),
+            "port": _port(graphics.get("port")),
+            "tlsPort": _port(graphics.get("tlsPort")),
+            "ipAddress": address or graphics.get("listen") or "",
+        })
+    return tuple(displays)
+
+
+def _port(text: str | None) -> int:
+    try:
+        return int(text) if text is not None else -1
+    except ValueError:
+        return -1
 
 
 def _lock(graphics: ET.Element) -> None:

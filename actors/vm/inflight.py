@@ -69,8 +69,10 @@ class InFlight:
         *,
         clock: Clock,
         libvirt: LibvirtHandle | None = None,
+        who: str = "",
     ) -> None:
         self.vm_id = vm_id
+        self.who = who or vm_id  # how log lines name the VM (id and name)
         self._notify = notify
         self._caller = GuestCaller(vm_id, clock=clock, libvirt=libvirt)
         self._ops: dict[int, Op] = {}
@@ -127,10 +129,10 @@ class InFlight:
             try:
                 op.reply.set_result(op.on_ok(done.future.result()))
             except Exception as e:  # a bug in on_ok fails the verb, not the actor
-                log.exception("VM %s: finishing %s failed", self.vm_id, op.name)
+                log.exception("VM %s: finishing %s failed", self.who, op.name)
                 op.reply.set_exception(VMError(reason=f"{op.name} failed: {e!r}"))
             return
-        log.warning("VM %s: %s failed: %s", self.vm_id, op.name, error)
+        log.warning("VM %s: %s failed: %s", self.who, op.name, error)
         try:
             if op.on_error is not None:
                 op.on_error(error)

@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import xml.etree.ElementTree as ET  # only its ParseError, for a broken save image
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import libvirt
 
-from actors.config import VmConfig
+from actors.config import GuestAgentConfig, VmConfig
 from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
 from actors.vm import domxml, restorexml
@@ -96,6 +97,7 @@ class VmEnv:
     logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
     migration: MigrationEnv | None = None  # None: this agent does not migrate (unit tests)
+    agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)  # the guest agents
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Started:
     params: VmParams
     started: float
     state: Transition
+    display: tuple[dict[str, Any], ...] = ()  # the stats' displayInfo
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Attached:
     params: VmParams | None
     started: float | None
     state: Transition
+    display: tuple[dict[str, Any], ...] = ()
 
 
 class VmOps:
@@ -158,6 +162,7 @@ class VmOps:
                 xml = domxml.build_domain_xml(
                     stored, serial_log=str(self.serial_log), drive_paths=paths,
                     owner=self.env.owner, started=started,
+                    balloon_period=math.ceil(self.env.config.stats_interval),
                 )
                 xml = domxml.locked_display(self._hook("before_vm_start", xml, params))
                 with self._libvirt("starting the VM"):
@@ -166,8 +171,9 @@ class VmOps:
             if cancelled.is_set():
                 self._kill(dom)
                 raise VMError(reason="the start was abandoned (it took too long)")
+            live = self._xml(dom)
             try:
-                self._hook(after, self._xml(dom), params)
+                self._hook(after, live, params)
             except HookError:
                 self._kill(dom)
                 raise
@@ -175,7 +181,7 @@ class VmOps:
                 state = from_state(*dom.state())
             if isinstance(params.restore_state, str):
                 self._consume(params.restore_state)
-            return Started(stored, started, state)
+            return Started(stored, started, state, domxml.display_info(live))
         except BaseException:
             self._teardown(params)
             if recorded:
@@ -270,13 +276,38 @@ class VmOps:
         with self._libvirt("resetting the VM"):
             dom.reset(0)
 
-    def shutdown(self, params: VmParams, message: str) -> None:
+    def shutdown(self, params: VmParams, message: str, *, reboot: bool = False,
+                 agent: Callable[[bool], None] | None = None) -> str:
+        """Ask the guest to power off (or reboot): through ``agent`` (the guest agent's
+        bounded shutdown) when given, with the ACPI power button when there is none or it
+        fails. Returns how: ``"agent"`` or ``"acpi"``."""
         dom = self._dom()
         self._hook("before_vm_shutdown", self._xml(dom), params)
+        what = "reboot" if reboot else "power off"
         if message:
-            log.info("VM %s: shutting down: %s", self.vm_id, message)
-        with self._libvirt("sending the ACPI power-off"):
-            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            log.info("VM %s (%s): asking the guest to %s: %s", self.vm_id, params.name, what,
+                     message)
+        if agent is not None:
+            try:
+                agent(reboot)
+            except VdsmError as e:
+                log.info("VM %s: the guest agent did not %s the guest (%s): ACPI instead",
+                         self.vm_id, what, e)
+            else:
+                log.info("VM %s: the guest agent asked the guest to %s", self.vm_id, what)
+                return "agent"
+        with self._libvirt(f"sending the ACPI {'reboot' if reboot else 'power-off'}"):
+            if reboot:
+                dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+            else:
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        return "acpi"
+
+    def set_balloon_target(self, target: int) -> None:
+        """Inflate or deflate the balloon so that the guest holds ``target`` KiB."""
+        dom = self._dom()
+        with self._libvirt("setting the balloon target"):
+            dom.setMemoryFlags(target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     def hibernate(self, params: VmParams, target: MemoryImage) -> None:
         """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the
@@ -353,7 +384,8 @@ class VmOps:
         if dom is None:
             return None
         with self._libvirt("reading the VM"):
-            stored = domxml.read_metadata(dom.XMLDesc(0))
+            xml = dom.XMLDesc(0)
+            stored = domxml.read_metadata(xml)
             state = from_state(*dom.state())
         params = None
         if stored is not None:
@@ -361,7 +393,8 @@ class VmOps:
                 params = VmParams.from_dict(self.vm_id, stored.params)
             except (VdsmError, KeyError, TypeError, ValueError) as e:
                 log.error("VM %s: its stored params are unusable: %s", self.vm_id, e)
-        return Attached(params, stored.started if stored else None, state)
+        return Attached(params, stored.started if stored else None, state,
+                        domxml.display_info(xml))
 
     # --- helpers ---------------------------------------------------------------------------
 

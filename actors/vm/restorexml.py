@@ -3,9 +3,10 @@
 libvirt restores a memory image only with the devices it was saved with, so the restore XML
 starts from the image's own (``saveImageGetXMLDesc``). That XML is data from a file, not the
 agent's word: whatever names a host resource in it (a disk's file, the kernel, the serial
-log, a NIC's bridge or script, the emulator binary, a VNC socket) is replaced by what the
-VM's params and the agent say now, exactly as at a fresh start; what the agent never
-defines (host devices, shared directories, channels, extra namespaces such as
+log, a NIC's bridge or script, the emulator binary, a VNC socket, the guest agent channel's
+socket) is replaced by what the VM's params and the agent say now, exactly as at a fresh
+start; what the agent never defines (host devices, shared directories, other channels,
+extra namespaces such as
 ``qemu:commandline``, firmware files) makes the restore fail. The display is locked again
 (:func:`~actors.vm.domxml.locked_display`): the image holds no password.
 
@@ -126,12 +127,26 @@ def _devices(devices: ET.Element, params: VmParams, serial_log: str,
             device.set("port", "-1")
             device.set("autoport", "yes")
             ET.SubElement(device, "listen", type="address", address=VNC_LISTEN)
+        elif tag == "channel":
+            _agent_channel(device)
         elif tag == "input" and device.get("type") not in INPUTS:
             raise ValueError(f"it has a {device.get('type')} input device")
         elif tag not in PLAIN_DEVICES:
             raise ValueError(f"it holds <{tag}>, which the agent never defines")
     if targets:
         raise ValueError(f"it lacks the VM's drive {sorted(targets)[0]}")
+
+
+def _agent_channel(channel: ET.Element) -> None:
+    """The guest agent's channel keeps its port; libvirt makes its socket anew."""
+    target = channel.find("target")
+    if channel.get("type") != "unix" or target is None or target.get("type") != "virtio" \
+            or target.get("name") != domxml.AGENT_CHANNEL:
+        raise ValueError("it has a channel the agent never defines")
+    for child in list(channel):
+        if child.tag not in ("target", "address", "alias"):
+            channel.remove(child)
+    target.attrib.pop("state", None)
 
 
 def _set_source(disk: ET.Element, path: str) -> None:

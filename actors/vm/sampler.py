@@ -41,6 +41,7 @@ from actors.vm.board import VmBoard
 from actors.vm.guestcall import GuestCaller
 from actors.vm.stats import BULK_FLAGS, STATS, Record, StatsHistory, monitor_responding
 from messaging.errors import GuestCallBusy, GuestCallTimeout
+from messaging.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class VmStatsSampler(SupervisedActor):
                         "confirmations": 0, "confirmedStuck": 0}
         self._last_duration = 0.0
         self._last_error = ""
+        # one line a minute (and how many more) while every interval's call fails
+        self._failures = RateLimitedLog(log, "bulk stats failures", burst=1, window=60.0)
 
     def setup(self) -> None:
         self._caller = GuestCaller("all-vms", clock=self.ctx.runtime.clock,
@@ -163,7 +166,7 @@ class VmStatsSampler(SupervisedActor):
         if error is not None:
             self._counts["errors"] += 1
             self._last_error = str(error)
-            log.warning("the bulk stats call failed: %s", error)
+            self._failures("the bulk stats call failed: %s", error)
             return
         now = time.monotonic()
         self._last_duration = now - message.issued

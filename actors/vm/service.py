@@ -106,6 +106,7 @@ class VmSubsystem:
             logs=self.logs,
             registry=self.registry,
             migration=self.migration,
+            agent=deps.config.guest_agent,
         )
         #: set once the first recovery pass is done: VM verbs answer 100 until then
         self.ready = threading.Event()
@@ -122,7 +123,8 @@ class VmSubsystem:
         )
         self.api = VmApi(directory=deps.runtime.directory, board=self.board,
                          registry=self.registry, paths=self.paths, logs=self.logs,
-                         vms_path=VMS, spec=self.vm_spec, ready=self.ready, jobs=self.jobs)
+                         vms_path=VMS, spec=self.vm_spec, ready=self.ready, jobs=self.jobs,
+                         guest_agent=deps.config.guest_agent)
         self.migration_api = MigrationApi(vms=self.api, env=self.migration)
 
     def vm_spec(

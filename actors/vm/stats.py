@@ -12,9 +12,22 @@ PROTOCOL.md's ``VM.getStats`` map:
 ``cpuUsage``
     total CPU time of the VM, in ns (a counter).
 ``memUsage``
-    percent of the guest's memory in use, from the balloon driver's statistics; 0 while the
-    guest reports none (no virtio_balloon driver). ``memRss`` (KiB) is the host's view: qemu's
+    percent of the VM's memory (``memSize``, the balloon's maximum) the guest does not report
+    unused, as vdsm computes it: ``int(100 - unused / maximum * 100)`` from the virtio
+    balloon driver's statistics (memory the balloon took counts as used); 0 while the guest
+    reports none (no virtio_balloon driver). ``memRss`` (KiB) is the host's view: qemu's
     resident size, which includes qemu's own overhead (~90 MiB over a 128 MiB TCG guest).
+``memoryStats``
+    the balloon driver's statistics, as vdsm reports them: ``mem_total`` (the guest's
+    MemTotal, KiB), ``mem_unused`` and ``mem_free`` (its MemFree), ``mem_usable`` (its
+    MemAvailable), ``swap_in``, ``swap_out``, ``majflt``, ``minflt`` (per second over the
+    interval) and ``pageflt`` (their sum); only while the guest reports them. The domain
+    XML asks the guest for them every ``[vm] stats_interval`` (``<memballoon><stats
+    period>``, whole seconds).
+``balloonInfo``
+    ``balloon_max`` (``memSize``, KiB), ``balloon_min`` (0), ``balloon_cur`` (what the
+    guest holds now) and ``balloon_target`` (this sample's current value; the VM actor
+    shows the target ``VM.setBalloonTarget`` set instead).
 ``disks``
     ``{target: {readBytes, writeBytes, readOps, writeOps, readRate, writeRate (bytes/s),
     readLatency, writeLatency, flushLatency (ns per op over the interval), capacity,
@@ -182,7 +195,7 @@ def vm_stats(
         source = previous_full.record if previous_full else record
         old = None
         interval = 0.0
-    stats.update(_memory(source))
+    stats.update(_memory(source, old, interval))
     stats["disks"] = _disks(source, old, interval)
     stats["network"] = _network(source, old, interval)
     return stats
@@ -221,22 +234,34 @@ def _cpu(record: Record, old: Record | None, interval: float) -> dict[str, Any]:
     return out
 
 
-def _memory(record: Record) -> dict[str, Any]:
+_MEMORY_RATES = {"swap_in": "balloon.swap_in", "swap_out": "balloon.swap_out",
+                 "majflt": "balloon.major_fault", "minflt": "balloon.minor_fault"}
+
+
+def _memory(record: Record, old: Record | None, interval: float) -> dict[str, Any]:
     out: dict[str, Any] = {"memUsage": 0}
     current = int(record.get("balloon.current", 0))  # KiB given to the guest
-    available = int(record.get("balloon.available", 0))
-    unused = record.get("balloon.usable", record.get("balloon.unused"))
-    if available > 0 and unused is not None:
-        out["memUsage"] = _percent(available - int(unused), available)
+    maximum = int(record.get("balloon.maximum", 0))  # KiB: memSize
+    if "balloon.available" in record and "balloon.unused" in record:
+        unused = int(record["balloon.unused"])
+        if maximum > 0:
+            out["memUsage"] = max(0, min(100, int(100 - 100 * unused / maximum)))
+        memory = {"mem_total": int(record["balloon.available"]), "mem_unused": unused,
+                  "mem_free": unused}
+        if "balloon.usable" in record:
+            memory["mem_usable"] = int(record["balloon.usable"])
+        for key, source in _MEMORY_RATES.items():
+            memory[key] = round(_rate(record, old, source, interval))
+        memory["pageflt"] = memory["majflt"] + memory["minflt"]
+        out["memoryStats"] = memory
     if "balloon.rss" in record:
         out["memRss"] = int(record["balloon.rss"])
     if current:
         out["memCurrent"] = current
+    if maximum:
+        out["balloonInfo"] = {"balloon_max": maximum, "balloon_min": 0,
+                              "balloon_cur": current, "balloon_target": current}
     return out
-
-
-def _percent(part: int, whole: int) -> int:
-    return max(0, min(100, round(100 * part / whole)))
 
 
 def _indexed(record: Record, group: str) -> Iterable[tuple[str, str]]:

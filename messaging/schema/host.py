@@ -23,7 +23,9 @@ VERBS = (
         "Recent host statistics, from the last sample (no I/O on the request path).",
         result="map: cpuUser, cpuSys, cpuIdle (percent), cpuLoad, memFree, memUsed, memTotal "
         "(MiB), network {nic: {rxRate, txRate, rxBytes, txBytes, state, speed}}, vmCount, "
-        "vmActive, storageDomains, elapsedTime, sampleTime",
+        "vmActive, storageDomains, elapsedTime (s since the agent started), sampleTime "
+        "(when the sample was taken: monotonic s, the clock of events' notify_time), "
+        "sampleInterval (s between samples), statsAge (s since the sample)",
         aliases=("getVdsStats",),
     ),
     Verb(
@@ -40,7 +42,7 @@ VERBS = (
             Field("secure", Bool(), required=False, default=False),
         ),
         result='{"power": "on"|"off"|"unknown", "operationStatus": ...}',
-        aliases=("fenceNode",),
+        aliases=("fenceNode",), implemented=False,
         timeout=120.0,
     ),
     Verb(

@@ -18,6 +18,7 @@ VERBS = (
         "Host.getNetworkCapabilities",
         "Networks, bridges, nics, bondings and vlans of this host.",
         result="map",
+        implemented=False,
     ),
     Verb(
         "Host.setupNetworks",
@@ -27,13 +28,13 @@ VERBS = (
             Field("bondings", MapOf(AnyValue()), required=False, default={}),
             Field("options", SETUP_OPTIONS, required=False, default={}),
         ),
-        aliases=("setupNetworks",),
+        aliases=("setupNetworks",), implemented=False,
         timeout=180.0,
     ),
     Verb(
         "Host.setSafeNetworkConfig",
         "Persist the current network configuration as the one to restore at boot.",
-        aliases=("setSafeNetworkConfig",),
+        aliases=("setSafeNetworkConfig",), implemented=False,
     ),
     Verb(
         "Host.addNetwork",
@@ -45,7 +46,7 @@ VERBS = (
             Field("nics", AnyValue(), required=False),
             Field("options", MapOf(AnyValue()), required=False, default={}),
         ),
-        aliases=("addNetwork",),
+        aliases=("addNetwork",), implemented=False,
         timeout=180.0,
     ),
     Verb(
@@ -55,7 +56,7 @@ VERBS = (
             Field("bridge", Str(min_len=1, max_len=15, pattern=r"[A-Za-z0-9_.-]+")),
             Field("options", MapOf(AnyValue()), required=False, default={}),
         ),
-        aliases=("delNetwork",),
+        aliases=("delNetwork",), implemented=False,
         timeout=180.0,
     ),
     Verb(
@@ -66,7 +67,7 @@ VERBS = (
             Field("newBridge", Str(min_len=1, max_len=15)),
             Field("options", MapOf(AnyValue()), required=False, default={}),
         ),
-        aliases=("editNetwork",),
+        aliases=("editNetwork",), implemented=False,
         timeout=180.0,
     ),
 )

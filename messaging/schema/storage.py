@@ -1,13 +1,13 @@
 """Storage verbs: connections, domains, pool, images and volumes, SPM."""
 
-from messaging.schema.types import Enum, Field, Int, ListOf, Str, Struct, Text, Uuid
+from messaging.schema.types import Enum, Field, Int, ListOf, Size, Str, Struct, Text, Uuid
 from messaging.schema.verbs import Verb
 
 SP_ID = Field("storagepoolID", Uuid(), doc="the storage pool's UUID")
 SD_ID = Field("storagedomainID", Uuid(), doc="the storage domain's UUID")
 IMG_ID = Field("imageID", Uuid(), doc="the image's UUID")
 VOL_ID = Field("volumeID", Uuid(), doc="the volume's UUID")
-SIZE = Int(min=0, max=2**63 - 1)
+SIZE = Size(min=0, max=2**63 - 1)
 DOMAIN_TYPES = ("localfs", "posixfs", "nfs", "iscsi", "fcp", "loop")
 
 CONNECTION = Struct(

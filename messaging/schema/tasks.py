@@ -9,7 +9,8 @@ VERBS = (
     Verb(
         "Host.getAllTasksStatuses",
         "Every task this host knows, finished or not.",
-        result="{taskID: {taskState, taskResult, code, message, verb, progress}}",
+        result="{taskID: {taskID, taskState, taskResult, code, message, verb, objects, "
+        "progress}} (each as Task.getStatus)",
         aliases=("getAllTasksStatuses",),
     ),
     Verb(
@@ -17,8 +18,10 @@ VERBS = (
         "One task's status.",
         (TASK_ID,),
         result="{taskID, taskState (queued|running|aborting|recovering|finished), taskResult "
-        "(''|success|failure|cleanSuccess|cleanFailure), code, message, verb, progress: "
-        "{total, started, done, current}}",
+        "(''|success|failure|cleanSuccess|cleanFailure), code, message, verb, objects "
+        "({spUUID?, sdUUID?, imgUUID?, volUUID?}: what it works on), progress: {total, "
+        "started, done, current (steps), bytesDone?, bytesTotal? (a task that writes data: "
+        "live while it runs)}}",
         aliases=("getTaskStatus",),
     ),
     Verb("Task.clear", "Forget a finished task.", (TASK_ID,), aliases=("clearTask",)),

@@ -14,6 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from messaging.errors import InvalidParams
@@ -131,6 +132,45 @@ class Int(Type):
             high = "" if self.max is None else str(self.max)
             bounds = f" [{low}..{high}]"
         return "integer" + bounds
+
+
+@dataclass(frozen=True)
+class Size(Int):
+    """An :class:`Int` that is an amount of storage or memory, counted in ``unit`` bytes.
+
+    The wire carries the integer; ``vdsm-client`` also accepts units (``1G``, ``512M``) and
+    converts them to ``unit``s (see :func:`parse_size`)."""
+
+    unit: int = 1
+
+    def describe(self) -> str:
+        what = "bytes" if self.unit == 1 else f"{_UNIT_NAMES.get(self.unit, self.unit)}"
+        return f"size in {what}" + super().describe().removeprefix("integer")
+
+
+_UNIT_NAMES = {1 << 10: "KiB", 1 << 20: "MiB", 1 << 30: "GiB"}
+_SUFFIXES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+             "P": 1 << 50}
+
+
+def parse_size(text: str, unit: int = 1) -> int:
+    """``text`` (``4096``, ``512M``, ``1G``, ``1.5GiB``, ``2T``) as a count of ``unit`` bytes.
+
+    Suffixes are binary (K = 1024); a number without one is already in ``unit``s. A size
+    that is not a whole number of ``unit``s is refused (ValueError), never rounded."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:I?B)?|B)?\s*", text.upper())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (a number with an optional unit: "
+                         "K, M, G, T, e.g. 512M or 1G)")
+    number, suffix = match.groups()
+    if suffix is None:
+        if "." in number:
+            raise ValueError(f"{text!r}: a size without a unit is a whole number")
+        return int(number)
+    scaled = Fraction(number) * _SUFFIXES[suffix]
+    if scaled % unit:
+        raise ValueError(f"{text!r} is not a whole number of {_UNIT_NAMES.get(unit, unit)}")
+    return scaled // unit
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class Verb:
     #: the deadline of the operation the verb starts, when it may be longer than ``timeout``:
     #: the request's deadline is then extended to it (plus a reply margin)
     operation: str = ""
+    #: False for a verb that is declared (its params are checked) but that this agent does
+    #: not implement yet: calling it answers -32601 "declared but not implemented"
+    implemented: bool = True
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -43,6 +46,16 @@ class Verb:
     @property
     def short_name(self) -> str:
         return self.name.split(".", 1)[1]
+
+    @property
+    def queries(self) -> bool:
+        """Whether the verb only reads (logged at DEBUG, not INFO, when it is called)."""
+        return self.short_name.startswith(("get", "list", "inspect", "ping"))
+
+    @property
+    def starts_task(self) -> bool:
+        """Whether the verb answers the id of a task it started (``vdsm-client --wait``)."""
+        return self.result == "taskID"
 
     def check_params(self, params: Mapping[Any, Any]) -> dict[str, Any]:
         """Validate a request's params: a new dict with defaults filled in, or InvalidParams."""
@@ -82,6 +95,10 @@ class Schema:
             return self._verbs[self._names[method]]
         except KeyError:
             raise MethodNotFound(method=method[:128]) from None
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the name of its verb."""
+        return {k: v for k, v in self._names.items() if k != v}
 
     def namespaces(self) -> list[str]:
         return sorted({v.namespace for v in self._verbs.values()})

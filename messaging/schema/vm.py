@@ -9,6 +9,7 @@ from messaging.schema.types import (
     ListOf,
     MapOf,
     Path,
+    Size,
     Str,
     Struct,
     Uuid,
@@ -27,6 +28,7 @@ MIGRATION_STATUS = ("{jobID, job_type (migrate_out|migrate_in), status (pending|
                     "failed|aborted), progress (%), description, dst?, dataRemaining?, "
                     "bandwidth? (MiB/s), iteration?, elapsed? (ms), postCopyActive?, downtime? "
                     "(ms, once done), error? {code, message}}")
+SHUTDOWN_DEADLINE = CALL_DEADLINE + " + [guest_agent] shutdown_timeout"
 
 DRIVE = Struct(
     (
@@ -42,7 +44,8 @@ DRIVE = Struct(
         Field("device", Enum(("disk", "cdrom", "floppy")), required=False, default="disk"),
         Field("readonly", Bool(), required=False, default=False),
         Field("serial", Str(max_len=20, pattern=r"[A-Za-z0-9_-]*"), required=False),
-        Field("thresholdMiB", Int(min=1), required=False, doc="thin-provisioning watermark"),
+        Field("thresholdMiB", Size(min=1, unit=1 << 20), required=False,
+              doc="thin-provisioning watermark"),
     ),
     name="drive",
 )
@@ -59,7 +62,7 @@ NIC = Struct(
 VM_PARAMS = Struct(
     (
         Field("vmName", Str(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.+-]+")),
-        Field("memSize", Int(min=16, max=4 * 1024 * 1024), doc="MiB"),
+        Field("memSize", Size(min=16, max=4 * 1024 * 1024, unit=1 << 20), doc="MiB"),
         Field("smp", Int(min=1, max=512), required=False, default=1),
         Field("emulator", Enum(("kvm", "qemu")), required=False, default="kvm"),
         Field("kernel", Path(min_len=1), required=False,
@@ -108,14 +111,20 @@ VERBS = (
     Verb("VM.reset", "Hard-reset the guest.", (VM_ID,), operation=CALL_DEADLINE),
     Verb(
         "VM.shutdown",
-        "ACPI power-off; if the guest is still up after delay seconds, destroy it.",
+        "Power the guest off: through its guest agent when one answers, else (or when the "
+        "agent fails) with the ACPI power button. A guest still up after delay seconds is "
+        "destroyed if force, else it stays Up. With reboot, as VM.reboot.",
         (
             VM_ID,
             Field("delay", Int(min=0, max=3600), required=False, default=30),
-            Field("message", Str(max_len=1024), required=False, default=""),
+            Field("message", Str(max_len=1024), required=False, default="",
+                  doc="logged by the agent (qemu-ga shows none)"),
+            Field("reboot", Bool(), required=False, default=False),
+            Field("force", Bool(), required=False, default=False,
+                  doc="destroy (reboot: reset) a guest that did not obey within delay"),
         ),
         aliases=("shutdown",),
-        operation=CALL_DEADLINE,
+        operation=SHUTDOWN_DEADLINE,
     ),
     Verb(
         "VM.setTicket",
@@ -227,21 +236,16 @@ VERBS = (
         "Statistics of one VM.",
         (VM_ID,),
         result="list with one VM stats map: vmID, vmName, status, pauseCode?, exitReason?, "
-        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, disks, network, "
-        "monitorResponse, elapsedTime?, statsAge? (from the last sample)",
+        "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, memSize (MiB), memoryStats?, "
+        "balloonInfo?, disks, network, monitorResponse, displayInfo (list of {type, port, "
+        "tlsPort, ipAddress}; empty when Down), elapsedTime? (s since qemu started), statsAge? "
+        "(s since the last sample); guestAgent (unknown, responsive, unresponsive, "
+        "disconnected, absent) and, once the agent answered, guestAgentVersion, guestFQDN, "
+        "guestOs, guestOsInfo, username, guestUsers, netIfaces, guestIPs, disksUsage, "
+        "guestTimezone, appsList",
         aliases=("getVmStats",),
         timeout=10.0,
     ),
-    Verb(
-        "VM.desktopLogin",
-        "Ask the guest agent to log a user in.",
-        (VM_ID, Field("domain", Str()), Field("username", Str()), Field("password", Str())),
-        aliases=("desktopLogin",),
-    ),
-    Verb("VM.desktopLogoff", "Ask the guest agent to log the user off.", (VM_ID,),
-         aliases=("desktopLogoff",)),
-    Verb("VM.desktopLock", "Ask the guest agent to lock the screen.", (VM_ID,),
-         aliases=("desktopLock",)),
     Verb(
         "Host.getVMList",
         "The VMs of this host.",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
+from messaging.client import Client, ClientError
+from messaging.schema import SCHEMA
 from tests.harness import TOP, Vdsmd
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,14 +83,6 @@ def test_params_from_a_file_and_stdin(vdsmd: Vdsmd, tmp_path: Path) -> None:
     assert json.loads(done.stdout)["path"] == "/host"
     done = client(vdsmd, "-f", "-", "Actors", "inspect", stdin='{"path": "/host/stats"}')
     assert json.loads(done.stdout)["path"] == "/host/stats"
-
-
-def test_json_values_are_json_and_the_rest_strings(vdsmd: Vdsmd) -> None:
-    done = client(vdsmd, "Actors", "inspect", "path=/host")
-    assert done.returncode == 0
-    done = client(vdsmd, "Actors", "inspect", "path=5")
-    assert done.returncode == 1
-    assert "expected a string" in json.loads(done.stderr)["message"]
 
 
 def test_events_stream_one_json_line_each(vdsmd: Vdsmd) -> None:
@@ -205,3 +202,160 @@ def test_console_in_a_terminal(vdsmd: Vdsmd) -> None:
             pytest.fail("the console did not exit on Ctrl-D")
     finally:
         term.close()
+
+
+# --- the operator's first hour (issue 13) ---------------------------------------------------
+
+
+def test_aliases_and_did_you_mean_on_the_command_line(vdsmd: Vdsmd) -> None:
+    done = client(vdsmd, "ping")
+    assert (done.returncode, json.loads(done.stdout)) == (0, True)
+    assert json.loads(client(vdsmd, "Host.ping").stdout) is True
+    done = client(vdsmd, "VM", "continue", f"vmID={uuid.uuid4()}")
+    assert done.returncode == 1  # reached the agent as VM.cont: no such VM
+    assert json.loads(done.stderr)["code"] == 1
+    done = client(vdsmd, "VM", "destory", f"vmID={uuid.uuid4()}")
+    assert done.returncode == 2
+    assert "did you mean destroy?" in done.stderr and "getStats" in done.stderr
+
+
+def test_values_follow_the_schema(vdsmd: Vdsmd) -> None:
+    # path=5 is sent as the string "5" (not the number): the agent refuses its form, not
+    # its type; an invalid param exits 4
+    done = client(vdsmd, "Actors", "inspect", "path=5")
+    assert done.returncode == 4
+    error = json.loads(done.stderr)
+    assert error["code"] == -32602 and "expected a string" not in error["message"]
+    # an enum is checked by the client, naming the allowed values
+    done = client(vdsmd, "Volume", "create", f"storagepoolID={uuid.uuid4()}",
+                  f"storagedomainID={uuid.uuid4()}", f"imageID={uuid.uuid4()}",
+                  f"volumeID={uuid.uuid4()}", "size=1G", "volFormat=qcow2",
+                  "preallocate=sparse")
+    assert done.returncode == 4
+    assert "cow, raw" in json.loads(done.stderr)["message"]
+
+
+def test_distinct_exit_codes(vdsmd: Vdsmd) -> None:
+    assert client(vdsmd, "Task", "getStatus", f"taskID={uuid.uuid4()}").returncode == 1
+    assert client(vdsmd, "Host", "getVMList", "fullStatus=maybe").returncode == 4
+    # a verb the agent declares but does not implement: another error (5)
+    fence = ["Host", "fenceNode", "addr=192.0.2.1", "agent=apc", "username=u", "password=p",
+             "action=status"]
+    done = client(vdsmd, *fence)
+    assert done.returncode == 5
+    assert "not implemented" in json.loads(done.stderr)["message"]
+    legacy = subprocess.run(
+        [str(VENV_BIN / "vdsm-client"), "--api", vdsmd.api, *fence], capture_output=True,
+        text=True, timeout=30, check=False,
+        env={**os.environ, "VDSM_CLIENT_EXIT_CODES": "legacy"})
+    assert legacy.returncode == 1
+    done = client(vdsmd, "--help")
+    assert done.returncode == 0
+    assert "exit codes:" in done.stdout and "4  invalid params" in done.stdout
+
+
+def test_a_missing_endpoint_fails_at_once(tmp_path: Path) -> None:
+    # --timeout is ten minutes: waiting for a reply would outlast the subprocess timeout
+    for where in (tmp_path / "none" / "api.sock", tmp_path / "stale.sock"):
+        if where.name == "stale.sock":  # a socket file nobody listens on
+            stale = socket.socket(socket.AF_UNIX)
+            stale.bind(str(where))
+            stale.close()
+        done = subprocess.run([str(VENV_BIN / "vdsm-client"), "--api", f"ipc://{where}",
+                               "--timeout", "600", "Host", "ping"], capture_output=True,
+                              text=True, timeout=30, check=False)
+        assert done.returncode == 3
+        assert "no agent at" in done.stderr and "vdsmd" in done.stderr
+        done = subprocess.run([str(VENV_BIN / "vdsm-client"), "--events", f"ipc://{where}",
+                               "events"], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert done.returncode == 3 and "--events" in done.stderr
+
+
+def test_output_formats_on_the_command_line(vdsmd: Vdsmd) -> None:
+    done = client(vdsmd, "Actors", "list", "-o", "table")
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["PATH", "CLASS", "STATE"]
+    assert any(line.split()[0] == "/host/stats" for line in lines[1:])
+    as_yaml = yaml.safe_load(client(vdsmd, "-o", "yaml", "Host", "getCapabilities").stdout)
+    as_json = json.loads(client(vdsmd, "Host", "getCapabilities").stdout)
+    assert as_yaml["hostUUID"] == as_json["hostUUID"]
+    done = client(vdsmd, "VM", "list")
+    assert (done.returncode, done.stdout.strip()) == (0, "no VMs")
+
+
+def test_help_marks_declared_but_unimplemented_verbs(vdsmd: Vdsmd) -> None:
+    listing = client(vdsmd, "VM", "--help").stdout
+    assert "(not implemented)" in next(line for line in listing.splitlines()
+                                       if line.strip().startswith("migrate"))
+    assert "list" in listing  # the client's own command
+    assert "NOT IMPLEMENTED" in client(vdsmd, "Host", "fenceNode", "--help").stdout
+    assert "NOT IMPLEMENTED" not in client(vdsmd, "Host", "ping", "--help").stdout
+
+
+def test_the_schema_says_which_verbs_the_agent_implements(vdsmd: Vdsmd) -> None:
+    """Every verb, with a param no verb has: a declared-but-unimplemented verb answers
+    -32601 whatever its params, an implemented one refuses the param (-32602). So the
+    schema's ``implemented`` flags (api.md, --help) match the agent's verb table."""
+    wrong = []
+    with Client(vdsmd.api, timeout=10) as c:
+        for verb in SCHEMA:
+            try:
+                c.call(verb.name, {"__probe__": 1})
+            except ClientError as e:
+                expected = -32602 if verb.implemented else -32601
+                if e.code != expected:
+                    wrong.append(f"{verb.name}: {e.code} {e.message}")
+            else:
+                wrong.append(f"{verb.name} accepted an unknown param")
+    assert not wrong, wrong
+
+
+def test_task_wait_of_an_unknown_task(vdsmd: Vdsmd) -> None:
+    done = client(vdsmd, "Task", "wait", str(uuid.uuid4()))
+    assert done.returncode == 1
+    assert json.loads(done.stderr)["code"] == 401
+    assert client(vdsmd, "Task", "wait").returncode == 2
+    assert client(vdsmd, "Host", "ping", "--wait").returncode == 2  # starts no task
+
+
+def test_console_exit_status_and_closed_pipes(vdsmd: Vdsmd) -> None:
+    base = [str(VENV_BIN / "vdsm-console"), "--api", vdsmd.api, "--events", vdsmd.events]
+    ok = subprocess.run([*base, "-c", "tree", "-c", "inspect /host/stats"],
+                        capture_output=True, text=True, timeout=30, check=False)
+    assert ok.returncode == 0, ok.stdout
+    bad = subprocess.run([*base, "-c", "tree", "-c", "inspect /nowhere"], capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert bad.returncode == 1
+    assert "error 103" in bad.stdout
+    assert subprocess.run([*base, "-c", "bogus"], capture_output=True, timeout=30,
+                          check=False).returncode == 1
+    typed = subprocess.run([*base, "-c", "call Host.getVMList fullStatus=maybe"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert typed.returncode == 1 and "true or false" in typed.stdout
+    # the reader of the output went away (| head): no traceback
+    for tool, args in (("messaging.console", ["--api", vdsmd.api, "-c", "tree"]),
+                       ("messaging.cli.main", ["--api", vdsmd.api, "Actors", "list"])):
+        done = closed_stdout(tool, args)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def closed_stdout(module: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``module``'s main(args) writing to a pipe whose reader is gone."""
+    code = ("import os, sys\n"
+            "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+            f"from {module} import main\n"
+            f"sys.exit(main({args!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=TOP, capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_console_top_shows_message_rates(vdsmd: Vdsmd) -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "vdsm-console"), "--api", vdsmd.api, "-c", "top 1.5"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0
+    header = [line for line in done.stdout.splitlines() if line.startswith("ACTOR")]
+    assert header and "MSG/S" in header[-1] and "MBOX" in header[-1] and "CPU%" in header[-1]
+    assert "/host/stats" in done.stdout

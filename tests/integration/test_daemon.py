@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from messaging.client import Client, ClientError
+from messaging.schema import SCHEMA
 from tests.harness import Vdsmd, next_event, running_vdsmd, wait_for
 from tests.privlibvirt import PrivateLibvirtd
 
@@ -50,9 +51,13 @@ def test_capabilities_as_libvirt_and_the_kernel_see_them(vdsmd: Vdsmd) -> None:
 
 def test_stats_come_from_samples(vdsmd: Vdsmd) -> None:
     stats = vdsmd.call("Host.getStats")
-    for key in ("cpuUser", "cpuSys", "cpuIdle", "memFree", "memUsed", "network", "vmCount",
-                "vmActive", "storageDomains", "elapsedTime"):
+    # what the output has, the docs (the schema's result, api.md) say, and the other way
+    for key in ("cpuUser", "cpuSys", "cpuIdle", "cpuLoad", "memFree", "memUsed", "memTotal",
+                "network", "vmCount", "vmActive", "storageDomains", "elapsedTime",
+                "sampleTime", "sampleInterval", "statsAge"):
         assert key in stats, key
+        assert key in SCHEMA.lookup("Host.getStats").result, key
+    assert 0 <= stats["statsAge"] < 60 and stats["sampleTime"] <= time.monotonic()
     assert 0 <= stats["cpuIdle"] <= 100
     assert stats["memUsed"] + stats["memFree"] == stats["memTotal"]
     nics = {p.name for p in Path("/sys/class/net").iterdir()} - {"lo"}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from actors import config
+from messaging import endpoints
 from messaging.client import Client
 from tests.harness import Vdsmd, running_vdsmd, wait_for
 
@@ -35,6 +38,59 @@ def test_a_second_agent_on_a_directory_in_use_is_refused(tmp_path: Path, flag: s
             second.kill()
         assert first.call("Host.ping") is True
         assert (shared / "vdsmd.lock").read_text() == f"{first.pid}\n"
+
+
+def test_agents_with_their_own_state_dirs_share_nothing_by_default(tmp_path: Path) -> None:
+    """Two agents with different --api and --state-dir and no --run-dir: each gets a run
+    dir of its own (sockets, mounts and links, the lock), none lands in the default one."""
+    agents = [Vdsmd(tmp_path / name, own_run_dir=False) for name in ("a", "b")]
+    runs = [config.agent_run_dir(agent.state_dir) for agent in agents]
+    default_mnt = endpoints.default_run_dir() / "storage" / "mnt"
+    before = set(default_mnt.iterdir()) if default_mnt.is_dir() else set()
+    try:
+        for agent in agents:
+            agent.start()  # the second one used to be refused: the default run dir was taken
+        assert runs[0] != runs[1]
+        for agent, run in zip(agents, runs, strict=True):
+            assert run.parent == endpoints.default_run_dir() / "agents"
+            assert (run / "vdsmd.lock").read_text() == f"{agent.pid}\n"
+            data = agent.workdir / "data"
+            data.mkdir()
+            result = agent.call("StoragePool.connectStorageServer",
+                                storagepoolID="00000000-0000-0000-0000-000000000000",
+                                domainType="localfs",
+                                connectionParams=[{"id": "1", "connection": str(data)}])
+            assert result[0]["status"] == 0
+            links = list((run / "storage" / "mnt").iterdir())
+            assert [link.resolve() for link in links] == [data.resolve()]
+            assert f"run dir {run}" in agent.log()
+        after = set(default_mnt.iterdir()) if default_mnt.is_dir() else set()
+        assert after == before
+    finally:
+        for agent in agents:
+            try:
+                agent.stop(timeout=30)
+            finally:
+                agent.kill()
+        for run in runs:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def test_the_run_dir_is_derived_only_when_not_given(tmp_path: Path) -> None:
+    default = config.Config()
+    assert config.derive_run_dir(default).daemon.run_dir == endpoints.default_run_dir()
+    own = config.with_overrides(default, daemon={"state_dir": tmp_path / "s1"})
+    derived = config.derive_run_dir(own)
+    assert derived.daemon.run_dir == config.agent_run_dir(tmp_path / "s1")
+    assert derived.api_endpoint == f"ipc://{derived.daemon.run_dir}/api.sock"
+    other = config.derive_run_dir(config.with_overrides(default,
+                                                        daemon={"state_dir": tmp_path / "s2"}))
+    assert other.daemon.run_dir != derived.daemon.run_dir
+    given = config.with_overrides(own, daemon={"run_dir": tmp_path / "run"})
+    assert config.derive_run_dir(given).daemon.run_dir == tmp_path / "run"
+    path = tmp_path / "vdsmd.toml"
+    path.write_text(f'[daemon]\nstate_dir = "{tmp_path}/s3"\nrun_dir = "{tmp_path}/r3"\n')
+    assert config.derive_run_dir(config.load(path)).daemon.run_dir == tmp_path / "r3"
 
 
 def test_a_killed_agents_lock_does_not_block_its_restart(tmp_path: Path) -> None:

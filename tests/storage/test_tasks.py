@@ -7,6 +7,7 @@ command to abort); the storage kinds run through the API in test_api_faults.py.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Mapping
@@ -272,3 +273,76 @@ def test_a_state_change_the_disk_refuses_is_kept_pending_and_recorded_later(
         on_disk = TaskRecord.from_json(json.loads((state / f"{task_id}.json").read_text()))
         assert (on_disk.state, on_disk.result) == ("finished", "success")
         assert states(runtime, task_id)[-1] == "finished"
+
+
+# --- progress in bytes ---------------------------------------------------------------------
+
+MIB = 1 << 20
+WRITER = """
+import os, sys, time
+go, target = sys.argv[1], sys.argv[2]
+fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+os.write(fd, bytes(1 << 20))
+deadline = time.monotonic() + 30
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.02)
+os.write(fd, bytes(1 << 20))
+"""
+
+
+class Writes:
+    """One step: a real command that writes 1 MiB, waits for ``go``, writes another."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.dir = Path(params["dir"])
+
+    def run(self, abort: Aborter, journal: Journal) -> None:
+        def write(abort: Aborter) -> None:
+            abort.bytes.expect(2 * MIB)
+            run([sys.executable, "-c", WRITER, str(self.dir / "go"), str(self.dir / "data")],
+                timeout=60, abort=abort)
+            abort.bytes.finish()
+
+        run_steps([Step("data", write)], abort=abort, journal=journal)
+
+    def revert(self, started: int) -> None:
+        (self.dir / "data").unlink(missing_ok=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_task_that_writes_data_reports_its_bytes(tmp: Path, runtime: Runtime) -> None:
+    ctx = ActorContext(path="/storage/tasks", runtime=runtime)
+    manager = TaskManager.start(ctx, store=TaskStore(tmp / "tasks"),
+                                builders={"Test.writes": Writes}, workers=1).proxy()
+    task_id = manager.submit("Test.writes", {"dir": str(tmp), "sdUUID": str(uuid.uuid4()),
+                                             "imgUUID": str(uuid.uuid4())}).get(timeout=5)
+
+    def halfway() -> dict[str, Any] | None:
+        status: dict[str, Any] = manager.task_status(task_id).get(timeout=5)
+        return status if status["progress"].get("bytesDone", 0) >= MIB else None
+
+    # the command waits for "go": the status shows what it wrote so far, live
+    status = wait_for(halfway, 30, 0.05, "1 MiB written")
+    assert status["taskState"] == RUNNING
+    assert MIB <= status["progress"]["bytesDone"] < 2 * MIB
+    assert status["progress"]["bytesTotal"] == 2 * MIB
+    assert set(status["objects"]) == {"sdUUID", "imgUUID"} and status["verb"] == "Test.writes"
+    # ... and so does a |jobs|status| event, published while it runs
+    assert isinstance(runtime.events, Sink)
+
+    def progress_event() -> dict[str, Any] | None:
+        return next((p for p in runtime.events.of(f"|jobs|status|{task_id}")
+                     if p["taskState"] == RUNNING
+                     and p["progress"].get("bytesDone", 0) >= MIB), None)
+
+    event = wait_for(progress_event, 10, 0.05, "a progress event")
+    assert event["verb"] == "Test.writes" and event["objects"] == status["objects"]
+    (tmp / "go").touch()
+    done = finished(manager, task_id)
+    assert done["taskResult"] == "success"
+    assert (done["progress"]["bytesDone"], done["progress"]["bytesTotal"]) == (2 * MIB, 2 * MIB)
+    # the final count is in the task's record on disk too
+    record = json.loads((tmp / "tasks" / f"{task_id}.json").read_text())
+    assert record["progress"]["bytesDone"] == 2 * MIB
+    final = runtime.events.of(f"|jobs|status|{task_id}")[-1]
+    assert final["taskState"] == "finished" and final["progress"]["bytesDone"] == 2 * MIB

@@ -9,6 +9,7 @@ run in parallel.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -32,18 +33,28 @@ BOOT_TIMEOUT = 120.0
 STATUS_TIMEOUT = 60.0
 
 
-def config(hooks_dir: Path, **vm: Any) -> str:
+def config(hooks_dir: Path, guest_agent: dict[str, Any] | None = None, **vm: Any) -> str:
     """A vdsmd config: fault injection on, short VM timings (overridable); images may come
     from the test guest's cache and from the test's own directory (the parent of
-    ``hooks_dir``), serial logs go to ``vm-logs`` there."""
+    ``hooks_dir``), serial logs go to ``vm-logs`` there. ``guest_agent``: [guest_agent]
+    settings."""
     top = hooks_dir.parent
     settings = {"powering_up": 1.0, "call_timeout": 5.0, "hook_timeout": 5.0,
                 "image_dirs": [str(g.default_cache_dir().absolute()), str(top)],
                 "serial_log_dir": str(top / "vm-logs"), "resync_interval": 1.0, **vm}
     lines = ["[debug]", "fault_injection = true", "[vm]", f'hooks_dir = "{hooks_dir}"']
-    lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
-              for k, v in settings.items()]
+    lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
+    if guest_agent:
+        lines += ["[guest_agent]", *(f"{k} = {_toml(v)}" for k, v in guest_agent.items())]
     return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | list | tuple):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return repr(value)
 
 
 def owner(agent: Vdsmd) -> str:

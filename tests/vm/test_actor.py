@@ -22,10 +22,11 @@ import pytest
 
 from actors.base import ActorContext, Runtime
 from actors.clock import Clock
-from actors.config import VmConfig
+from actors.config import GuestAgentConfig, VmConfig
 from actors.directory import ActorDirectory
 from actors.host.libvirtconn import DomainEvent
 from actors.storage.handle import VolumeHandle
+from actors.vm import desktop
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
@@ -34,7 +35,13 @@ from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
 from actors.vm.status import ExitReason, Transition, VmStatus
-from messaging.errors import GuestCallBusy, GuestCallTimeout, VMBusy, VMError
+from messaging.errors import (
+    GuestAgentUnavailable,
+    GuestCallBusy,
+    GuestCallTimeout,
+    VMBusy,
+    VMError,
+)
 from tests.harness import wait_for
 from tests.libvirthelp import handle_over
 from tests.vm.helpers import raw_params, validated
@@ -104,8 +111,13 @@ class FakeOps(VmOps):
         self._do("cont")
         return Transition(VmStatus.UP)
 
-    def shutdown(self, params: VmParams, message: str) -> None:
-        self._do("shutdown")
+    def shutdown(self, params: VmParams, message: str, *, reboot: bool = False,
+                 agent: Any = None) -> str:
+        self._do("reboot" if reboot else "shutdown")
+        return "acpi"
+
+    def reset(self) -> None:
+        self._do("reset")
 
     def hibernate(self, params: VmParams, path: str) -> None:
         self._do("hibernate")
@@ -240,15 +252,74 @@ def test_a_stuck_call_times_out_then_the_next_is_refused(env: Env) -> None:
 
 
 @pytest.mark.timeout(20)
-def test_shutdown_destroys_a_guest_that_does_not_power_off(env: Env) -> None:
+def test_a_forced_shutdown_destroys_a_guest_that_does_not_power_off(env: Env) -> None:
     ops = FakeOps()
     ref = env.start(ops, mode="recover", initial=Transition(VmStatus.UP))
-    assert result(ref.proxy().shutdown(0, "bye")) is True
+    assert result(ref.proxy().shutdown(0, "bye", False, True)) is True
     wait_for(lambda: env.status() == "Down", 5)
     assert ops.calls[-2:] == ["shutdown", "destroy"]
     view = env.board.get(env.params.vm_id)
     assert view is not None and view.exit_reason == ExitReason.DESTROYED
     assert env.sink.statuses() == ["Up", "Powering down", "Down"]
+
+
+@pytest.mark.timeout(20)
+def test_a_shutdown_not_forced_leaves_a_guest_that_ignores_it_up(env: Env) -> None:
+    ops = FakeOps()
+    ref = env.start(ops, mode="recover", initial=Transition(VmStatus.UP))
+    assert result(ref.proxy().shutdown(0, "bye")) is True
+    wait_for(lambda: env.sink.statuses() == ["Up", "Powering down", "Up"], 5)
+    assert "destroy" not in ops.calls
+    assert env.status() == "Up"
+
+
+@pytest.mark.timeout(20)
+def test_the_agent_going_away_shows_at_once_and_its_verbs_refuse(env: Env) -> None:
+    ref = env.start(FakeOps(), mode="recover", initial=Transition(VmStatus.UP))
+    wait_for(lambda: env.status() == "Up", 5)
+    ref.tell(DomainEvent("agent_lifecycle", env.params.vm_id, env.params.name,
+                         (EV.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED,
+                          EV.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_REASON_CHANNEL), 0.0))
+
+    def agent_state() -> str | None:
+        view = env.board.get(env.params.vm_id)
+        return view.guest_agent if view is not None else None
+
+    wait_for(lambda: agent_state() == "disconnected", 5)
+    assert env.board.full_stats(env.params.vm_id)[0]["guestAgent"] == "disconnected"
+    with pytest.raises(GuestAgentUnavailable, match="disconnected"):
+        result(ref.proxy().run_in_guest(desktop.lock(GuestAgentConfig())))
+    with pytest.raises(GuestAgentUnavailable):
+        result(ref.proxy().freeze(10.0))
+    # Never answering, before or after: no status event for it (the stats show it).
+    assert env.sink.statuses() == ["Up"]
+
+
+@pytest.mark.timeout(20)
+def test_a_forced_reboot_resets_a_guest_that_did_not_reboot(env: Env) -> None:
+    ops = FakeOps()
+    ref = env.start(ops, mode="recover", initial=Transition(VmStatus.UP))
+    assert result(ref.proxy().shutdown(0, "", True, True)) is True
+    wait_for(lambda: "reset" in ops.calls, 5)
+    assert ops.calls[-2:] == ["reboot", "reset"]
+    assert env.status() == "Up"  # a reboot is no status change
+
+
+@pytest.mark.timeout(20)
+def test_a_forced_reboot_does_not_reset_a_guest_that_rebooted(env: Env) -> None:
+    gate = threading.Event()
+    ops = FakeOps(gates={"reboot": gate})
+    ref = env.start(ops, mode="recover", initial=Transition(VmStatus.UP))
+    rebooting: Future[Any] = ref.proxy().shutdown(0, "", True, True).get(timeout=5)
+    wait_for(lambda: "reboot" in ops.calls, 5)
+    # libvirt's reboot event may come before the operation's own outcome.
+    ref.tell(DomainEvent("reboot", env.params.vm_id, env.params.name, (), time.monotonic()))
+    gate.set()
+    assert rebooting.result(timeout=5) is True
+    ref.proxy().describe().get(timeout=5)  # the deadline (0 s) has been handled
+    wait_for(lambda: "reboot-deadline" not in ref.proxy().describe().get(timeout=5)["timers"],
+             5)
+    assert "reset" not in ops.calls
 
 
 @pytest.mark.timeout(20)

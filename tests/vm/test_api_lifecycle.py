@@ -127,6 +127,15 @@ def test_lifecycle_verbs_hooks_and_events(
         secure = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE)
         graphics = secure.find("devices/graphics")
         assert graphics is not None and graphics.get("passwd") == "s3cret"
+        device = {"deviceType": "graphics", "graphicsType": "vnc", "password": "0ther",
+                  "ttl": 60}
+        assert agent.call("VM.updateDevice", vmID=vm_id, params=device) is True
+        graphics = live_xml(conn, vm_id, libvirt.VIR_DOMAIN_XML_SECURE).find("devices/graphics")
+        assert graphics is not None and graphics.get("passwd") == "0ther"
+        for bad in ({**device, "deviceType": "disk"}, {**device, "password": "x\x01"},
+                    {**device, "passwd": "x"}):
+            assert a.error(lambda b=bad: agent.call("VM.updateDevice", vmID=vm_id,
+                                                    params=b)).code == -32602
         iso, img = tmp_path / "cd.iso", tmp_path / "fd.img"
         iso.write_bytes(b"\0" * MIB)
         img.write_bytes(b"\0" * 1440 * 1024)
@@ -146,9 +155,15 @@ def test_lifecycle_verbs_hooks_and_events(
         assert a.status(agent, vm_id)["status"] == "Up"
         g.wait_for_marker(serial, g.MARKER_READY, a.BOOT_TIMEOUT, offset=before_reset)
 
-        # ACPI shutdown: the guest powers itself off.
+        # This guest runs no guest agent: the stats say so, its verbs refuse at once, and a
+        # shutdown falls back to the ACPI power button: the guest powers itself off.
+        assert a.status(agent, vm_id)["guestAgent"] == "disconnected"
+        lock = a.error(lambda: agent.call("VM.desktopLock", vmID=vm_id))
+        assert lock.code == 5 and "is disconnected" in lock.message
+        offset = serial.stat().st_size
         assert agent.call("shutdown", vmID=vm_id, delay=120, message="bye") is True
         assert statuses(sub, vm_id, "Down") == ["Powering down", "Down"]
+        g.wait_for_marker(serial, g.MARKER_ACPI_SHUTDOWN, 10, offset=offset)
         down = a.status(agent, vm_id)
         assert (down["exitReason"], down["exitCode"]) == ("shutdown", 0)
         assert agent.call("Host.getStats")["vmActive"] == 0
@@ -166,12 +181,15 @@ def test_lifecycle_verbs_hooks_and_events(
 
 
 @pytest.mark.timeout(120)
-def test_shutdown_destroys_a_guest_that_ignores_it(agent: Vdsmd) -> None:
+def test_a_forced_shutdown_destroys_a_guest_that_ignores_it(agent: Vdsmd) -> None:
     vm_id = a.new_id()
     with agent.subscriber(f"|virt|VM_status|{vm_id}") as sub:
         wait_for(lambda: agent.call("Host.ping"), 5)
         agent.call("VM.create", vmID=vm_id, vmParams=a.bare_params())  # no OS: no ACPI
+        # Not forced: after the delay the guest is Up again, untouched.
         assert agent.call("VM.shutdown", vmID=vm_id, delay=1) is True
+        assert statuses(sub, vm_id, "Up")[-2:] == ["Powering down", "Up"]
+        assert agent.call("VM.shutdown", vmID=vm_id, delay=1, force=True) is True
         assert statuses(sub, vm_id, "Down")[-2:] == ["Powering down", "Down"]
     down = a.status(agent, vm_id)
     assert (down["status"], down["exitReason"]) == ("Down", "destroyed")
@@ -214,6 +232,14 @@ def test_hibernate_then_restore_the_same_guest(
         assert restored == {"vmID": vm_id, "status": "Restoring state"}  # a job too
         assert wait_job(agent, restoring)["status"] == "done"
         a.wait_status(agent, vm_id, "Up")
+        # A restored VM reports its uptime (since the restore) and its display like any
+        # other: the stats of a later sample carry them
+        stats = wait_for(lambda: (s := a.status(agent, vm_id)).get("elapsedTime") is not None
+                         and s, 30, 0.1, "elapsedTime after the restore")
+        assert stats["elapsedTime"] >= 0
+        [display] = stats["displayInfo"]
+        assert display["type"] == "vnc" and display["port"] >= 5900
+        assert display["ipAddress"] == "127.0.0.1"
         stored = conn.lookupByUUIDString(vm_id).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                                                          domxml.METADATA_NS)
         assert "restoreState" not in (domxml.parse_metadata(stored) or {})

@@ -50,6 +50,28 @@ def test_a_down_vm_reports_why_and_no_stale_stats() -> None:
 
 
 @pytest.mark.timeout(5)
+def test_what_the_actor_knows_is_shown_over_the_sample_while_the_vm_runs() -> None:
+    board = VmBoard()
+    board.set_part(A, "agent", {"guestFQDN": "early"})  # no view yet: dropped
+    board.put(VmView(A, "a", VmStatus.UP, guest_agent="responsive"))
+    board.set_stats({A: {"memUsage": 40, "balloonInfo": {"balloon_cur": 98304,
+                                                         "balloon_target": 98304}}}, 1.0)
+    board.set_part(A, "agent", {"guestFQDN": "web1", "appsList": ["kernel-6.1"]})
+    board.set_part(A, "balloon", {"balloonInfo": {"balloon_target": 65536}})
+    (a,) = board.full_stats(A)
+    assert a["guestAgent"] == "responsive" and a["guestFQDN"] == "web1"
+    assert a["balloonInfo"] == {"balloon_cur": 98304, "balloon_target": 65536}
+    assert a["memUsage"] == 40
+    board.put(VmView(A, "a", VmStatus.DOWN, exit_reason=ExitReason.SHUTDOWN,
+                     guest_agent="unknown"))
+    (down,) = board.full_stats(A)
+    assert "guestFQDN" not in down and "guestAgent" not in down and "balloonInfo" not in down
+    board.remove(A)
+    board.put(VmView(A, "a", VmStatus.UP))
+    assert "guestFQDN" not in board.full_stats(A)[0]  # a new VM of that id starts clean
+
+
+@pytest.mark.timeout(5)
 def test_readers_get_copies() -> None:
     board = VmBoard()
     board.put(VmView(A, "a", VmStatus.UP))

@@ -66,6 +66,18 @@ def test_domain_basics() -> None:
 
 
 @pytest.mark.timeout(5)
+def test_every_vm_has_the_guest_agent_channel_and_a_reporting_balloon() -> None:
+    root = build(params())
+    channels = root.findall("devices/channel")
+    assert [(c.get("type"), attr(c, "target", "type"), attr(c, "target", "name"))
+            for c in channels] == [("unix", "virtio", "org.qemu.guest_agent.0")]
+    assert channels[0].find("source") is None  # libvirt makes (and connects to) the socket
+    assert attr(root, "devices/memballoon", "model") == "virtio"
+    assert attr(root, "devices/memballoon/stats", "period") == "5"
+    assert attr(build(params(), balloon_period=2), "devices/memballoon/stats", "period") == "2"
+
+
+@pytest.mark.timeout(5)
 def test_direct_kernel_boot() -> None:
     root = build(params(kernel="/k/vmlinuz", initrd="/k/initrd", kernelArgs="console=ttyS0 x=1"))
     assert root.findtext("os/kernel") == "/k/vmlinuz"

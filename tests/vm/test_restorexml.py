@@ -72,6 +72,13 @@ IMAGE = f"""<domain type='qemu'>
     </graphics>
     <audio id='1' type='none'/>
     <video><model type='cirrus' vram='16384' heads='1' primary='yes'/></video>
+    <channel type='unix'>
+      <source mode='bind'
+              path='/var/lib/libvirt/qemu/channel/target/domain-3-old/org.qemu.guest_agent.0'/>
+      <target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>
+      <address type='virtio-serial' controller='0' bus='0' port='1'/>
+    </channel>
+    <controller type='virtio-serial' index='0'/>
     <memballoon model='virtio'><stats period='5'/></memballoon>
   </devices>
 </domain>
@@ -112,6 +119,11 @@ def test_host_facing_values_come_from_the_params() -> None:
     assert graphics is not None
     assert graphics.get("listen") == "127.0.0.1" and graphics.get("passwd")
     assert graphics.get("passwdValidTo", "").startswith("1970")
+    # The guest agent's channel keeps its port; libvirt makes a new socket for it.
+    channel = root.find("devices/channel")
+    assert channel is not None and channel.find("source") is None
+    assert channel.find("target").attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}  # type: ignore[union-attr]
+    assert channel.find("address").get("port") == "1"  # type: ignore[union-attr]
     stored = domxml.read_metadata(ET.tostring(root, encoding="unicode"))
     assert stored is not None and stored.owner == "/var/lib/vdsm"
     assert stored.params["vmName"] == "now-name" and "restoreState" not in stored.params
@@ -136,6 +148,8 @@ def test_host_facing_values_come_from_the_params() -> None:
     ("<audio id='1' type='none'/>", "<audio id='1' type='file' path='/etc/shadow'/>",
      "/etc/shadow"),
     ("<graphics type='vnc'", "<graphics type='spice'", "spice"),
+    ("name='org.qemu.guest_agent.0' state", "name='org.qemu.other.0' state", "channel"),
+    ("<channel type='unix'>", "<channel type='pty'>", "channel"),
     ("<target dev='vda' bus='virtio'/>", "<target dev='vdz' bus='virtio'/>", "vdz"),
     ("<domain type='qemu'>", "<domain type='kvm'>", "qemu"),
     (f"<uuid>{VM_ID}</uuid>", "<uuid>11111111-1111-4111-8111-111111111111</uuid>",

@@ -180,11 +180,37 @@ def test_backing_chain_entries_do_not_replace_the_top() -> None:
 
 
 @pytest.mark.timeout(5)
-def test_memory_usage_from_guest_balloon_stats() -> None:
-    record = {**FULL, "balloon.available": 1000, "balloon.unused": 250}
-    assert vm_stats(Sample(0.0, record), None, None)["memUsage"] == 75
-    record = {**record, "balloon.usable": 600}
-    assert vm_stats(Sample(0.0, record), None, None)["memUsage"] == 40
+def test_memory_usage_and_stats_from_guest_balloon_stats_as_vdsm() -> None:
+    # A 128 MiB guest that sees 96 MiB (MemTotal) of which 32 MiB are unused (MemFree):
+    # vdsm's memUsage is 100 - unused / memSize, truncated.
+    balloon = {"balloon.available": 96 * 1024, "balloon.unused": 32 * 1024,
+               "balloon.usable": 40 * 1024, "balloon.swap_in": 10, "balloon.swap_out": 20,
+               "balloon.major_fault": 100, "balloon.minor_fault": 1000}
+    first = {**FULL, **balloon}
+    stats = vm_stats(Sample(0.0, first), None, None)
+    assert stats["memUsage"] == 75
+    assert stats["memoryStats"] == {
+        "mem_total": 96 * 1024, "mem_unused": 32 * 1024, "mem_free": 32 * 1024,
+        "mem_usable": 40 * 1024, "swap_in": 0, "swap_out": 0, "majflt": 0, "minflt": 0,
+        "pageflt": 0}
+    assert stats["balloonInfo"] == {"balloon_max": 131072, "balloon_min": 0,
+                                    "balloon_cur": 131072, "balloon_target": 131072}
+    # Two seconds later: the counters became rates per second.
+    second = later(first, balloon__swap_in=4, balloon__major_fault=20,
+                   balloon__minor_fault=200)
+    second["balloon.unused"] = 13 * 1024  # 10.2 % of memSize unused: 89.8 %, truncated
+    stats = vm_stats(Sample(2.0, second), Sample(0.0, first), Sample(0.0, first))
+    assert stats["memUsage"] == 89
+    memory = stats["memoryStats"]
+    assert (memory["swap_in"], memory["majflt"], memory["minflt"], memory["pageflt"]) == \
+        (2, 10, 100, 110)
+
+
+@pytest.mark.timeout(5)
+def test_no_memory_stats_without_the_guest_balloon_driver() -> None:
+    stats = vm_stats(Sample(0.0, FULL), None, None)
+    assert stats["memUsage"] == 0 and "memoryStats" not in stats
+    assert stats["balloonInfo"]["balloon_cur"] == 131072  # the host's side still answers
 
 
 @pytest.mark.timeout(5)

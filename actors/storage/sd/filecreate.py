@@ -79,9 +79,11 @@ class FileVolumeCreation:
         timeout = qemuimg.CREATE_TIMEOUT
         if req.allocation is Allocation.PREALLOCATED:
             prealloc = self.preallocation
+            abort.bytes.expect(req.capacity)  # the task's progress in bytes
             if prealloc == "full":
                 timeout += req.capacity / FULL_RATE
         self._qemu_create(req, path, prealloc, timeout, abort)
+        abort.bytes.finish()
 
     def _qemu_create(self, req: VolumeCreateRequest, path: Path,
                      prealloc: qemuimg.Preallocation, timeout: float, abort: Aborter) -> None:

@@ -24,6 +24,7 @@ from actors.storage.command import Aborter
 from actors.storage.sd import blocksize
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.sd.records import (
+    Allocation,
     PreparedLayer,
     PreparedVolume,
     VolumeCreateRequest,
@@ -68,13 +69,16 @@ class LoopDomain(FileDomain):
 
     def make_data(self, req: VolumeCreateRequest, path: Path, abort: Aborter) -> None:
         size = self.allocation(req)
+        if req.allocation is Allocation.PREALLOCATED:
+            abort.bytes.expect(size)  # the task's progress in bytes
         if req.format is VolumeFormat.RAW:
             qemuimg.create(str(path), fmt="raw", size=size, preallocation="falloc",
                            abort=abort)
-            return
-        self._qemu_create(req, path, "off", qemuimg.CREATE_TIMEOUT, abort)
-        abort.check()
-        fileutil.fallocate(path, size)
+        else:
+            self._qemu_create(req, path, "off", qemuimg.CREATE_TIMEOUT, abort)
+            abort.check()
+            fileutil.fallocate(path, size)
+        abort.bytes.finish()
 
     # --- devices ---------------------------------------------------------------------
 
@@ -148,6 +152,13 @@ class LoopDomain(FileDomain):
                 loopdev.refresh(device.device)
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
+
+    def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
+        path = self.layout.volume(img_uuid, vol_uuid)
+        size = path.stat().st_size
+        for device in loopdev.find(path):
+            loopdev.refresh(device.device)
+        return size
 
     def in_use(self, img_uuid: str, vol_uuid: str) -> str:
         devices = loopdev.find(self.layout.volume(img_uuid, vol_uuid))

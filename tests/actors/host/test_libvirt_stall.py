@@ -89,9 +89,18 @@ def background_calls(vdsmd: Vdsmd, calls: list[tuple[str, dict[str, Any]]]) -> l
     return threads
 
 
+def control_calls(vdsmd: Vdsmd, vm_id: str) -> list[Any]:
+    detail = vdsmd.call("Actors.inspect", path=f"/vms/{vm_id}")["detail"]
+    return [c for c in detail["calls"]["inFlight"] if c["kind"] == "control"]
+
+
 def settle_vms(vdsmd: Vdsmd, ids: list[str]) -> None:
-    """Every VM Up again: a pause that was stuck in libvirtd may have gone through."""
+    """Every VM Up again: a pause that was stuck in libvirtd may have gone through (the
+    resumed libvirtd works off its backlog: wait until the abandoned calls returned, or the
+    next control verb is refused with GuestCallBusy)."""
     for vm_id in ids:
+        wait_for(lambda v=vm_id: not control_calls(vdsmd, v), 60,
+                 what="the abandoned control calls to return")
         wait_for(lambda v=vm_id: a.status(vdsmd, v)["status"] in ("Up", "Paused"), 30)
         if a.status(vdsmd, vm_id)["status"] == "Paused":
             assert vdsmd.call("VM.cont", vmID=vm_id) is True
