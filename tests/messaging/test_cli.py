@@ -148,14 +148,14 @@ def test_a_wrong_name_gets_did_you_mean(words: list[str], hint: str) -> None:
 
 def test_a_wrong_verb_lists_the_namespace_and_marks_what_is_not_implemented() -> None:
     with pytest.raises(resolve.UsageError) as info:
-        resolve.resolve(["VM", "migrat"])
+        resolve.resolve(["Host", "fenceNod"])
     text = str(info.value)
-    assert "did you mean migrate?" in text
-    assert "destroy" in text and "getStats" in text
-    migrate = next(line for line in text.splitlines() if line.strip().startswith("migrate"))
-    assert "(not implemented)" in migrate
-    pause = next(line for line in text.splitlines() if line.strip().startswith("pause"))
-    assert "not implemented" not in pause
+    assert "did you mean fenceNode?" in text
+    assert "getCapabilities" in text and "getStats" in text
+    fence = next(line for line in text.splitlines() if line.strip().startswith("fenceNode"))
+    assert "(not implemented)" in fence
+    ping = next(line for line in text.splitlines() if line.strip().startswith("ping"))
+    assert "not implemented" not in ping
 
 
 # --- exit codes, output, progress ------------------------------------------------------------
