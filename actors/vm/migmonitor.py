@@ -8,7 +8,10 @@ Every ``[migration] progress_interval`` it reads libvirt's job statistics of the
 - applies the limits the request (or ``VM.migrateChangeParams``) set: the downtime once
   libvirt's job exists, a changed bandwidth or downtime whenever they change;
 - at the migration's timeout, switches to post-copy when the request allowed it (once),
-  or else aborts the migration (``timed_out`` is then set);
+  or else aborts the migration (``timed_out`` is then set). libvirt's job exists before
+  QEMU migrates (the destination is still being prepared, its hooks run), and QEMU refuses
+  the switch until then: a refused switch is tried again at every sample, for at most
+  another timeout (at least ``POST_COPY_GRACE``), and then the migration is aborted;
 - aborts a migration that was cancelled (``VM.migrateCancel``) while libvirt's job did not
   exist yet, as soon as it does.
 
@@ -33,6 +36,8 @@ from messaging.errors import LibvirtUnavailable
 
 log = logging.getLogger(__name__)
 
+POST_COPY_GRACE = 30.0  # s a refused switch to post-copy is retried past the timeout (least)
+
 
 class MigrationMonitor:
     def __init__(self, vm_id: str, *, libvirt_handle: LibvirtHandle, jobs: JobStore,
@@ -51,6 +56,7 @@ class MigrationMonitor:
         self._thread: threading.Thread | None = None
         self.timed_out = False
         self.post_copy = False
+        self._switch_refused = False
         self.progress = 0
         self.samples = 0
         self._previous: dict[str, Any] | None = None
@@ -97,8 +103,9 @@ class MigrationMonitor:
             if (spec.bandwidth, spec.downtime) != applied:
                 applied = self._apply(dom, spec, applied)
             self._report(spec, stats)
-            if time.monotonic() - began > spec.timeout:
-                self._on_timeout(dom, spec)
+            elapsed = time.monotonic() - began
+            if elapsed > spec.timeout:
+                self._on_timeout(dom, spec, elapsed)
 
     def _apply(self, dom: libvirt.virDomain, spec: MigrationSpec,
                applied: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
@@ -131,19 +138,27 @@ class MigrationMonitor:
                       {"vmID": self.vm_id, "jobID": spec.job_id, "status": job.status,
                        **now})
 
-    def _on_timeout(self, dom: libvirt.virDomain, spec: MigrationSpec) -> None:
-        if spec.post_copy:
+    def _on_timeout(self, dom: libvirt.virDomain, spec: MigrationSpec, elapsed: float) -> None:
+        if spec.post_copy and not self.timed_out:
             if self.post_copy:
                 return
-            log.warning("VM %s: migration not done after %g s: switching to post-copy",
-                        self.vm_id, spec.timeout)
+            if not self._switch_refused:
+                log.warning("VM %s: migration not done after %g s: switching to post-copy",
+                            self.vm_id, spec.timeout)
             try:
                 dom.migrateStartPostCopy(0)
                 self.post_copy = True
                 # recorded at once: the rest may move before the monitor looks again
                 self._jobs.update(spec.job_id, details={"postCopyActive": True})
+                log.info("VM %s: the migration runs in post-copy", self.vm_id)
                 return
             except libvirt.libvirtError as e:
+                if elapsed <= spec.timeout + max(spec.timeout, POST_COPY_GRACE):
+                    if not self._switch_refused:
+                        log.warning("VM %s: cannot switch to post-copy yet (%s): trying "
+                                    "again at every sample", self.vm_id, e)
+                    self._switch_refused = True
+                    return
                 log.warning("VM %s: cannot switch to post-copy (%s): aborting", self.vm_id, e)
         if self.timed_out:
             return

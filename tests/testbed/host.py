@@ -11,6 +11,11 @@ into the anchor's namespaces, so each can be killed and started again on its own
 SIGKILLed vdsmd, a restarted libvirtd) while the host stays. The host's ``/sys`` is the
 namespace's (``ip netns exec`` remounts it): its network devices are the host's own.
 
+Its libvirtd runs a qemu hook (``/etc/libvirt/hooks/qemu``, found by libvirtd when it
+starts) that hands each call to :attr:`BedHost.libvirt_hook` when a test put an executable
+there: a test can so act inside libvirt's own steps (e.g. delay the preparation of an
+incoming migration) without restarting libvirtd.
+
 Everything a host runs is in its network namespace: :meth:`BedHost.close` (through the bed)
 kills every process there, qemu included, and the namespaces vanish with their last process.
 """
@@ -81,6 +86,14 @@ class BedHost:
         return f"qemu+tcp://{self.address}/system"
 
     @property
+    def libvirt_hook(self) -> Path:
+        """Where a test may put an executable that libvirtd's qemu hook runs with its
+        arguments and stdin (``<domain> <operation> <sub-operation> -``); absent: nothing
+        runs. What it prints is libvirt's business (for ``migrate``: a new XML): print
+        nothing."""
+        return self.workdir / "libvirt-hook"
+
+    @property
     def qemu_run_dir(self) -> Path:
         return self.libvirt_dir / "run" / "qemu"
 
@@ -124,6 +137,12 @@ class BedHost:
         )
         with (etc / "qemu.conf").open("a") as f:
             f.write("\ncgroup_controllers = [ ]\n")  # no cgroups of its own in a namespace
+        hook = etc / "hooks" / "qemu"
+        hook.parent.mkdir(exist_ok=True)
+        hook.write_text("#!/bin/sh\n# the test bed's: a test's own hook, when there is one\n"
+                        f"[ -x '{self.libvirt_hook}' ] || exit 0\n"
+                        f"exec '{self.libvirt_hook}' \"$@\"\n")
+        hook.chmod(0o755)
 
     def up(self) -> None:
         """Start the anchor (namespaces), then virtlogd and libvirtd in them."""
