@@ -58,7 +58,7 @@ class Moves:
         p50 = statistics.median(self.downtimes) if self.downtimes else float("nan")
         top = max(self.downtimes) if self.downtimes else float("nan")
         return (f"{self.name:<12}{len(self.seconds):>6}{total:>10.2f}"
-                f"{total / max(1, len(self.seconds)):>10.2f}{p50:>12.0f}{top:>10.0f}")
+                f"{total / max(1, len(self.seconds)):>10.2f}{p50:>17.0f}{top:>10.0f}")
 
 
 def guest_params(image: g.GuestImage, memory: int, ballast: int) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  trip {trip}: agent {sum(agent_moves.seconds[-2:]):.2f} s, "
                       f"virsh {sum(virsh_moves.seconds[-2:]):.2f} s", flush=True)
         print()
-        print(f"{'':<12}{'moves':>6}{'total s':>10}{'mean s':>10}{'downtime p50':>12}"
+        print(f"{'':<12}{'moves':>6}{'total s':>10}{'mean s':>10}{'downtime p50 ms':>17}"
               f"{'max ms':>10}")
         print(agent_moves.line())
         print(virsh_moves.line())
