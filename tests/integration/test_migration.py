@@ -46,14 +46,16 @@ def counting(log: Path, offset: int = 0, *, more_than: int = 0) -> list[tuple[st
 def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
         bed: Bed, image: g.GuestImage) -> None:
     a_agent, b_agent = bed.start_agents()
-    vm_id = m.start_guest(a_agent, image)
+    # 24 MiB that must move at 8 MiB/s: 3 s of progress samples on the way, however loaded
+    vm_id = m.start_guest(a_agent, image, ballast=24)
     m.wait_booted(a_agent, vm_id)
     log_a, log_b = m.serial_log(a_agent, vm_id), m.serial_log(b_agent, vm_id)
     boot = counting(log_a, more_than=2)[-1][0]
     with a_agent.subscriber("|virt|VM_migration_status|", "|jobs|status|") as source, \
             b_agent.subscriber("|virt|VM_status|") as destination:
         time.sleep(0.3)  # the subscriptions reach the publishers
-        assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", downtime=300) is True
+        assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", downtime=300,
+                            maxBandwidth=8) is True
         done = m.wait_migration(a_agent, vm_id)
         assert done["status"] == "done", done
         assert done["progress"] == 100 and done["dst"] == "b"
