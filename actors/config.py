@@ -267,6 +267,82 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class MigrationConfig:
+    """Live migration between hosts (docs/migration.md). ``{host}`` in the URIs is the
+    destination's host, as its ``[peers.<name>] endpoint`` names it."""
+
+    max_outgoing: int = 2  # migrations from this host at once; more wait in a queue
+    max_incoming: int = 2  # migrations to this host at once; more are refused (retryable)
+    downtime: int = 500  # ms: the longest pause of the guest at the switch-over (default)
+    bandwidth: int = 0  # MiB/s a migration may use (default); 0: no limit
+    max_time_per_gib: float = 64.0  # s per GiB of guest memory (at least 1) before timing out
+    progress_interval: float = 1.0  # s between progress samples (VM_migration_status)
+    connect_timeout: float = 10.0  # s to reach a peer's agent (connect, CURVE, answer)
+    prepare_timeout: float = 60.0  # s the destination has to prepare (storage, hooks, XML)
+    incoming_grace: float = 60.0  # s the destination waits beyond the migration's timeout
+    libvirt_uri: str = "qemu+tls://{host}/system"  # the destination's libvirtd (peer to peer)
+    migrate_uri: str = ""  # the data channel (e.g. "tcp://{host}"); empty: libvirt's choice
+    unsafe: bool = False  # allow disks on storage libvirt does not know to be shared
+
+    def __post_init__(self) -> None:
+        for name in ("max_outgoing", "max_incoming"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[migration] {name} must be at least 1")
+        for name in ("downtime", "bandwidth"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[migration] {name} must not be negative")
+        for name in ("max_time_per_gib", "progress_interval", "connect_timeout",
+                     "prepare_timeout", "incoming_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[migration] {name} must be positive")
+        for name in ("libvirt_uri", "migrate_uri"):
+            try:
+                getattr(self, name).format(host="h")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ConfigError(f"[migration] {name}: only {{host}} may be replaced "
+                                  f"({e!r})") from None
+        if not self.libvirt_uri:
+            raise ConfigError("[migration] libvirt_uri must not be empty")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Another host's agent (``[peers.<name>]``): where its API is and its server's public
+    key (a ``.key`` file as ``zmq.auth.create_certificates`` writes it)."""
+
+    endpoint: str
+    public_key: Path
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = endpoints.parse(self.endpoint)
+        except ValueError as e:
+            raise ConfigError(f"[peers] {e}") from None
+        if parsed.transport != "tcp":
+            raise ConfigError(f"[peers] endpoint {self.endpoint!r} must be tcp://HOST:PORT")
+        if not self.public_key.is_absolute():
+            raise ConfigError(f"[peers] public_key {self.public_key} is not absolute")
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host as a URI names it (an IPv6 address in brackets)."""
+        host = endpoints.parse(self.endpoint).host or ""
+        return f"[{host}]" if ":" in host else host
+
+
+PEER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    keep_finished: float = 3600.0  # s a finished job stays listed (Host.getJobs)
+
+    def __post_init__(self) -> None:
+        if self.keep_finished < 0:
+            raise ConfigError("[jobs] keep_finished must not be negative")
+
+
+@dataclass(frozen=True)
 class SpmConfig:
     """The SPM lease (docs/spm.md, docs/storage-leases.md). Every host of a pool must use the
     same lease_time and io_timeout: they bound how long a dead SPM keeps the role."""
@@ -385,6 +461,9 @@ class Config:
     guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    peers: dict[str, PeerConfig] = field(default_factory=dict)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     fencing: FencingConfig = field(default_factory=FencingConfig)
@@ -454,14 +533,34 @@ def _section(cls: type[Any], name: str, table: Any) -> Any:
 def from_mapping(data: dict[str, Any]) -> Config:
     hints = typing.get_type_hints(Config)
     known = {f.name for f in dataclasses.fields(Config)} - {"given"}
-    sections = {}
+    sections: dict[str, Any] = {}
     given = set()
     for name, table in data.items():
         if name not in known:
             raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted(known))})")
-        sections[name] = _section(hints[name], name, table)
+        if name == "peers":
+            sections[name] = _peers(table)
+        else:
+            sections[name] = _section(hints[name], name, table)
         given |= {f"{name}.{key}" for key in table}
     return Config(**sections, given=frozenset(given))
+
+
+def _peers(table: Any) -> dict[str, PeerConfig]:
+    """``[peers.<name>]`` tables: each one peer, with its endpoint and public key."""
+    if not isinstance(table, dict):
+        raise ConfigError("[peers] must be a table of [peers.<name>] tables")
+    peers = {}
+    for name, peer in table.items():
+        if PEER_NAME.fullmatch(name) is None:
+            raise ConfigError(f"[peers.{name}]: a peer's name is letters, digits, '_.-'")
+        if not isinstance(peer, dict):
+            raise ConfigError(f"[peers] {name} must be a table [peers.{name}]")
+        missing = {"endpoint", "public_key"} - set(peer)
+        if missing:
+            raise ConfigError(f"[peers.{name}] needs {', '.join(sorted(missing))}")
+        peers[name] = _section(PeerConfig, f"peers.{name}", peer)
+    return peers
 
 
 def load(path: Path | None) -> Config:
@@ -484,6 +583,9 @@ def check(config: Config) -> None:
         raise ConfigError("[curve] server_secret needs authorized_keys too")
     if curve.authorized_keys and not curve.enabled:
         raise ConfigError("[curve] authorized_keys needs server_secret too")
+    if config.peers and not curve.enabled:
+        raise ConfigError("[peers] need [curve] server_secret: this host's key pair is its "
+                          "identity when it calls a peer's agent")
     for name, url, insecure in (
         ("api", config.api_endpoint, config.api.insecure_tcp),
         ("events", config.events_endpoint, config.events.insecure_tcp),

@@ -141,6 +141,53 @@ class VMBusy(VMError):
     retryable = True
 
 
+class PeerUnreachable(VdsmError):
+    """Another host's agent cannot be reached, or refuses this host (vdsm's noConPeer)."""
+
+    code = 10
+    template = "cannot reach the agent of {peer} at {endpoint}: {reason}"
+    retryable = True
+
+
+class PeerError(VdsmError):
+    """Another host's agent answered a call with an error: its code and message are kept
+    (``peer_code``, ``peer_message``) and named in this error's message."""
+
+    code = 10
+    template = "the agent of {peer} answered {method} with error {peer_code}: {peer_message}"
+
+    @property
+    def peer_code(self) -> int:
+        return int(self.fields.get("peer_code", 0))
+
+    @property
+    def peer_message(self) -> str:
+        return str(self.fields.get("peer_message", ""))
+
+
+class MigrationError(VdsmError):
+    """A migration failed; the VM stays where it was (vdsm's migrateErr)."""
+
+    code = 12
+    template = "migration of VM {vmID} failed: {reason}"
+
+
+class MigrationLimit(VdsmError):
+    """As many migrations as this host allows are running (vdsm's migrateLimit)."""
+
+    code = 48
+    template = "{running} {direction} migrations are running, the most this host allows: " \
+               "try again shortly"
+    retryable = True
+
+
+class MigrationNotInProgress(VdsmError):
+    """A verb that acts on a migration, and the VM has none (vdsm's migCancelErr)."""
+
+    code = 82
+    template = "VM {vmID} has no migration in progress"
+
+
 class GuestAgentUnavailable(VMError):
     """The VM's guest agent cannot take the call: none answers on its channel, it did not
     answer in time, or the VM is not running. It may come (back) later."""

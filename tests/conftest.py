@@ -11,7 +11,10 @@ import pytest
 from actors.clock import Clock
 from tests.harness import Vdsmd, running_vdsmd
 
-pytest_plugins = ["tests.faultfs.plugin"]  # the faultfs fixture (fault-injecting FUSE)
+pytest_plugins = [
+    "tests.faultfs.plugin",  # the faultfs fixture (fault-injecting FUSE)
+    "tests.testbed.fixtures",  # the bed fixture (several hosts on one machine)
+]
 
 
 @pytest.fixture

@@ -17,6 +17,12 @@ command line (see :func:`kernel_cmdline`):
     ``VDSM-GUEST READ-DONE <sha256> <bytes>`` or ``VDSM-GUEST READ-FAILED rc=<rc>``; power off.
 ``vdsm.mode=poweroff``
     print ``VDSM-GUEST BOOTED mode=poweroff`` and power off at once.
+``vdsm.mode=count [vdsm.ballast=N]``
+    hold N MiB of 0xff bytes in RAM (none by default: memory a migration must really move,
+    unlike zero pages), print ``VDSM-GUEST READY``, then ``VDSM-GUEST COUNT <boot> <n>``
+    five times a second forever, ``n`` counting up from 1 and ``<boot>`` the first 8
+    characters of the kernel's boot id: a guest that keeps counting with the same boot id
+    across a live migration was not rebooted (see :func:`counts`).
 
 In every mode, ``vdsm.agent=1`` starts the QEMU guest agent (qemu-ga, see
 tests/guestfiles.py) on its virtio-serial port and prints ``VDSM-GUEST AGENT-STARTED
@@ -94,6 +100,7 @@ OPTIONAL_MODULES: tuple[str, ...] = ("button", "evdev")
 MARKER_PREFIX = "VDSM-GUEST"
 MARKER_BOOTED = f"{MARKER_PREFIX} BOOTED"
 MARKER_READY = f"{MARKER_PREFIX} READY"
+MARKER_COUNT = f"{MARKER_PREFIX} COUNT"
 MARKER_WRITE_PROGRESS = f"{MARKER_PREFIX} WRITE-PROGRESS"
 MARKER_WRITE_DONE = f"{MARKER_PREFIX} WRITE-DONE"
 MARKER_WRITE_FAILED = f"{MARKER_PREFIX} WRITE-FAILED"
@@ -109,7 +116,7 @@ MARKER_MOUNTED = f"{MARKER_PREFIX} MOUNTED"
 MARKER_DESKTOP = f"{MARKER_PREFIX} DESKTOP"
 MARKER_KERNEL_PANIC = "Kernel panic"
 
-MODES = frozenset({"idle", "write", "read", "poweroff"})
+MODES = frozenset({"idle", "write", "read", "poweroff", "count"})
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and
 # panic ("IO-APIC + timer doesn't work"); the guest does not need it.
 BASE_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
@@ -163,6 +170,7 @@ mode=idle
 mib=
 chunk=4
 fill=zero
+ballast=0
 agent=
 mnt=
 for arg in $(cat /proc/cmdline); do
@@ -171,6 +179,7 @@ for arg in $(cat /proc/cmdline); do
         vdsm.mib=*) mib="${arg#vdsm.mib=}" ;;
         vdsm.chunk=*) chunk="${arg#vdsm.chunk=}" ;;
         vdsm.fill=*) fill="${arg#vdsm.fill=}" ;;
+        vdsm.ballast=*) ballast="${arg#vdsm.ballast=}" ;;
         vdsm.agent=*) agent="${arg#vdsm.agent=}" ;;
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
     esac
@@ -262,6 +271,19 @@ idle)
     ;;
 poweroff)
     off
+    ;;
+count)
+    boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
+    if is_number "$ballast" && [ "$ballast" -gt 0 ]; then
+        tr '\000' '\377' </dev/zero | head -c "$((ballast * 1048576))" >/tmp/ballast
+    fi
+    say READY
+    n=0
+    while :; do
+        n=$((n + 1))
+        say COUNT "$boot" "$n"
+        sleep 0.2
+    done
     ;;
 write)
     if ! is_number "$mib" || ! is_number "$chunk" || [ "$chunk" -eq 0 ]; then
@@ -868,6 +890,17 @@ def wait_for_marker(
                 f"no {marker!r} in {serial_log} after {timeout:.1f} s; last lines:\n{_tail(lines)}"
             )
         time.sleep(interval)
+
+
+def counts(serial_log: Path, offset: int = 0) -> list[tuple[str, int]]:
+    """The ``(boot id, n)`` of every ``VDSM-GUEST COUNT`` line of a ``count`` guest's log,
+    in order (from byte ``offset`` on; a partial last line is skipped)."""
+    found = []
+    for line in _log_lines(serial_log, offset)[:-1]:  # the last one is not complete yet
+        parts = line.strip().split()
+        if len(parts) == 4 and " ".join(parts[:2]) == MARKER_COUNT and parts[3].isdigit():
+            found.append((parts[2], int(parts[3])))
+    return found
 
 
 def _tail(lines: list[str], n: int = 20) -> str:

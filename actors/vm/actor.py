@@ -51,18 +51,23 @@ from actors.vm.board import VmBoard, VmView
 from actors.vm.desktop import GuestCommand
 from actors.vm.guestagent import AgentMessage, GuestAgent
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
+from actors.vm.jobprogress import JobProgress
+from actors.vm.migcontrol import MigrationControl
+from actors.vm.migops import MigrationOps
+from actors.vm.migrate import MigrationEnded, MigrationStarted
+from actors.vm.migspec import MigrationSpec
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
-from messaging.errors import InvalidParams, LibvirtUnavailable, VMError
+from messaging.errors import InvalidParams, LibvirtUnavailable, MigrationNotInProgress, VMError
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["create", "recover"]
+Mode = Literal["create", "recover", "incoming"]
 CONTROL, DESTROY, QUERY = "control", "destroy", "query"
 ATTACH_RETRY_MAX = 60.0
 RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
-TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach"]
+TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class VmActor(SupervisedActor):
         initial: Transition | None = None,
         started: float | None = None,
         ops: VmOps | None = None,
+        incoming: str | None = None,
     ) -> None:
         super().__init__(ctx)
         self.vm_id = params.vm_id
@@ -100,7 +106,11 @@ class VmActor(SupervisedActor):
         self._initial = initial
         self._started = started
         self._display: tuple[dict[str, Any], ...] = ()
-        self._ops_impl = ops or VmOps(params.vm_id, env)
+        self._ops_impl = ops or MigrationOps(params.vm_id, env)
+        self._mig_ops = self._ops_impl if isinstance(self._ops_impl, MigrationOps) else \
+            MigrationOps(params.vm_id, env)
+        self._incoming_job = incoming  # the job of an arriving migration (mode incoming)
+        self._migrations: MigrationControl | None = None
         self._inflight: InFlight | None = None
         self._tracker = StatusTracker()
         self._published: tuple[Any, ...] | None = None
@@ -129,6 +139,19 @@ class VmActor(SupervisedActor):
             board=self._board, tell=lambda message: _tell(me, message),
             on_change=self._publish, running=lambda: self._tracker.status in RUNNING)
         self._agent.begin()
+        if self._env.migration is not None:
+            cfg = self._env.config
+            self._migrations = MigrationControl(
+                self, env=self._env.migration, libvirt=self._env.libvirt, ops=self._mig_ops,
+                call_timeout=cfg.call_timeout, destroy_timeout=self._destroy_timeout())
+        if self._mode == "incoming" and self.ctx.generation == 1:
+            self._awaiting_launch = True  # its domain comes with the migration
+            self._migrating().expect(self._incoming_job or "")
+            self._tracker.set(VmStatus.MIGRATION_DESTINATION)
+            self._publish()
+            return
+        if self._migrations is not None:
+            self._migrations.find_interrupted()
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
             first = VmStatus.RESTORING_STATE if self._params.restore_state else \
@@ -148,13 +171,18 @@ class VmActor(SupervisedActor):
             self._display = known.display
             self._published = self._key()
         elif self._initial is not None:
-            self._set(self._initial)  # found by recovery
+            initial = self._initial
+            if self._migrations is not None:  # a VM that left, or is leaving, this host
+                initial = self._migrations.recovered_state(initial)
+            self._set(initial)  # found by recovery
         self.actor_ref.tell(Attach())
 
     def teardown(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._migrations is not None:
+            self._migrations.teardown()
         if self._inflight is not None:
             self._inflight.close()
         if self._agent is not None:
@@ -170,6 +198,7 @@ class VmActor(SupervisedActor):
             **self._view().to_wire(),
             "mode": self._mode,
             **(self._inflight.describe() if self._inflight else {}),
+            **(self._migrations.describe() if self._migrations else {}),
             "timers": sorted(self._timers),
             "domainEvents": self._events,
             "guestAgent": self._guest().describe(),
@@ -193,9 +222,16 @@ class VmActor(SupervisedActor):
     def destroy(self) -> Future[bool]:
         self._running().check_idle(DESTROY)
         params = self._params
+        end_job = self._migrations.destroyed() if self._migrations else _nothing
+
+        def work(_cancelled: Any) -> None:
+            try:
+                self._ops_impl.destroy(params)
+            finally:
+                end_job()
+
         return self._submit("VM.destroy", DESTROY, timeout=self._destroy_timeout(),
-                            on_ok=self._on_destroyed,
-                            work=lambda _c: self._ops_impl.destroy(params))
+                            on_ok=self._on_destroyed, work=work)
 
     def pause(self) -> Future[bool]:
         return self._control("VM.pause", ("before_vm_pause", "after_vm_pause"),
@@ -274,22 +310,109 @@ class VmActor(SupervisedActor):
             lambda p: self._ops_impl.change_media(p, device, path, started), on_ok,
         )
 
-    def hibernate(self, path: MemoryImage) -> Future[bool]:
+    def hibernate(self, path: MemoryImage, job_id: str | None = None) -> Future[bool]:
+        """Save the VM's state to ``path``; ``job_id``: the job whose progress the save's
+        statistics report."""
         before = self._tracker.status
+        env, vm_id, ops = self._env, self.vm_id, self._ops_impl
+
+        def save(params: VmParams) -> None:
+            progress = None
+            if job_id is not None and env.migration is not None:
+                progress = JobProgress(vm_id, job_id, libvirt_handle=env.libvirt,
+                                       jobs=env.migration.jobs,
+                                       interval=env.migration.config.progress_interval)
+                progress.start()
+            try:
+                ops.hibernate(params, path)
+            finally:
+                if progress is not None:
+                    progress.finish()
+
         reply = self._control(
-            "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"),
-            lambda p: self._ops_impl.hibernate(p, path), self._on_saved,
+            "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"), save,
+            self._on_saved,
             timeout=self._env.config.save_timeout,
             on_error=lambda _e: self._on_save_failed(before),
         )
         self._set(Transition(VmStatus.SAVING_STATE))
         return reply
 
+    # --- migrations (see actors/vm/migcontrol.py) -----------------------------------------
+
+    def migrate(self, spec: MigrationSpec) -> bool:
+        """Start an outgoing migration (its job is recorded): True once it runs."""
+        self._running().check_idle(CONTROL, DESTROY)
+        self._migrating().start(spec)
+        return True
+
+    def migrate_cancel(self) -> Future[Any]:
+        return self._migrating().cancel()
+
+    def migrate_change(self, bandwidth: int | None, downtime: int | None) -> Future[Any]:
+        return self._migrating().change(bandwidth, downtime)
+
+    def prepare_incoming(self, xml: str, *, started: float | None, timeout: float,
+                         prepare_timeout: float) -> Future[Any]:
+        """The verb part of VM.migrationCreate (an actor started in mode ``incoming``)."""
+        if self._mode != "incoming" or self.ctx.generation != 1 or self._launched:
+            raise VMError(reason=f"VM {self.vm_id} is not an arriving migration")
+        self._launched = True
+        return self._migrating().prepare(xml, started=started, timeout=timeout,
+                                         prepare_timeout=prepare_timeout)
+
+    def _migrating(self) -> MigrationControl:
+        if self._migrations is None:
+            raise MigrationNotInProgress(vmID=self.vm_id)
+        return self._migrations
+
+    # what MigrationControl needs of the actor (its MigrationHost protocol)
+
+    def current_status(self) -> VmStatus:
+        return self._tracker.status
+
+    def current_params(self) -> VmParams:
+        return self._params
+
+    def current_started(self) -> float | None:
+        return self._started
+
+    def set_status(self, transition: Transition, *, read: bool = False) -> None:
+        """``read``: a state an operation read from libvirt (older than events meanwhile)."""
+        if read:
+            self._set_read(transition)
+        else:
+            self._set(transition)
+
+    def submit(self, name: str, kind: str, *, timeout: float, on_ok: Callable[[Any], Any],
+               on_error: Callable[[BaseException], None] | None = None,
+               work: Callable[[Any], Any]) -> Future[Any]:
+        return self._submit(name, kind, timeout=timeout, on_ok=on_ok, on_error=on_error,
+                            work=work)
+
+    def schedule_incoming(self, delay: float) -> None:
+        self._schedule("incoming", delay)
+
+    def reattach(self) -> None:
+        self._attach()
+
+    def forget_self(self) -> None:
+        """A VM that is not this host's any more (a migration that did not arrive)."""
+        self._board.remove(self.vm_id)
+        self.stop()
+
+    def tell_self(self, message: Any) -> None:
+        _tell(self.actor_ref, message)
+
     # --- messages --------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, DomainEvent):
             self._on_domain_event(message)
+        elif isinstance(message, MigrationStarted):
+            self._migrating().on_started()
+        elif isinstance(message, MigrationEnded):
+            self._migrating().on_ended(message)
         elif isinstance(message, OpDone):
             self._running().finish(message, self._before_outcome)
         elif isinstance(message, Attach):
@@ -357,6 +480,8 @@ class VmActor(SupervisedActor):
                 log.warning("VM %s: cannot reset it now: %s", self.vm_id, e)
         elif timer.what == "attach":
             self._attach()
+        elif timer.what == "incoming" and self._migrations is not None:
+            self._migrations.on_deadline()
 
     # --- operation plumbing ----------------------------------------------------------------
 
@@ -373,6 +498,8 @@ class VmActor(SupervisedActor):
         if self._tracker.status == VmStatus.DOWN:
             raise VMError(reason=f"VM {self.vm_id} is Down")
         self._running().check_idle(CONTROL, DESTROY)
+        if self._migrations is not None:
+            self._migrations.busy()
         base = self._env.config.call_timeout if timeout is None else timeout
         params = self._params
         return self._submit(name, CONTROL, timeout=base + self._ops_impl.hook_budget(*hooks),
@@ -462,6 +589,8 @@ class VmActor(SupervisedActor):
 
     def _on_attached(self, found: Attached | None) -> None:
         self._attach_delay = 1.0
+        if self._migrations is not None and self._migrations.on_attached(found):
+            return  # a migration a restart interrupted settles it
         if found is None:
             if self._running().running(DESTROY):
                 return  # destroyed meanwhile: the destroy's own outcome says why
@@ -513,6 +642,10 @@ class VmActor(SupervisedActor):
         elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
             self._schedule("powered-up", self._env.config.powering_up)
         self._publish()
+        if self._mode == "incoming" and status != VmStatus.MIGRATION_DESTINATION:
+            self._awaiting_launch = False  # the guest arrived (or was lost): attach may run
+        if self._migrations is not None:
+            self._migrations.on_status(status)
 
     def _view(self) -> VmView:
         t = self._tracker
@@ -558,6 +691,10 @@ class VmActor(SupervisedActor):
 
 def _true(_result: Any) -> bool:
     return True
+
+
+def _nothing() -> None:
+    return None
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:

@@ -24,6 +24,13 @@ Reads (``VM.getStats``, ``Host.getVMList``, ``Host.getAllVmStats``) come from th
 actor is asked, no libvirt call is made, no worker is needed, so they answer even when every
 worker is busy.
 
+``VM.hibernate`` and a restore (``VM.create`` with ``restoreState``) are **jobs**: the verb
+answers once the job is recorded (:class:`~actors.jobs.store.JobStore`) and the operation
+has started; the job ends ``done`` or ``failed`` with the operation (on a finisher thread),
+and a failed restore leaves nothing, as a failed create. So a client is never told "did not
+finish" about an operation that then succeeds: the verb waits for nothing long, and the
+outcome is the job's (``Host.getJobs``, ``|jobs|status|<jobID>``).
+
 Until the first recovery pass after the agent started, every handler answers
 ``Recovering`` (code 100).
 """
@@ -34,17 +41,20 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pykka
 
 from actors.config import GuestAgentConfig
 from actors.directory import ActorDirectory, ServiceRef
+from actors.jobs.record import DONE, FAILED, HIBERNATE, RESTORE, RUNNING
+from actors.jobs.store import JobStore
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
 from actors.vm import agentapi
-from actors.vm.actor import VmActor
+from actors.vm.actor import Mode, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
+from actors.vm.ops import check_unused
 from actors.vm.params import VmParams, check_plain_text
 from actors.vm.paths import PathPolicy
 from actors.vm.registry import VmRegistry
@@ -67,7 +77,11 @@ SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
 FINISHERS = 2  # threads that stop the actors of destroyed VMs and of failed starts
 
 VmProxy = pykka.ActorProxy[VmActor]
-SpecFactory = Callable[[VmParams], ChildSpec]
+
+
+class SpecFactory(Protocol):
+    def __call__(self, params: VmParams, mode: Mode = "create", *,
+                 incoming: str | None = None) -> ChildSpec: ...
 
 
 class VmApi:
@@ -82,16 +96,18 @@ class VmApi:
         vms_path: str,
         spec: SpecFactory,
         ready: threading.Event,
+        jobs: JobStore | None = None,
         guest_agent: GuestAgentConfig | None = None,
     ) -> None:
         self._directory = directory
-        self._board = board
-        self._registry = registry
-        self._paths = paths
+        self.board = board
+        self.registry = registry
+        self.paths = paths
+        self.spec = spec
+        self._jobs = jobs
         self._logs = logs
         self._vms_path = vms_path
         self._vms: ServiceRef[Supervisor] = ServiceRef(directory, vms_path)
-        self._spec = spec
         self._ready = ready
         self._guest_agent = guest_agent or GuestAgentConfig()
         # Acts after an operation (stops an actor: asks its supervisor): off the workers.
@@ -101,13 +117,13 @@ class VmApi:
         return {
             "VM.create": Binding(self.create),
             "VM.destroy": Binding(self.destroy),
-            "VM.pause": Binding(lambda p: self._verb(p, lambda vm: vm.pause())),
-            "VM.cont": Binding(lambda p: self._verb(p, lambda vm: vm.cont())),
-            "VM.reset": Binding(lambda p: self._verb(p, lambda vm: vm.reset())),
-            "VM.shutdown": Binding(lambda p: self._verb(p, lambda vm: vm.shutdown(
+            "VM.pause": Binding(lambda p: self.verb(p, lambda vm: vm.pause())),
+            "VM.cont": Binding(lambda p: self.verb(p, lambda vm: vm.cont())),
+            "VM.reset": Binding(lambda p: self.verb(p, lambda vm: vm.reset())),
+            "VM.shutdown": Binding(lambda p: self.verb(p, lambda vm: vm.shutdown(
                 p["delay"], p["message"], p["reboot"], p["force"]))),
             "VM.setTicket": Binding(
-                lambda p: self._verb(p, lambda vm: vm.set_ticket(
+                lambda p: self.verb(p, lambda vm: vm.set_ticket(
                     check_plain_text(p["password"], "password"), p["ttl"]))
             ),
             "VM.changeCD": Binding(self._media("cdrom")),
@@ -121,87 +137,148 @@ class VmApi:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def create(self, params: dict[str, Any]) -> Future[Any]:
-        self._check_ready()
+    def create(self, params: dict[str, Any]) -> Future[Any] | dict[str, Any]:
+        self.check_ready()
         vm_id = params["vmID"]
-        vm = self._paths.check_params(VmParams.from_dict(vm_id, params["vmParams"]))
-        if self._board.get(vm_id) is not None or vm_id in self._registry:
+        vm = self.paths.check_params(VmParams.from_dict(vm_id, params["vmParams"]))
+        if self.board.get(vm_id) is not None or vm_id in self.registry:
             raise VMExists(vmID=vm_id)  # running, or its actor restarting: touch nothing
-        deadline = current_deadline()
+        job = None
+        if vm.restore_state is not None and self._jobs is not None:
+            check_unused(self.registry, vm.restore_state)  # refused now, not as a job
+            job = self._jobs.add(RESTORE, vm_id, job_id=params.get("jobID"),
+                                 message="restoring")
         try:
-            self._vms.proxy().start_child(self._spec(vm)).get(
-                timeout=deadline.clamp(SUPERVISOR_TIMEOUT))
+            self.start_actor(self.spec(vm))
+            launched = self._launch(vm_id)
+        except BaseException as e:
+            if job is not None:
+                self._end_job(job.job_id, e)
+            raise
+        if job is None:
+            return self.after(launched, on_error=lambda _e: self.drop_failed(vm_id))
+        self._run_job(job.job_id, launched, on_error=lambda: self.drop_failed(vm_id))
+        return {"vmID": vm_id, "status": "Restoring state"}
+
+    def start_actor(self, spec: ChildSpec) -> None:
+        """Start a VM's actor under /vms (its setup is quick)."""
+        try:
+            self._vms.proxy().start_child(spec).get(
+                timeout=current_deadline().clamp(SUPERVISOR_TIMEOUT))
         except ChildExists:
-            raise VMExists(vmID=vm_id) from None
+            raise VMExists(vmID=spec.name) from None
         except ChildStartError as e:
-            self._board.remove(vm_id)
-            raise VMError(reason=f"cannot start the actor of VM {vm_id}: {e}") from None
+            self.board.remove(spec.name)
+            raise VMError(reason=f"cannot start the actor of VM {spec.name}: {e}") from None
         except (pykka.Timeout, pykka.ActorDeadError):
             raise ActorUnavailable(path=self._vms_path, reason="it did not answer") from None
+
+    def _launch(self, vm_id: str) -> Future[Any]:
         try:
-            launched = self._operation(self._proxy(vm_id).launch())
+            return self.operation(self.proxy(vm_id).launch())
         except BaseException:
             # This create's own actor and board entry; the start removed what it made.
             self._stop_actor(vm_id)
-            self._board.remove(vm_id)
+            self.board.remove(vm_id)
             raise
-        return self._after(launched, on_error=lambda: self._drop_failed(vm_id))
 
     def destroy(self, params: dict[str, Any]) -> Future[Any]:
         vm_id = params["vmID"]
-        return self._after(self._verb(params, lambda vm: vm.destroy()),
-                           on_ok=lambda: self._forget(vm_id))
+        return self.after(self.verb(params, lambda vm: vm.destroy()),
+                          on_ok=lambda: self._forget(vm_id))
 
-    def _drop_failed(self, vm_id: str) -> None:
+    def drop_failed(self, vm_id: str) -> None:
         """After a failed start: this create's own actor and board entry (the start itself
         removed what it made: its registry entry, its volumes)."""
         self._stop_actor(vm_id)
-        self._board.remove(vm_id)
+        self.board.remove(vm_id)
 
     def _forget(self, vm_id: str) -> None:
         """After a destroy: the VM is gone from the agent (on a finisher thread)."""
-        self._registry.remove(vm_id)  # first: a recovery pass meanwhile must not revive it
+        self.registry.remove(vm_id)  # first: a recovery pass meanwhile must not revive it
         self._stop_actor(vm_id)
-        self._board.remove(vm_id)
-        self._logs.prune(self._registry.ids() | self._board.ids())
+        self.board.remove(vm_id)
+        self._logs.prune(self.registry.ids() | self.board.ids())
 
     def _media(self, device: Literal["cdrom", "floppy"]) -> Callable[[dict[str, Any]], Any]:
         def handler(p: dict[str, Any]) -> Any:
-            return self._verb(p, lambda vm: vm.change_media(device, self._paths.media(p["path"])))
+            return self.verb(p, lambda vm: vm.change_media(device, self.paths.media(p["path"])))
 
         return handler
 
     def _hibernate(self, p: dict[str, Any]) -> Any:
-        return self._verb(p, lambda vm: vm.hibernate(
-            self._paths.hibernation_target(p["hiberVolHandle"])))
+        """A job: answers once the save has started; the job ends with it."""
+        self.check_ready()
+        vm_id = p["vmID"]
+        proxy = self.proxy(vm_id)
+        target = self.paths.hibernation_target(p["hiberVolHandle"])
+        if self._jobs is None:
+            return self.verb(p, lambda vm: vm.hibernate(target))
+        check_unused(self.registry, target)  # refused now, not as a job
+        job = self._jobs.add(HIBERNATE, vm_id, job_id=p.get("jobID"), message="saving")
+        try:
+            saving = self.operation(proxy.hibernate(target, job.job_id), cover=False)
+        except BaseException as e:
+            self._end_job(job.job_id, e)
+            raise
+        self._run_job(job.job_id, saving)
+        return True
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    def _run_job(self, job_id: str, operation: Future[Any], *,
+                 on_error: Callable[[], None] | None = None) -> None:
+        """The job runs with ``operation`` and ends with it (on a finisher thread)."""
+        assert self._jobs is not None
+        self._jobs.update(job_id, status=RUNNING)
+
+        def settle(done: Future[Any]) -> None:
+            error = done.exception() if not done.cancelled() else VMError(reason="cancelled")
+            if error is not None and on_error is not None:
+                try:
+                    on_error()
+                except Exception:
+                    log.exception("cleaning up after job %s failed", job_id)
+            self._end_job(job_id, error)
+
+        operation.add_done_callback(lambda done: self._finisher.submit(settle, done))
+
+    def _end_job(self, job_id: str, error: BaseException | None) -> None:
+        assert self._jobs is not None
+        if error is None:
+            self._jobs.update(job_id, status=DONE, progress=100, message="done")
+            return
+        code = error.code if isinstance(error, VdsmError) else -32603
+        message = error.message if isinstance(error, VdsmError) else repr(error)
+        self._jobs.update(job_id, status=FAILED, code=code, message=message)
 
     # --- reads -------------------------------------------------------------------------------
 
     def get_stats(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        self._check_ready()
-        stats = self._board.full_stats(params["vmID"])
+        self.check_ready()
+        stats = self.board.full_stats(params["vmID"])
         if not stats:
             raise NoSuchVM(vmID=params["vmID"])
         return stats
 
     def get_vm_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        self._check_ready()
+        self.check_ready()
         if params.get("fullStatus"):
-            return self._board.full_stats()
+            return self.board.full_stats()
         return [{"vmID": v.vm_id, "vmName": v.name, "status": str(v.status)}
-                for v in self._board.views()]
+                for v in self.board.views()]
 
     def get_all_vm_stats(self, _params: dict[str, Any]) -> list[dict[str, Any]]:
-        self._check_ready()
-        return self._board.full_stats()
+        self.check_ready()
+        return self.board.full_stats()
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _check_ready(self) -> None:
+    def check_ready(self) -> None:
         if not self._ready.is_set():
             raise Recovering()
 
-    def _proxy(self, vm_id: str) -> VmProxy:
+    def proxy(self, vm_id: str) -> VmProxy:
         path = f"{self._vms_path}/{vm_id}"
         info = self._directory.get(path)
         if info is None:
@@ -211,47 +288,47 @@ class VmApi:
 
     def _absent(self, vm_id: str) -> VdsmError:
         """The error for a VM without an actor: retryable if the agent knows the VM."""
-        if self._board.get(vm_id) is not None:
+        if self.board.get(vm_id) is not None:
             return ActorUnavailable(path=f"{self._vms_path}/{vm_id}",
                                     reason="its actor is being restarted; try again shortly")
         return NoSuchVM(vmID=vm_id)
 
     def verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
-        """An operation of the VM ``params["vmID"]`` (see :meth:`_verb`), for the verbs of
-        :mod:`actors.vm.agentapi`."""
-        return self._verb(params, call)
-
-    def _verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
         """Ask the VM's actor for an operation; its future (the server replies from it).
         ``call`` may first check more params: the VM's existence is checked before them."""
-        self._check_ready()
+        self.check_ready()
         vm_id = params["vmID"]
         try:
-            asked = call(self._proxy(vm_id))
+            asked = call(self.proxy(vm_id))
         except pykka.ActorDeadError:
             raise self._absent(vm_id) from None
-        return self._operation(asked)
+        return self.operation(asked)
 
-    def _operation(self, asked: Any) -> Future[Any]:
-        """The operation's future: ``asked`` is the proxy call's pykka future, which resolves
-        (at once) to it. The request's deadline is extended to cover the operation's."""
+    def ask(self, asked: Any) -> Any:
+        """The answer of a proxy call that the actor answers at once (bounded)."""
         try:
-            operation: Future[Any] = asked.get(timeout=current_deadline().clamp(ASK_TIMEOUT))
+            return asked.get(timeout=current_deadline().clamp(ASK_TIMEOUT))
         except pykka.Timeout:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor did not answer") \
                 from None
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor stopped") from None
-        if isinstance(operation, OpFuture):
+
+    def operation(self, asked: Any, *, cover: bool = True) -> Future[Any]:
+        """The operation's future: ``asked`` is the proxy call's pykka future, which resolves
+        (at once) to it. The request's deadline is extended to cover the operation's (unless
+        the verb does not wait for it: a job)."""
+        operation: Future[Any] = self.ask(asked)
+        if cover and isinstance(operation, OpFuture):
             current_deadline().cover(operation.deadline)
         return operation
 
-    def _after(
+    def after(
         self,
         operation: Future[Any],
         *,
         on_ok: Callable[[], None] | None = None,
-        on_error: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> Future[Any]:
         """The operation's outcome, once ``on_ok`` or ``on_error`` ran on a finisher thread
         (no worker waits for the operation). The request's deadline covers both."""
@@ -261,10 +338,11 @@ class VmApi:
 
         def settle(done: Future[Any]) -> None:
             error = done.exception() if not done.cancelled() else VMError(reason="cancelled")
-            then = on_error if error is not None else on_ok
             try:
-                if then is not None:
-                    then()
+                if error is not None and on_error is not None:
+                    on_error(error)
+                elif error is None and on_ok is not None:
+                    on_ok()
             except Exception:
                 log.exception("acting after a VM operation failed")
             if error is not None:

@@ -30,6 +30,8 @@ from messaging.errors import GuestCallTimeout, VMBusy, VMError
 log = logging.getLogger(__name__)
 
 CREATE = "VM.create"  # while a VM is being created, nothing else runs on it
+INCOMING = "VM.migrationCreate"  # nor while an incoming VM is being prepared
+EXCLUSIVE = frozenset({CREATE, INCOMING})
 
 
 class OpFuture(Future[Any]):
@@ -106,12 +108,12 @@ class InFlight:
     def check_idle(self, *kinds: str) -> None:
         """VMBusy if an operation of one of ``kinds`` (or a create) is running."""
         for op in self._ops.values():
-            if op.kind in kinds or op.name == CREATE:
+            if op.kind in kinds or op.name in EXCLUSIVE:
                 raise VMBusy(vmID=self.vm_id, operation=op.name,
                              age=time.monotonic() - op.started)
 
     def running(self, *kinds: str) -> bool:
-        return any(op.kind in kinds or op.name == CREATE for op in self._ops.values())
+        return any(op.kind in kinds or op.name in EXCLUSIVE for op in self._ops.values())
 
     def finish(self, done: OpDone, before: Callable[[Op], None]) -> None:
         """Settle the operation of ``done``: ``before(op)``, then its on_ok/on_error, then

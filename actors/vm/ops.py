@@ -42,6 +42,7 @@ from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.handle import VolumeHandle
 from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
+from actors.vm.migenv import MigrationEnv
 from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
@@ -70,6 +71,16 @@ class VolumeProvider(Protocol):
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> object: ...
 
 
+def check_unused(registry: VmRegistry, v: MemoryImage | None) -> None:
+    """A memory image never goes over (or comes from) a drive of a VM of this host: checked
+    by the API before a hibernation or restore job is accepted, and again by the job."""
+    if not isinstance(v, VolumeRef):
+        return
+    for vm_id, other in registry.entries().items():
+        if any(drive.volume == v for drive in other.drives):
+            raise VolumeInUse(volUUID=v.volume_id, reason=f"a drive of VM {vm_id}")
+
+
 def _handle(v: VolumeRef) -> VolumeHandle:
     return VolumeHandle(v.pool_id, v.domain_id, v.image_id, v.volume_id)
 
@@ -85,6 +96,7 @@ class VmEnv:
     owner: str  # written into the metadata: this agent's domains are the ones it recovers
     logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
+    migration: MigrationEnv | None = None  # None: this agent does not migrate (unit tests)
     agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)  # the guest agents
 
 
@@ -448,10 +460,7 @@ class VmOps:
                         e)
 
     def _check_unused(self, v: VolumeRef) -> None:
-        """A memory image never goes over (or comes from) a drive of a VM of this host."""
-        for vm_id, other in self.env.registry.entries().items():
-            if any(drive.volume == v for drive in other.drives):
-                raise VolumeInUse(volUUID=v.volume_id, reason=f"a drive of VM {vm_id}")
+        check_unused(self.env.registry, v)
 
     def _teardown(self, params: VmParams, only: set[int] | None = None) -> None:
         for drive in params.drives:

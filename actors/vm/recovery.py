@@ -15,6 +15,10 @@ after every libvirt reconnect, a pass runs in two steps:
    it runs after the verbs are open. Actors whose VM was seen in neither step re-attach
    too, find nothing and report ``Down``.
 
+A VM whose migration a restart interrupted is started like any other: its actor finds the
+unfinished job (``actors/vm/migcontrol.py``) and settles where the guest is, so a VM that
+left this host is not reported ``Down``/``unknown`` by mistake.
+
 A pass blocks (libvirt calls, asking the ``/vms`` supervisor to start children), so it runs
 on a ``vm-recovery`` thread of its own, never on an actor's or libvirt's event thread;
 :meth:`Resync.request` only flags that a pass is wanted.

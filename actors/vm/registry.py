@@ -80,6 +80,17 @@ class VmRegistry:
                 continue
         return found
 
+    def get(self, vm_id: str) -> VmParams | None:
+        """The VM's recorded params; None if it is not recorded (or unreadable: logged)."""
+        path = self._path(vm_id)
+        try:
+            return VmParams.from_dict(vm_id, json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, VdsmError) as e:
+            log.error("the VM entry %s is unreadable: %s", path, e)
+            return None
+
     def entries(self) -> dict[str, VmParams]:
         """Every recorded VM; unreadable entries are logged and skipped."""
         found: dict[str, VmParams] = {}

@@ -13,6 +13,12 @@ It also builds the :class:`~actors.vm.paths.PathPolicy` (where files a client na
 be; the agent's own directories are never among them) and the
 :class:`~actors.vm.seriallog.SerialLogs`, and runs :meth:`Resync.check` on the clock so
 that VMs whose actors are gone (``/vms`` restarted, an actor given up) are recovered.
+
+Jobs (:mod:`actors.jobs`): the store (``<state_dir>/jobs``) and the host's migration slots
+are made here and shared by the VM actors (:class:`~actors.vm.migenv.MigrationEnv`) and the
+verbs. At start, jobs a restart interrupted are settled: a VM's migrations by its actor
+(recovery starts one for every VM of the registry), hibernations and restores here, as
+failed (the VM's recovered status says what became of it).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import pykka
 from actors.config import ConfigError
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
+from actors.jobs.record import FAILED, MIGRATE_IN, MIGRATE_OUT
+from actors.jobs.slots import Gates, Slots
+from actors.jobs.store import JobStore
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps
 from actors.supervisor import ChildExists, ChildSpec, Supervisor
@@ -34,14 +43,18 @@ from actors.vm.actor import Mode, VmActor
 from actors.vm.api import VmApi
 from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
+from actors.vm.migapi import MigrationApi
+from actors.vm.migenv import MigrationEnv
 from actors.vm.ops import VmEnv
 from actors.vm.params import VmParams
 from actors.vm.paths import PathPolicy
+from actors.vm.peers import Peers
 from actors.vm.recovery import Found, Resync
 from actors.vm.registry import VmRegistry
 from actors.vm.sampler import VmStatsSampler
 from actors.vm.seriallog import SerialLogs
 from actors.vm.status import Transition
+from messaging.errors import VMError
 from messaging.server import Binding
 
 VMS = "/vms"
@@ -70,6 +83,20 @@ class VmSubsystem:
         except ValueError as e:
             raise ConfigError(f"[vm] {e}") from None
         self.paths.prepare()  # the log directory is made by the first VM start
+        events, mig = deps.runtime.events, deps.config.migration
+        curve = deps.config.curve
+        self.jobs = JobStore(state_dir / "jobs", events, keep=deps.config.jobs.keep_finished)
+        self.interrupted = self.jobs.load()
+        self.migration = MigrationEnv(
+            jobs=self.jobs,
+            outgoing=Slots("outgoing migrations", mig.max_outgoing),
+            incoming=Slots("incoming migrations", mig.max_incoming),
+            gates=Gates("asking"),
+            peers=Peers(deps.config.peers, connect_timeout=mig.connect_timeout,
+                        own_secret=Path(curve.server_secret) if curve.enabled else None),
+            config=mig,
+            publish=events.publish,
+        )
         self.env = VmEnv(
             libvirt=deps.libvirt,
             hooks=HookRunner(cfg.hooks_dir, timeout=cfg.hook_timeout),
@@ -78,6 +105,7 @@ class VmSubsystem:
             owner=str(state_dir.resolve()),
             logs=self.logs,
             registry=self.registry,
+            migration=self.migration,
             agent=deps.config.guest_agent,
         )
         #: set once the first recovery pass is done: VM verbs answer 100 until then
@@ -89,14 +117,15 @@ class VmSubsystem:
             directory=deps.runtime.directory,
             vms_path=VMS,
             start_vm=self._recover_vm,
-            on_done=self.ready.set,
+            on_done=self._recovered,
             known=self.board.ids,
             interval=cfg.resync_interval,
         )
         self.api = VmApi(directory=deps.runtime.directory, board=self.board,
                          registry=self.registry, paths=self.paths, logs=self.logs,
-                         vms_path=VMS, spec=self.vm_spec, ready=self.ready,
+                         vms_path=VMS, spec=self.vm_spec, ready=self.ready, jobs=self.jobs,
                          guest_agent=deps.config.guest_agent)
+        self.migration_api = MigrationApi(vms=self.api, env=self.migration)
 
     def vm_spec(
         self,
@@ -104,14 +133,32 @@ class VmSubsystem:
         mode: Mode = "create",
         initial: Transition | None = None,
         started: float | None = None,
+        *,
+        incoming: str | None = None,
     ) -> ChildSpec:
         env, board = self.env, self.board
 
         def factory(ctx: Any) -> Any:
             return VmActor.start(ctx, params=params, mode=mode, env=env, board=board,
-                                 initial=initial, started=started)
+                                 initial=initial, started=started, incoming=incoming)
 
         return ChildSpec(params.vm_id, factory, cls="VmActor", restart="transient")
+
+    def _recovered(self) -> None:
+        """The first recovery pass started an actor for every VM of the registry: settle
+        the interrupted jobs that no actor settles, then open the verbs."""
+        known = self.registry.ids()
+        for job in self.interrupted:
+            current = self.jobs.get(job.job_id)
+            if current is None or current.finished:
+                continue
+            if job.job_type in (MIGRATE_OUT, MIGRATE_IN) and job.vm_id in known:
+                continue  # its VM's actor settles it
+            self.jobs.update(job.job_id, status=FAILED, code=VMError.code,
+                             message="interrupted by a restart of vdsmd (the VM's status "
+                                     "says what became of it)")
+        self.interrupted = []
+        self.ready.set()
 
     def _recover_vm(self, found: Found) -> None:
         """Start the actor of a running VM found by recovery (on the recovery thread)."""
@@ -137,7 +184,7 @@ class VmSubsystem:
         )
 
     def bindings(self) -> dict[str, Binding]:
-        return self.api.bindings()
+        return {**self.api.bindings(), **self.migration_api.bindings()}
 
     def host_stats(self) -> dict[str, Any]:
         count, active = self.board.counts()

@@ -1,6 +1,6 @@
 """Host verbs: liveness, capabilities, statistics, fencing."""
 
-from messaging.schema.types import Bool, Enum, Field, Int, MapOf, Str, Struct
+from messaging.schema.types import Bool, Enum, Field, Int, ListOf, MapOf, Str, Struct, Uuid
 from messaging.schema.verbs import Verb
 
 VERBS = (
@@ -97,5 +97,20 @@ VERBS = (
         aliases=("repoStats",),
         timeout=5.0,
     ),
+    Verb(
+        "Host.getJobs",
+        "This host's jobs (VM.migrate on both hosts, VM.hibernate, restores): running ones "
+        "and those that ended within [jobs] keep_finished. Storage tasks are listed by "
+        "Host.getAllTasksStatuses; both publish |jobs|status|<id>.",
+        params=(
+            Field("job_type", Enum(("migrate_out", "migrate_in", "hibernate", "restore")),
+                  required=False, doc="only jobs of this kind"),
+            Field("job_ids", ListOf(Uuid(), max_len=1024), required=False,
+                  doc="only these jobs"),
+        ),
+        result="{jobID: {id, job_type, vmID, status (pending|running|done|failed|aborted), "
+        "progress, description, startTime, endTime?, error? {code, message}, and by kind: "
+        "dst, timeout, maxDowntime, maxBandwidth, dataRemaining, bandwidth, downtime...}}",
+        timeout=5.0,
+    ),
 )
-

@@ -4,6 +4,7 @@ from messaging.schema.types import (
     Bool,
     Enum,
     Field,
+    Float,
     Int,
     ListOf,
     MapOf,
@@ -17,6 +18,16 @@ from messaging.schema.verbs import Verb
 
 VM_ID = Field("vmID", Uuid(), doc="the VM's UUID")
 CALL_DEADLINE = "[vm] call_timeout + the verb's hooks' budget"
+JOB_ID = Field("jobID", Uuid(), required=False,
+               doc="the id of the job the verb starts (default: a new UUID); see Host.getJobs")
+DOWNTIME = Field("downtime", Int(min=1, max=60000), required=False,
+                 doc="ms: the longest pause of the guest at the switch-over")
+BANDWIDTH = Field("maxBandwidth", Int(min=0, max=1 << 30), required=False,
+                  doc="MiB/s the migration may use; 0: no limit")
+MIGRATION_STATUS = ("{jobID, job_type (migrate_out|migrate_in), status (pending|running|done|"
+                    "failed|aborted), progress (%), description, dst?, dataRemaining?, "
+                    "bandwidth? (MiB/s), iteration?, elapsed? (ms), postCopyActive?, downtime? "
+                    "(ms, once done), error? {code, message}}")
 SHUTDOWN_DEADLINE = CALL_DEADLINE + " + [guest_agent] shutdown_timeout"
 
 DRIVE = Struct(
@@ -77,8 +88,9 @@ VERBS = (
     Verb(
         "VM.create",
         "Define and start a VM (or restore one from a hibernation file with restoreState).",
-        params=(VM_ID, Field("vmParams", VM_PARAMS)),
-        result="{vmID, status}",
+        params=(VM_ID, Field("vmParams", VM_PARAMS), JOB_ID),
+        result="{vmID, status}; a restore answers once its job is recorded (status "
+        "'Restoring state'; the job 'restore' says how it ends)",
         aliases=("create",),
         timeout=120.0,
         operation="[vm] start_timeout + the start hooks' budget",
@@ -137,27 +149,87 @@ VERBS = (
     ),
     Verb(
         "VM.hibernate",
-        "Save the VM's state to hiberVolHandle; the VM ends Down.",
+        "Save the VM's state to hiberVolHandle (a job: answers once it is recorded); the VM "
+        "ends Down (exitReason saved) and the job 'hibernate' done.",
         (VM_ID, Field("hiberVolHandle", Str(min_len=1, max_len=4096),
                       doc="a volume 'sdUUID,spUUID,imgUUID,volUUID' that no VM uses, or a new "
                           "file in [vm] hibernation_dir (created with mode 0600, never "
-                          "written over an existing file)")),
+                          "written over an existing file)"), JOB_ID),
         aliases=("hibernate",),
-        timeout=300.0,
-        operation="[vm] save_timeout + the hibernate hooks' budget",
+        timeout=30.0,
+        operation="the job: [vm] save_timeout + the hibernate hooks' budget",
     ),
     Verb(
         "VM.migrate",
-        "Live-migrate the VM to another host; progress streams as VM_migration_status.",
+        "Live-migrate the VM to a peer's agent (a job: answers once the destination's agent "
+        "answered and the job is recorded); progress streams as "
+        "|virt|VM_migration_status|<vmID>; the VM ends Down (exitReason migrated) here and "
+        "Up there, or stays here if the migration fails.",
         (
             VM_ID,
-            Field("dst", Str(min_len=1, max_len=512), doc="libvirt URI of the destination"),
+            Field("dst", Str(min_len=1, max_len=512, pattern=r"[A-Za-z0-9_.:/\[\]-]+"),
+                  doc="a peer of [peers]: its name, or its endpoint tcp://HOST:PORT or "
+                      "HOST:PORT"),
             Field("method", Enum(("online",)), required=False, default="online"),
-            Field("downtime", Int(min=1, max=60000), required=False, doc="ms"),
-            Field("timeout", Int(min=1, max=86400), required=False, doc="s"),
-            Field("migrateURI", Str(max_len=512), required=False, doc="data channel URI"),
+            DOWNTIME,
+            Field("timeout", Int(min=1, max=86400), required=False,
+                  doc="s of migration before it is aborted (or switched to post-copy with "
+                      "postCopy); default [migration] max_time_per_gib x the guest's GiB"),
+            BANDWIDTH,
+            Field("autoConverge", Bool(), required=False, default=False,
+                  doc="throttle the guest's vCPUs when it dirties memory faster than it moves"),
+            Field("postCopy", Bool(), required=False, default=False,
+                  doc="at the timeout, switch to post-copy (the guest runs there and fetches "
+                      "the rest) instead of aborting"),
+            JOB_ID,
         ),
-        aliases=("migrate",), implemented=False,
+        result="true: the job is recorded (Host.getJobs, job_type migrate_out)",
+        aliases=("migrate",),
+        operation="[migration] connect_timeout (the destination's agent must answer)",
+    ),
+    Verb(
+        "VM.getMigrationStatus",
+        "The VM's current or last migration (either way), from its job: no actor is asked.",
+        (VM_ID,),
+        result=MIGRATION_STATUS,
+        timeout=5.0,
+    ),
+    Verb(
+        "VM.migrateCancel",
+        "Abort the VM's outgoing migration: the VM stays on this host.",
+        (VM_ID,),
+        result="true: libvirt took the abort (or the migration had not started moving the "
+        "guest); the job ends 'aborted'",
+        operation=CALL_DEADLINE,
+    ),
+    Verb(
+        "VM.migrateChangeParams",
+        "Change the limits of the VM's outgoing migration in flight.",
+        (VM_ID, Field("params", Struct((DOWNTIME, BANDWIDTH), name="limits"))),
+        operation=CALL_DEADLINE,
+    ),
+    Verb(
+        "VM.migrationCreate",
+        "(Called by the source host's agent.) Prepare an arriving VM: its actor, volumes, "
+        "hooks and domain XML exist here before the guest comes; all of it goes if the "
+        "migration does not arrive.",
+        (
+            VM_ID,
+            Field("vmParams", VM_PARAMS),
+            Field("xml", Str(min_len=1, max_len=1 << 20),
+                  doc="the source's migratable domain XML (sanitised as a restore's)"),
+            Field("jobID", Uuid(), doc="the migration's job (the same id on both hosts)"),
+            Field("timeout", Int(min=1, max=86400),
+                  doc="s the source gives the migration: the arrival is awaited that long "
+                      "plus [migration] incoming_grace"),
+            Field("prepareTimeout", Int(min=1, max=3600), required=False, default=60,
+                  doc="s the source waits for this answer: the preparation's deadline"),
+            Field("started", Float(min=0, max=1e11), required=False,
+                  doc="POSIX time the VM started (kept across hosts)"),
+        ),
+        result="{vmID, status: 'Migration Destination', xml: the domain XML for libvirt}",
+        timeout=30.0,
+        operation="prepareTimeout",
     ),
     Verb(
         "VM.getStats",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,9 @@ def test_the_shipped_example_documents_every_setting_with_its_default() -> None:
         if field.name == "given":
             continue  # which settings were given: not a setting
         values = getattr(defaults, field.name)
+        if not dataclasses.is_dataclass(values):  # [peers]: named tables, none by default
+            assert field.name in documented, f"[{field.name}] is not in contrib/vdsmd.toml"
+            continue
         for setting in dataclasses.fields(values):
             assert setting.name in documented.get(field.name, {}), \
                 f"[{field.name}] {setting.name} is not in contrib/vdsmd.toml"
@@ -91,3 +95,52 @@ def test_the_shipped_example_documents_every_setting_with_its_default() -> None:
                 actual = [str(item) for item in actual]  # a TOML list
             assert str(shown) == str(actual) or shown == actual, \
                 f"[{field.name}] {setting.name}: example says {shown!r}, default is {actual!r}"
+
+
+def test_peers_are_named_tables_with_an_endpoint_and_a_key() -> None:
+    import tomllib
+
+    text = """
+[curve]
+server_secret = "/k/me.key_secret"
+authorized_keys = "/k/authorized"
+[peers.hostb]
+endpoint = "tcp://192.0.2.12:54321"
+public_key = "/k/hostb.key"
+[peers.hostc]
+endpoint = "tcp://[2001:db8::3]:54321"
+public_key = "/k/hostc.key"
+"""
+    cfg = config.from_mapping(tomllib.loads(text))
+    config.check(cfg)
+    assert cfg.peers["hostb"] == config.PeerConfig("tcp://192.0.2.12:54321",
+                                                   Path("/k/hostb.key"))
+    assert cfg.peers["hostb"].host == "192.0.2.12" and cfg.peers["hostc"].host == "[2001:db8::3]"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('[peers.b]\nendpoint = "tcp://h:1"\n', "needs public_key"),
+    ('[peers.b]\nendpoint = "ipc:///x"\npublic_key = "/k"\n', "must be tcp"),
+    ('[peers.b]\nendpoint = "tcp://h"\npublic_key = "/k"\n', "must name a port"),
+    ('[peers.b]\nendpoint = "tcp://h:1"\npublic_key = "k"\n', "not absolute"),
+    ('[peers.b]\nendpoint = "tcp://h:1"\npublic_key = "/k"\nx = 1\n', "no setting 'x'"),
+    ('[peers."a b"]\nendpoint = "tcp://h:1"\npublic_key = "/k"\n', "a peer's name"),
+    ('[peers]\nb = 1\n', "must be a table"),
+    ('[migration]\nmax_outgoing = 0\n', "at least 1"),
+    ('[migration]\nlibvirt_uri = "qemu+tls://{dst}/system"\n', "only {host}"),
+    ('[migration]\nconnect_timeout = 0\n', "must be positive"),
+])
+def test_bad_peers_and_migration_settings_are_refused(text: str, error: str) -> None:
+    import tomllib
+
+    with pytest.raises(config.ConfigError, match=re.escape(error)):
+        config.from_mapping(tomllib.loads(text))
+
+
+def test_peers_need_this_hosts_own_key() -> None:
+    import tomllib
+
+    cfg = config.from_mapping(tomllib.loads(
+        '[peers.b]\nendpoint = "tcp://h:1"\npublic_key = "/k"\n'))
+    with pytest.raises(config.ConfigError, match="need \\[curve\\] server_secret"):
+        config.check(cfg)

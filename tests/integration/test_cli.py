@@ -327,6 +327,8 @@ def test_output_formats_on_the_command_line(vdsmd: Vdsmd) -> None:
 
 def test_help_marks_declared_but_unimplemented_verbs(vdsmd: Vdsmd) -> None:
     listing = client(vdsmd, "VM", "--help").stdout
+    assert "(not implemented)" not in next(line for line in listing.splitlines()
+                                           if line.strip().startswith("migrate"))
     assert "list" in listing  # the client's own command
     assert "NOT IMPLEMENTED" not in client(vdsmd, "Host", "ping", "--help").stdout
     missing = next((v for v in SCHEMA if not v.implemented), None)

@@ -21,6 +21,7 @@ from tests import guest as g
 from tests.storage.helpers import loop_devices_of
 from tests.storage.rig import Rig, new_id
 from tests.vm import agent as a
+from tests.vm.test_api_lifecycle import wait_job
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.libvirt, pytest.mark.root]
 
@@ -181,13 +182,18 @@ def test_hibernate_to_a_volume_and_restore_from_it(rig: Rig, kind: str) -> None:
     assert e.code == 218 and disk_vol in e.message
     assert a.wait_status(rig.d, vm_id, "Up")
 
-    assert rig.call("VM.hibernate", vmID=vm_id, hiberVolHandle=handle) is True
+    saving = a.new_id()
+    assert rig.call("VM.hibernate", vmID=vm_id, hiberVolHandle=handle, jobID=saving) is True
+    assert wait_job(rig.d, saving)["status"] == "done"  # a job: it answered at once
     assert a.status(rig.d, vm_id)["exitReason"] == "saved"
     assert rig.call("VM.destroy", vmID=vm_id) is True
     if kind == "loop":
         assert loop_devices_of(rig.tmp / "storage") == []  # every volume torn down again
-    restored = rig.call("VM.create", vmID=vm_id, vmParams={**params, "restoreState": handle})
+    restoring = a.new_id()
+    restored = rig.call("VM.create", vmID=vm_id, jobID=restoring,
+                        vmParams={**params, "restoreState": handle})
     assert restored["vmID"] == vm_id
+    assert wait_job(rig.d, restoring)["status"] == "done"
     a.wait_status(rig.d, vm_id, "Up")
     rig.call("VM.shutdown", vmID=vm_id, delay=120)  # the same guest, still running: it
     a.wait_status(rig.d, vm_id, "Down")             # obeys the power button, no new boot

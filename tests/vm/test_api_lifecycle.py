@@ -30,6 +30,17 @@ def statuses(sub: Subscriber, vm_id: str, until: str, timeout: float = 60) -> li
     return seen
 
 
+def wait_job(agent: Vdsmd, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The job once it ended (Host.getJobs)."""
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] | None = agent.call("Host.getJobs", job_ids=[job_id]).get(job_id)
+        assert job is not None, f"no job {job_id}"
+        return job if job["status"] in ("done", "failed", "aborted") else None
+
+    found: dict[str, Any] = wait_for(ended, timeout, interval=0.1, what=f"job {job_id}")
+    return found
+
+
 def live_xml(conn: libvirt.virConnect, vm_id: str, flags: int = 0) -> ET.Element:
     return ET.fromstring(conn.lookupByUUIDString(vm_id).XMLDesc(flags))
 
@@ -203,17 +214,23 @@ def test_hibernate_then_restore_the_same_guest(
         g.wait_for_marker(serial, g.MARKER_READY, a.BOOT_TIMEOUT)
         statuses(sub, vm_id, "Up")
 
-        assert agent.call("hibernate", vmID=vm_id, hiberVolHandle=str(state)) is True
+        saving = a.new_id()
+        assert agent.call("hibernate", vmID=vm_id, hiberVolHandle=str(state),
+                          jobID=saving) is True  # a job: it answers once the save started
         assert statuses(sub, vm_id, "Down") == ["Saving State", "Down"]
+        job = wait_job(agent, saving)
+        assert (job["job_type"], job["status"], job["vmID"]) == ("hibernate", "done", vm_id)
         assert a.status(agent, vm_id)["exitReason"] == "saved"
         assert state.stat().st_size > MIB
         assert stat.S_IMODE(state.stat().st_mode) == 0o600  # the guest's memory: root's only
         assert not a.domain_exists(conn, vm_id)
         assert agent.call("VM.destroy", vmID=vm_id) is True
 
-        restored = agent.call("VM.create", vmID=vm_id,
+        restoring = a.new_id()
+        restored = agent.call("VM.create", vmID=vm_id, jobID=restoring,
                               vmParams={**params, "restoreState": str(state)})
-        assert restored["status"] in ("Restoring state", "Up")
+        assert restored == {"vmID": vm_id, "status": "Restoring state"}  # a job too
+        assert wait_job(agent, restoring)["status"] == "done"
         a.wait_status(agent, vm_id, "Up")
         # A restored VM reports its uptime (since the restore) and its display like any
         # other: the stats of a later sample carry them

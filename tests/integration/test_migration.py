@@ -1,0 +1,332 @@
+"""Live migration between two hosts of the test bed, through the agents' APIs.
+
+Every host is a network namespace with its own libvirtd and vdsmd (tests/testbed); the
+agents talk to each other over tcp with CURVE, libvirt migrates peer to peer. The guest is
+the tiny TCG test guest; in ``count`` mode it prints a counter with its boot id, so a guest
+that keeps counting with the same boot id on the other host migrated live (no reboot).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from messaging.client import Subscriber
+from tests import guest as g
+from tests.harness import wait_for
+from tests.integration import mighelp as m
+from tests.testbed import Bed
+from tests.vm import agent as a
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.slow,
+              pytest.mark.xdist_group("two-hosts")]
+
+MIB = 1 << 20
+BALLAST = 40  # MiB of guest memory that a migration really moves: 40 s at 1 MiB/s
+
+
+@pytest.fixture(scope="module")
+def image() -> g.GuestImage:
+    return g.build_guest()
+
+
+def counting(log: Path, offset: int = 0, *, more_than: int = 0) -> list[tuple[str, int]]:
+    """The guest's counts in ``log`` (from ``offset``), once there are more than
+    ``more_than`` of them."""
+    found: list[tuple[str, int]] = wait_for(
+        lambda: (c := g.counts(log, offset)) and len(c) > more_than and c,
+        60, interval=0.1, what=f"the guest to count in {log}")
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
+        bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    # 24 MiB that must move at 8 MiB/s: 3 s of progress samples on the way, however loaded
+    vm_id = m.start_guest(a_agent, image, ballast=24)
+    m.wait_booted(a_agent, vm_id)
+    log_a, log_b = m.serial_log(a_agent, vm_id), m.serial_log(b_agent, vm_id)
+    boot = counting(log_a, more_than=2)[-1][0]
+    with a_agent.subscriber("|virt|VM_migration_status|", "|jobs|status|") as source, \
+            b_agent.subscriber("|virt|VM_status|") as destination:
+        time.sleep(0.3)  # the subscriptions reach the publishers
+        assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", downtime=300,
+                            maxBandwidth=8) is True
+        done = m.wait_migration(a_agent, vm_id)
+        assert done["status"] == "done", done
+        assert done["progress"] == 100 and done["dst"] == "b"
+        # the downtime the destination measured follows the outcome
+        done = wait_for(lambda: "downtime" in (x := m.migration(a_agent, vm_id)) and x, 30,
+                        what="the downtime")
+        assert isinstance(done["downtime"], int), done
+        events = _events(source)
+        progress = [p for t, p in events if t.startswith("|virt|VM_migration_status|")]
+        assert progress and progress[-1]["status"] == "done", progress
+        assert any(0 < p["progress"] < 100 for p in progress), progress  # samples on the way
+        assert progress[-1]["downtime"] == done["downtime"]
+        jobs = [p for t, p in events if t == f"|jobs|status|{done['jobID']}"]
+        assert [j["taskState"] for j in jobs][-1] == "finished"
+        assert jobs[-1]["taskResult"] == "success" and jobs[-1]["job_type"] == "migrate_out"
+        seen = [p["status"] for _, p in _events(destination)]
+        assert seen[0] == "Migration Destination" and seen[-1] == "Up", seen
+
+    down = m.status(a_agent, vm_id)
+    assert down is not None and down["status"] == "Down", down
+    assert down["exitReason"] == "migrated" and down["exitCode"] == 0
+    assert m.status(b_agent, vm_id)["status"] == "Up"  # type: ignore[index]
+    assert m.where(bed, vm_id) == ["b"]
+    arrived = m.migration(b_agent, vm_id)
+    assert arrived["status"] == "done" and arrived["job_type"] == "migrate_in"
+    assert arrived["jobID"] == done["jobID"]
+    assert m.jobs(b_agent)[done["jobID"]]["status"] == "done"
+    last_a = g.counts(log_a)[-1][1]
+    there = counting(log_b, more_than=3)
+    assert {b for b, _ in there} == {boot}, "the guest rebooted on b"
+    assert last_a < there[0][1] <= last_a + 3, (last_a, there[:3])
+    assert g.MARKER_BOOTED not in log_b.read_text()
+
+    # and back, paused: a forgets its Down copy first (as the engine would), then b migrates
+    # the paused guest, which arrives paused and goes on counting once continued
+    assert a_agent.call("VM.destroy", vmID=vm_id) is True
+    assert b_agent.call("VM.pause", vmID=vm_id) is True
+    m.wait_status(b_agent, vm_id, "Paused")
+    offset = log_a.stat().st_size
+    assert b_agent.call("VM.migrate", vmID=vm_id, dst=f"{bed.host('a').address}:54321")
+    back = m.wait_migration(b_agent, vm_id)
+    assert back["status"] == "done" and back["jobID"] != done["jobID"], back
+    assert m.wait_status(a_agent, vm_id, "Paused")["pauseCode"] == "NOERR"
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"  # arrived, paused
+    assert m.where(bed, vm_id) == ["a"]
+    assert a_agent.call("VM.cont", vmID=vm_id) is True
+    m.wait_status(a_agent, vm_id, "Up")
+    last_b = g.counts(log_b)[-1][1]
+    again = counting(log_a, offset, more_than=3)
+    assert {b for b, _ in again} == {boot}, "the guest rebooted on a"
+    assert last_b < again[0][1] <= last_b + 3, (last_b, again[:3])
+
+
+def _restarts(agent: Any, vm_id: str) -> int:
+    found = [x for x in agent.call("Actors.list") if x["path"] == f"/vms/{vm_id}"]
+    return int(found[0]["restarts"]) if found and found[0]["state"] == "running" else -1
+
+
+def _events(sub: Subscriber) -> list[tuple[str, dict[str, Any]]]:
+    """The events received so far (until none came for 0.5 s)."""
+    found = []
+    while (event := sub.receive(0.5)) is not None:
+        found.append(event)
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_cancel_mid_way_leaves_the_vm_running_on_the_source(
+        bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    # 1 MiB/s: the migration is still moving memory when it is cancelled
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
+    moving = m.wait_moving(a_agent, vm_id)
+    assert 0 <= moving["progress"] < 100 and moving["dataRemaining"] > 0
+    assert m.status(a_agent, vm_id)["status"] == "Migration Source"  # type: ignore[index]
+    assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    # a careless client meanwhile: a second migration, a pause: refused, nothing changes
+    assert a.error(lambda: a_agent.call("VM.migrate", vmID=vm_id, dst="b")).code == 5
+    assert a.error(lambda: a_agent.call("VM.pause", vmID=vm_id)).code == 5
+    assert a.error(lambda: b_agent.call("VM.pause", vmID=vm_id)).code == 5
+    assert m.migration(a_agent, vm_id)["jobID"] == moving["jobID"]
+    assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
+    ended = m.wait_migration(a_agent, vm_id)
+    assert ended["status"] == "aborted", ended
+    assert ended["error"]["code"] == 12 and "cancelled" in ended["error"]["message"]
+    m.wait_status(a_agent, vm_id, "Up")
+    assert m.where(bed, vm_id) == ["a"]
+    log = m.serial_log(a_agent, vm_id)
+    last = g.counts(log)[-1][1]
+    counting(log, more_than=len(g.counts(log)))  # it goes on counting here
+    assert g.counts(log)[-1][1] > last
+    # the destination kept nothing; its job says why
+    wait_for(lambda: m.status(b_agent, vm_id) is None, 30, what="b to drop its copy")
+    m.nothing_of(bed, "b", vm_id)
+    assert m.migration(b_agent, vm_id)["status"] in ("failed", "aborted")
+    # a second cancel has nothing to cancel
+    e = a.error(lambda: a_agent.call("VM.migrateCancel", vmID=vm_id))
+    assert e.code == 82, e
+
+
+@pytest.mark.timeout(240)
+def test_a_destination_down_or_refusing_is_a_clear_error_at_once(
+        bed: Bed, image: g.GuestImage) -> None:
+    fast = {"migration": {"connect_timeout": 3.0}}
+    a_agent, b_agent = bed.start_agents(a=fast)
+    vm_id = m.start_guest(a_agent, image, "idle")
+    m.wait_booted(a_agent, vm_id)
+
+    b_agent.close()  # down: nothing listens
+    started = time.monotonic()
+    e = a.error(lambda: a_agent.call("VM.migrate", vmID=vm_id, dst="b"))
+    assert e.code == 10 and "connection refused" in e.message, e
+    assert m.elapsed(started) < 10
+    assert m.status(a_agent, vm_id)["status"] == "Up"  # type: ignore[index]
+    assert m.jobs(a_agent) == {}
+
+    # refusing: b does not authorise a's key any more
+    (bed.authorized_dir(bed.host("b")) / "a.key").unlink()
+    b_agent = bed.new_agent(bed.host("b"))
+    b_agent.start()
+    started = time.monotonic()
+    e = a.error(lambda: a_agent.call("VM.migrate", vmID=vm_id, dst="b"))
+    assert e.code == 10 and "does not authorise this host's key" in e.message, e
+    assert m.elapsed(started) < 10
+    assert m.status(a_agent, vm_id)["status"] == "Up"  # type: ignore[index]
+
+    # a destination that is not a peer, or a dst of another form, is refused as a param
+    for dst in ("c", "tcp://10.77.0.9:54321", "qemu+tcp://10.77.0.2/system"):
+        e = a.error(lambda d=dst: a_agent.call("VM.migrate", vmID=vm_id, dst=d))
+        assert e.code == -32602 and e.data == {"param": "dst"}, (dst, e)
+    assert m.where(bed, vm_id) == ["a"] and m.jobs(a_agent) == {}
+
+
+@pytest.mark.timeout(300)
+def test_a_destination_that_cannot_prepare_keeps_nothing_and_the_source_keeps_the_vm(
+        bed: Bed, image: g.GuestImage) -> None:
+    disk = bed.shared / "disk.img"
+    with disk.open("wb") as f:
+        f.truncate(16 * MIB)
+    host_b = bed.host("b")
+    own = {"vm": {"image_dirs": [str(g.default_cache_dir().absolute()),
+                                 str(host_b.workdir)]}}  # not the shared directory
+    a_agent, b_agent = bed.start_agents(b=own)
+    vm_id = a.new_id()
+    params = a.guest_params(image, "count", drives=[{"path": str(disk), "iface": "virtio"}])
+    a_agent.call("VM.create", vmID=vm_id, vmParams=params)
+    m.wait_booted(a_agent, vm_id)
+
+    def refused(why: str) -> None:
+        a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+        ended = m.wait_migration(a_agent, vm_id)
+        assert ended["status"] == "failed" and ended["error"]["code"] == 12, ended
+        assert why in ended["error"]["message"], ended
+        m.wait_status(a_agent, vm_id, "Up")
+        assert m.where(bed, vm_id) == ["a"]
+        m.nothing_of(bed, "b", vm_id)
+
+    # 1. its storage: the disk is not in b's image_dirs (refused before anything is made)
+    refused("not in [vm] image_dirs")
+    assert a.error(lambda: m.migration(b_agent, vm_id)).code == 1
+    # 2. its hook fails after the VM was prepared there (record, log): all of it goes
+    b_agent = bed.new_agent(host_b)
+    b_agent.start().wait_ready()
+    marker = host_b.workdir / "hook-ran"
+    a.hook(host_b.workdir / "hooks", "before_vm_migrate_destination", "10-refuse",
+           f"touch {marker}\necho 'no room here' >&2\nexit 1\n")
+    refused("no room here")
+    assert marker.exists()
+    assert m.migration(b_agent, vm_id)["status"] == "failed"
+    # 3. without the hook it migrates, disk and all
+    (host_b.workdir / "hooks" / "before_vm_migrate_destination" / "10-refuse").unlink()
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert m.where(bed, vm_id) == ["b"]
+
+
+@pytest.mark.timeout(300)
+def test_the_source_agent_killed_mid_migration_recovers_where_the_vm_is(
+        bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1)
+    job = m.wait_moving(a_agent, vm_id)["jobID"]
+    a_agent.kill()  # SIGKILL: libvirtd goes on migrating, at 1 MiB/s
+
+    a_agent = bed.new_agent(bed.host("a"))
+    a_agent.start().wait_ready()
+    # the restarted agent found the migration and watches it again
+    again = m.wait_moving(a_agent, vm_id)
+    assert again["jobID"] == job and again["status"] == "running", again
+    assert m.status(a_agent, vm_id)["status"] == "Migration Source"  # type: ignore[index]
+    # the VM's actor fails and is restarted: it takes the running migration over
+    restarts = _restarts(a_agent, vm_id)
+    a_agent.call("Actors.crash", path=f"/vms/{vm_id}", reason="drill")
+    wait_for(lambda: _restarts(a_agent, vm_id) > restarts, 30, what="the actor's restart")
+    assert m.wait_moving(a_agent, vm_id)["jobID"] == job
+    # it still controls it: no limit any more, and it completes
+    assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                        params={"maxBandwidth": 0}) is True
+    done = m.wait_migration(a_agent, vm_id)
+    assert done["status"] == "done" and done["jobID"] == job, done
+    # exactly one copy runs, and both agents say where
+    assert m.where(bed, vm_id) == ["b"]
+    m.wait_status(b_agent, vm_id, "Up")
+    down = m.wait_status(a_agent, vm_id, "Down")
+    assert down["exitReason"] == "migrated", down
+    assert m.migration(b_agent, vm_id)["status"] == "done"
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+
+
+@pytest.mark.timeout(300)
+def test_the_limits_queue_a_third_migration(bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents(a={"migration": {"max_outgoing": 2}},
+                                        b={"migration": {"max_incoming": 1}})
+    vms = [m.start_guest(a_agent, image, ballast=BALLAST) for _ in range(3)]
+    for vm_id in vms:
+        m.wait_booted(a_agent, vm_id)
+    first, second, third = vms
+    for vm_id in vms:  # slowly: they stay in flight
+        assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
+    m.wait_moving(a_agent, first)
+    # the second has one of a's two slots, but b takes one incoming migration at a time
+    wait_for(lambda: "incoming migrations as it allows" in
+             m.migration(a_agent, second)["description"], 60, what="the second to wait for b")
+    # the third waits for a free slot on a: it did not even ask b yet
+    queued = m.migration(a_agent, third)
+    assert queued["status"] == "pending", queued
+    assert "waiting for a free outgoing migration slot" in queued["description"]
+    assert m.status(a_agent, third)["status"] == "Up"  # type: ignore[index]
+    assert m.jobs(b_agent, job_type="migrate_in").keys() == {m.migration(a_agent, first)["jobID"]}
+
+    for vm_id in vms:  # each goes once the one before made room
+        wait_for(lambda v=vm_id: m.migration(a_agent, v).get("dataRemaining", 0) > 0
+                 or m.migration(a_agent, v)["status"] in m.ENDED, 120,
+                 what=f"{vm_id} to move")
+        a_agent.call("VM.migrateChangeParams", vmID=vm_id, params={"maxBandwidth": 0})
+        assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert all(m.where(bed, vm_id) == ["b"] for vm_id in vms)
+
+
+@pytest.mark.timeout(300)
+def test_the_timeout_aborts_or_with_post_copy_switches(bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    # 1 MiB/s cannot be done in 2 s: aborted, the VM stays
+    m.call(a_agent, "VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, timeout=2)
+    ended = m.wait_migration(a_agent, vm_id)
+    assert ended["status"] == "failed" and "timeout of 2 s" in ended["error"]["message"], ended
+    m.wait_status(a_agent, vm_id, "Up")
+    wait_for(lambda: m.status(b_agent, vm_id) is None, 30, what="b to drop its copy")
+    assert m.where(bed, vm_id) == ["a"]
+    # with postCopy the guest runs on b at the timeout and fetches the rest from there. b's
+    # libvirtd prepares its QEMU 8 s long (a hook): libvirt's job exists at the timeout, but
+    # QEMU does not migrate yet and refuses the switch, which is tried again until it takes
+    boot = g.counts(m.serial_log(a_agent, vm_id))[-1][0]
+    hook = bed.host("b").libvirt_hook
+    hook.write_text('#!/bin/sh\n[ "$2" = prepare ] && sleep 8\nexit 0\n')
+    hook.chmod(0o755)
+    try:
+        m.call(a_agent, "VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, timeout=2,
+               postCopy=True)
+        done = m.wait_migration(a_agent, vm_id)
+    finally:
+        hook.unlink()
+    assert done["status"] == "done" and done.get("postCopyActive") is True, \
+        (done["status"], done.get("error"), done.get("postCopyActive"))
+    assert m.where(bed, vm_id) == ["b"]
+    m.wait_status(b_agent, vm_id, "Up")
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
