@@ -44,6 +44,7 @@ from actors.host.udev import UdevActor
 from actors.metrics.collector import BoardCollector, Sources
 from actors.metrics.requests import RequestMetrics
 from actors.metrics.server import MetricsServer
+from actors.policy.service import PolicySubsystem
 from actors.processguard import ProcessGuard
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
@@ -108,7 +109,8 @@ class Daemon:
         deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
         storage = StorageSubsystem(deps)
         vms = VmSubsystem(deps, storage=storage)
-        self._subsystems = [storage, vms]
+        policy = PolicySubsystem(deps, vms=vms, host_stats=self.host_stats)
+        self._subsystems = [storage, vms, policy]
         observer = self._metrics(storage, vms) if cfg.metrics.listen else None
         self._guard = ProcessGuard.start(self._fatal)
         self._root = self._start_tree(runtime, self._guard)

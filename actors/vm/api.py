@@ -41,7 +41,7 @@ import pykka
 from actors.config import GuestAgentConfig
 from actors.directory import ActorDirectory, ServiceRef
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
-from actors.vm import agentapi
+from actors.vm import agentapi, qosapi
 from actors.vm.actor import VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
@@ -117,6 +117,7 @@ class VmApi:
             "Host.getVMList": Binding(self.get_vm_list, inline=True),
             "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
             **agentapi.bindings(self, self._guest_agent),
+            **qosapi.bindings(self),
         }
 
     # --- lifecycle -------------------------------------------------------------------------
