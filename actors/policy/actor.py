@@ -134,18 +134,19 @@ class PolicyActor(SupervisedActor):
             self._caller.close()
 
     def describe(self) -> dict[str, Any]:
+        now = time.monotonic()
         return {
             "interval": self._interval,
             "decisions": self._decisions,
             "lastDecisionAgo": None if self._last_at is None else
-            round(time.monotonic() - self._last_at, 3),
+            round(now - self._last_at, 3),
             "ruleFile": self._rules.describe(),
             "switches": self._switches.get().to_wire(),
             "ballooning": self._ballooning(),
             "ksmControl": self._ksm_control(),
             "inputs": self._inputs,
             "pending": sorted(f"{kind} {vm or 'host'}" for kind, vm in self._pending),
-            "lastDecisions": [dict(r) for r in self._history],
+            "lastDecisions": [{**r, "ago": round(now - r["at"], 3)} for r in self._history],
         }
 
     def on_receive(self, message: Any) -> Any:

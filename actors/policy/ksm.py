@@ -66,10 +66,17 @@ class KsmSysfs:
         return KsmState(**values)
 
     def _read(self, name: str) -> int | None:
+        # O_NONBLOCK: harmless on sysfs, and whatever else sits there cannot stall the reader
         try:
-            return int((self.root / name).read_text().strip())
+            fd = os.open(self.root / name, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            return int(os.read(fd, 64).strip())
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
 
     def write(self, settings: KsmSettings) -> KsmState:
         """Write the knobs (blocking: on a caller thread). A change of merge_across_nodes

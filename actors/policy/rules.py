@@ -135,7 +135,7 @@ def _section(cls: type[Any], name: str, table: dict[str, Any]) -> Any:
         else:
             low, high = BOUNDS[f"{name}.{key}"]
             if not low <= value <= high:
-                raise RulesError(f"{where}: {value} is not in {low:g}..{high:g}")
+                raise RulesError(f"{where}: {value} is not in {low:.10g}..{high:.10g}")
             values[key] = kind(value)
     return cls(**values)
 

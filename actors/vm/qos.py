@@ -12,11 +12,14 @@ against the live domain there (the live XML is the truth: a disk hot-plugged by 
 Everything is set LIVE only: the domain is transient, and libvirt keeps the values in the
 live XML (``<cputune>``, ``<iotune>``, ``<bandwidth>``), where a restarted agent finds them
 and a migration carries them. CPU tuning needs the host's cgroup ``cpu`` controller for the
-VM; where libvirt has none, the verb says so (code 5).
+VM, a NIC's limits the kernel's traffic control (libvirt runs tc: an htb qdisc with sfq
+under it for inbound, ingress policing for outbound); where they are missing, the verb says
+so (code 5) and a NIC's half-made change is undone.
 """
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ import libvirt
 
 from actors.vm.ops import VmOps
 from messaging.errors import InvalidParams, VMError
+
+log = logging.getLogger(__name__)
 
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 IO_KEYS = ("total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
@@ -215,8 +220,31 @@ def set_bandwidth(ops: VmOps, mac: str | None,
                                               f"{', '.join(sorted(nics)) or 'none'})")
     values = {f"{direction}.{key}": value for direction, rate in rates.items()
               for key, value in rate.items()}
-    with ops.calling(f"setting the bandwidth of NIC {mac}"):
-        dom.setInterfaceParameters(mac, values, LIVE)
+    with ops.calling(f"reading the bandwidth of NIC {mac}"):
+        before = dom.interfaceParameters(mac, LIVE)
+    try:
+        with ops.calling(f"setting the bandwidth of NIC {mac}"):
+            dom.setInterfaceParameters(mac, values, LIVE)
+    except VMError as e:
+        # libvirt leaves the qdiscs it made before the failing step: set back what was
+        _restore(ops, dom, mac, {k: before[k] for k in values if k in before})
+        if any(text in str(e) for text in _NO_TC):
+            raise VMError(reason=f"the host's kernel lacks the traffic control libvirt limits "
+                                 f"a NIC with (qdiscs htb, sfq and ingress, the police "
+                                 f"action): {e}") from e
+        raise
     with ops.calling(f"reading the bandwidth of NIC {mac}"):
         found = dom.interfaceParameters(mac, LIVE)
     return {str(key): int(value) for key, value in found.items()}
+
+
+_NO_TC = ("qdisc kind is unknown", "TC action module")
+
+
+def _restore(ops: VmOps, dom: libvirt.virDomain, mac: str, values: dict[str, int]) -> None:
+    try:
+        with ops.calling(f"restoring the bandwidth of NIC {mac}"):
+            dom.setInterfaceParameters(mac, values, LIVE)
+    except VMError as e:
+        log.warning("VM %s: NIC %s may keep part of a failed bandwidth change: %s",
+                    ops.vm_id, mac, e)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -210,14 +211,26 @@ class GuestLibvirtd(PrivateLibvirtd):
     would on a host, and is stopped by :meth:`close`. ``virtlogd_conf`` is its virtlogd's
     configuration file (default: the host's)."""
 
-    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None,
+                 qemu_conf: str = "") -> None:
+        """``qemu_conf``: lines added to a private copy of /etc/libvirt/qemu.conf (its
+        /etc/libvirt is then that copy, bound over the host's in its namespace)."""
         super().__init__(workdir)
         self.virtlogd_conf = virtlogd_conf
+        self.qemu_conf = qemu_conf
 
     def start(self, timeout: float = 20.0) -> None:
         conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
         virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'}{conf} || true)"
-        script = namespace_script(self.workdir, virtlogd,
+        etc: tuple[str, ...] = ()
+        if self.qemu_conf:
+            private = self.workdir / "etc"
+            shutil.rmtree(private, ignore_errors=True)
+            shutil.copytree("/etc/libvirt", private, symlinks=True)
+            with (private / "qemu.conf").open("a") as f:
+                f.write("\n" + self.qemu_conf + "\n")
+            etc = (f"mount --bind {private} /etc/libvirt",)
+        script = namespace_script(self.workdir, *etc, virtlogd,
                                   f"exec libvirtd -p {self.workdir / 'libvirtd.pid'}")
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(
