@@ -12,6 +12,7 @@ KSM's knobs are the host's: the fixture writes back what it found, whatever happ
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,12 +155,14 @@ def test_the_management_layer_switches_ksm_control_and_tunes_it(
         return agent.call("Host.setMOMPolicyParameters", key_value_store=store)
 
     # --- what a careless or hostile client sends: refused, nothing changes ---------------
-    for store, param in (({"ksmEnabled": "no"}, "key_value_store.ksmEnabled"),
-                         ({"ksmEnabled": 0}, "key_value_store.ksmEnabled"),
-                         ({"ballooningEnabled": True, "balloonEnabled": False},
-                          "key_value_store.balloonEnabled"),
-                         ({"rm -rf": True}, "key_value_store.rm -rf")):
-        e = a.error(lambda s=store: mom(**s))
+    stores: tuple[tuple[dict[str, Any], str], ...] = (
+        ({"ksmEnabled": "no"}, "key_value_store.ksmEnabled"),
+        ({"ksmEnabled": 0}, "key_value_store.ksmEnabled"),
+        ({"ballooningEnabled": True, "balloonEnabled": False},
+         "key_value_store.balloonEnabled"),
+        ({"rm -rf": True}, "key_value_store.rm -rf"))
+    for store, param in stores:
+        e = a.error(functools.partial(mom, **store))
         assert e.code == -32602 and f"'{param}'" in e.message, (store, e.message)
     assert engine(agent)["switches"] == {"ballooningEnabled": None, "ksmEnabled": None,
                                          "ksmMergeAcrossNodes": None}
@@ -174,17 +177,18 @@ def test_the_management_layer_switches_ksm_control_and_tunes_it(
     def tune(**params: Any) -> Any:
         return agent.call("Host.setKsmTune", tuningParams=params)
 
-    for params, param in (({"run": 3}, "tuningParams.run"),
-                          ({"run": -1}, "tuningParams.run"),
-                          ({"run": "1; reboot"}, "tuningParams.run"),
-                          ({"pages_to_scan": 0}, "tuningParams.pages_to_scan"),
-                          ({"pages_to_scan": 10**9}, "tuningParams.pages_to_scan"),
-                          ({"sleep_millisecs": 0}, "tuningParams.sleep_millisecs"),
-                          ({"merge_across_nodes": 2}, "tuningParams.merge_across_nodes"),
-                          ({"../../../proc/sysrq-trigger": 1},
-                           "tuningParams.../../../proc/sysrq-trigger"),
-                          ({}, "tuningParams")):
-        e = a.error(lambda p=params: tune(**p))
+    bad: tuple[tuple[dict[str, Any], str], ...] = (
+        ({"run": 3}, "tuningParams.run"),
+        ({"run": -1}, "tuningParams.run"),
+        ({"run": "1; reboot"}, "tuningParams.run"),
+        ({"pages_to_scan": 0}, "tuningParams.pages_to_scan"),
+        ({"pages_to_scan": 10**9}, "tuningParams.pages_to_scan"),
+        ({"sleep_millisecs": 0}, "tuningParams.sleep_millisecs"),
+        ({"merge_across_nodes": 2}, "tuningParams.merge_across_nodes"),
+        ({"../../../proc/sysrq-trigger": 1}, "tuningParams.../../../proc/sysrq-trigger"),
+        ({}, "tuningParams"))
+    for params, param in bad:
+        e = a.error(functools.partial(tune, **params))
         assert e.code == -32602 and f"'{param}'" in e.message, (params, e.message)
     assert knob("run") == 0
 
