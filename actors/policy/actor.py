@@ -191,10 +191,11 @@ class PolicyActor(SupervisedActor):
 
     def _ksm_decision(self, host: HostInput | None) -> list[Decision]:
         state = self._ksm_board.state()
+        if state is None or state.run is None or ("ksm", None) in self._pending:
+            # a change of control meanwhile is seen once the write in flight is done
+            return []
         controlled = self._ksm_control()
         was, self._ksm_controlled = self._ksm_controlled, controlled
-        if state is None or state.run is None or ("ksm", None) in self._pending:
-            return []
         if not controlled:
             stop = decide.ksm_stop(state) if was else None
             return [stop] if stop is not None else []
@@ -261,6 +262,8 @@ class PolicyActor(SupervisedActor):
                 record["result"] = message.result
             return
         record["outcome"] = f"failed: {message.error}"
+        if decision.kind == "ksm" and not self._ksm_control():
+            self._ksm_controlled = True  # the stop after control was turned off: again
         self._failures("policy: %s of %s failed: %s", decision.kind,
                        decision.vm_id or "the host", message.error)
 

@@ -9,16 +9,12 @@ restores it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pykka
 import pytest
 
 from actors.base import ActorContext, Runtime
-from actors.clock import Clock
-from actors.directory import ActorDirectory
 from actors.policy import ksm
 from actors.policy.ksm import KsmSettings, KsmSysfs
 from actors.policy.ksmactor import ApplyKsm, KsmActor
@@ -84,20 +80,7 @@ def test_write_errors_name_the_knob(tmp_path: Path) -> None:
 # --- the actor -------------------------------------------------------------------------------
 
 
-class _Sink:
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        pass
-
-
-@pytest.fixture
-def runtime() -> Iterator[Runtime]:
-    clock = Clock()
-    clock.start()
-    try:
-        yield Runtime(events=_Sink(), clock=clock, directory=ActorDirectory())
-    finally:
-        pykka.ActorRegistry.stop_all(block=True, timeout=10)
-        clock.stop()
+# ``runtime``: tests/policy/conftest.py
 
 
 def start(runtime: Runtime, root: Path, board: KsmBoard,
