@@ -25,7 +25,8 @@ from actors.policy.ksm import SYSFS
 from tests.harness import Vdsmd, running_vdsmd, wait_for
 from tests.vm import agent as a
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+# one host, one KSM: these tests share a worker (never two daemons driving it at once)
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180), pytest.mark.xdist_group("host-ksm")]
 KNOBS = ("run", "pages_to_scan", "sleep_millisecs")
 
 
