@@ -247,6 +247,52 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class SpmConfig:
+    """The SPM lease (docs/spm.md, docs/storage-leases.md). Every host of a pool must use the
+    same lease_time and io_timeout: they bound how long a dead SPM keeps the role."""
+
+    lease_time: float = 30.0  # a renewal keeps the host id (and the SPM lease) valid this long
+    renew_interval: float = 5.0  # one host-id renewal per interval
+    io_timeout: float = 5.0  # one lease read or write taking longer counts as failed
+    agent_timeout: float = 10.0  # the keeper gives up the SPM role when vdsmd is silent this long
+    heartbeat_interval: float = 1.0  # vdsmd -> keeper heartbeats
+    kill_grace: float = 0.5  # time allowed for a SIGKILL of the writer to take effect
+    max_hosts: int = 250  # host ids read by each observation of the ids area
+    auto_contend: bool = False  # contend by itself whenever the pool has no live SPM
+    journal: bool = False  # the safety journal on the master domain (tests, bench/chaos.py)
+    writer_workers: int = 4  # the writer's threads (tasks, pool changes, extensions)
+
+    def __post_init__(self) -> None:
+        for name in ("lease_time", "renew_interval", "io_timeout", "agent_timeout",
+                     "heartbeat_interval", "kill_grace"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[spm] {name} must be positive")
+        if self.lease_time <= self.renew_interval + 2 * self.io_timeout + self.kill_grace:
+            raise ConfigError("[spm] lease_time must exceed renew_interval + 2 x io_timeout + "
+                              "kill_grace, or the lease cannot be renewed in time")
+        if self.heartbeat_interval * 2 >= self.agent_timeout:
+            raise ConfigError("[spm] agent_timeout must be more than two heartbeat_intervals")
+        if not 1 <= self.max_hosts <= 2000:
+            raise ConfigError("[spm] max_hosts must be within 1..2000")
+        if self.writer_workers < 1:
+            raise ConfigError("[spm] writer_workers must be at least 1")
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """The storage mailbox between the hosts and the SPM (docs/mailbox.md)."""
+
+    poll_interval: float = 0.05  # the SPM's poll of every outbox; a waiting host's of its inbox
+    hosts: int = 64  # outbox slots the SPM reads (host ids 1..hosts can ask it)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_interval <= 10:
+            raise ConfigError("[mailbox] poll_interval must be within (0, 10] seconds")
+        if not 1 <= self.hosts <= 256:
+            raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")
+
+
+@dataclass(frozen=True)
 class SupervisionConfig:
     max_restarts: int = 5
     within: float = 60.0
@@ -302,6 +348,8 @@ class Config:
     vm: VmConfig = field(default_factory=VmConfig)
     guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    spm: SpmConfig = field(default_factory=SpmConfig)
+    mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -106,7 +106,7 @@ class Daemon:
             directory=self.directory,
             fault_injection=cfg.debug.fault_injection,
         )
-        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt)
+        deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt, context=self._context)
         storage = StorageSubsystem(deps)
         vms = VmSubsystem(deps, storage=storage)
         policy = PolicySubsystem(deps, vms=vms, host_stats=self.host_stats)

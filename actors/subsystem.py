@@ -25,6 +25,7 @@ class Deps:
     config: Config
     runtime: Runtime
     libvirt: LibvirtHandle
+    context: Any = None  # the process's zmq.Context (None: zmq.Context.instance())
 
 
 class Subsystem(Protocol):

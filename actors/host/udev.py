@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pyudev
 
 from actors.base import ActorContext, SupervisedActor
@@ -88,7 +89,14 @@ class UdevActor(SupervisedActor):
         monitor = pyudev.Monitor.from_netlink(self._context, source=self._source)
         monitor.filter_by("block")
         me = self.actor_ref
-        self._monitor = _MonitorThread(monitor, lambda a, p: me.tell(_Uevent(a, p)))
+
+        def post(action: str, path: str) -> None:
+            try:
+                me.tell(_Uevent(action, path))
+            except pykka.ActorDeadError:
+                pass  # stopping: the monitor thread ends with the actor
+
+        self._monitor = _MonitorThread(monitor, post)
         self._monitor.start()
         me.tell(_Rescan())
 

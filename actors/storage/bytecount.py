@@ -35,6 +35,10 @@ class ByteCount:
         _base, _running, whole = self._state
         self._state = (whole, 0, whole)
 
+    def mirror(self, done: int, total: int) -> None:
+        """Take another process's count as this one (the SPM writer's, relayed)."""
+        self._state = (max(0, done), 0, max(0, total))
+
     def snapshot(self) -> tuple[int, int]:
         """``(done, total)``; done never exceeds total."""
         base, running, whole = self._state

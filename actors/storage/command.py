@@ -38,6 +38,17 @@ STDERR_TAIL = 600
 COUNT_INTERVAL = 0.5
 """Seconds between two readings of a running command's written bytes."""
 
+_new_session = True
+
+
+def set_new_session(new_session: bool) -> None:
+    """Whether commands run in a session of their own (the default, so that they survive
+    vdsmd: a VM's helper, a task that the next start recovers) or in the caller's process
+    group. The SPM's writer process sets False once at start: its commands must die with it
+    when the keeper kills its group (a property of the process, hence process-wide)."""
+    global _new_session  # noqa: PLW0603 - one setting per process, set once at its start
+    _new_session = new_session
+
 
 class Aborter:
     """A thread-safe abort flag for one operation; :meth:`abort` kills its running command.
@@ -121,6 +132,9 @@ def display(args: Sequence[str], limit: int = 200) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if not _new_session:  # the child shares our group: kill only the child
+        proc.kill()
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -201,7 +215,7 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         close_fds=True,
-        start_new_session=True,
+        start_new_session=_new_session,
         env=_environment(env),
     )
     if abort is not None and not abort._register(proc):

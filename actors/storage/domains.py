@@ -134,6 +134,11 @@ class DomainsActor(SupervisedActor):
         return self._on(sd_uuid, "volume info",
                         lambda b: b.volume_info(img_uuid, vol_uuid).to_wire())
 
+    def refresh_volume(self, sd_uuid: str, img_uuid: str, vol_uuid: str) -> Future[int]:
+        """After the SPM extended a volume: make this host's devices see the new size."""
+        return self._on(sd_uuid, "volume refresh",
+                        lambda b: b.refresh_volume(img_uuid, vol_uuid))
+
     def check_new_volume(self, req: VolumeCreateRequest) -> Future[None]:
         """Refuse at once what Volume.create's task would refuse: an existing volume, a
         missing parent, a request this kind of domain cannot hold."""

@@ -36,11 +36,14 @@ from typing import Any
 import pykka
 
 from actors.base import ActorContext, SupervisedActor
+from actors.clock import TimerHandle
 from actors.directory import ServiceRef
 from actors.storage import poolmeta
 from actors.storage.board import MonitorBoard
 from actors.storage.locator import DomainLocator
-from actors.storage.poolmeta import ACTIVE, ATTACHED, PoolMetadata
+from actors.storage.poolmeta import ACTIVE, PoolMetadata
+from actors.storage.spm.board import LeaseBoard
+from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
 from actors.storage.tasks import SubmitTask, TaskManager
 from actors.storage.workers import Workers
@@ -65,12 +68,20 @@ MONITOR_ASK_TIMEOUT = 60.0
 """How long the ask thread waits for the supervisor to start or stop a monitor."""
 
 MonitorSpec = Callable[[str, int], ChildSpec]
-Change = Callable[[DomainLocator, PoolMetadata], PoolMetadata]
 
 
 @dataclass(frozen=True)
 class _Load:
     pass
+
+
+@dataclass(frozen=True)
+class PoolChanged:
+    """The SPM's writer changed the pool (an attach or detach task): its new metadata, as
+    :meth:`PoolMetadata.to_record` gives it. Told before the task is reported finished, so a
+    client that sees the task done also sees its effect."""
+
+    record: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,14 @@ def _post(ref: pykka.ActorRef[Any], message: Any) -> None:
 class PoolActor(SupervisedActor):
     def __init__(self, ctx: ActorContext, *, record: PoolRecord, locator: DomainLocator,
                  tasks: ServiceRef[TaskManager], monitor_spec: MonitorSpec,
-                 board: MonitorBoard) -> None:
+                 board: MonitorBoard, lease_board: LeaseBoard, writer: WriterClient,
+                 reload_interval: float, write_timeout: float) -> None:
         super().__init__(ctx)
+        self.lease_board = lease_board
+        self.writer = writer
+        self.reload_interval = reload_interval
+        self.write_timeout = write_timeout
+        self._reload: TimerHandle | None = None
         self.record = record
         self.sp_uuid = record.sp_uuid
         self.locator = locator
@@ -144,6 +161,8 @@ class PoolActor(SupervisedActor):
                 if info.cls == "DomainMonitor"}
 
     def teardown(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
         for workers in (self._writer, self._asker):
             if workers is not None:
                 workers.shutdown()
@@ -168,6 +187,9 @@ class PoolActor(SupervisedActor):
             self._loaded(message.future)
         elif isinstance(message, _Written):
             self._written(message)
+        elif isinstance(message, PoolChanged):
+            self._pool = PoolMetadata.from_record(message.record)
+            self._reconcile()
         elif isinstance(message, _MonitorAnswer):
             self._monitor_answer(message)
         elif isinstance(message, _Resync):
@@ -198,6 +220,7 @@ class PoolActor(SupervisedActor):
             for waiter in waiters:
                 waiter.set_result(self._pool)
             self._reconcile()
+            self._schedule_reload()
             return
         self._error = error if isinstance(error, VdsmError) else StorageError(reason=repr(error))
         log.error("pool %s cannot be read from its master %s: %s (retrying in %g s)",
@@ -207,6 +230,14 @@ class PoolActor(SupervisedActor):
         me = self.actor_ref
         self.ctx.runtime.clock.call_later(self._retry, lambda: _post(me, _Load()))
         self._retry = min(RETRY_MAX, self._retry * 2)
+
+    def _schedule_reload(self) -> None:
+        """Read the master again later: the SPM (maybe another host) changes the pool."""
+        if self._reload is not None:
+            self._reload.cancel()
+        me = self.actor_ref
+        self._reload = self.ctx.runtime.clock.call_later(self.reload_interval,
+                                                         lambda: _post(me, _Load()))
 
     def when_loaded(self) -> Future[PoolMetadata]:
         """Resolved with the pool once it is read (or with the error of the next attempt)."""
@@ -227,7 +258,9 @@ class PoolActor(SupervisedActor):
     def info(self) -> dict[str, Any]:
         pool = self._ready()
         info = pool.to_wire()
-        info.update(spUUID=self.sp_uuid, hostID=self.record.host_id)
+        spm = self.lease_board.get(self.sp_uuid)
+        info.update(spUUID=self.sp_uuid, hostID=self.record.host_id, spm_id=spm.spm_id,
+                    lver=spm.spm_lver)
         dominfo = {}
         for sd, status in pool.domains:
             entry: dict[str, Any] = {"status": status, "alerts": [], "isoprefix": ""}
@@ -248,20 +281,19 @@ class PoolActor(SupervisedActor):
     # --- writing -------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
-        """The one gate of every metadata write and SPM-side task of this pool.
-
-        This host is the pool's only writer until the SPM lease exists; the lease issue
-        makes this ask the LeaseActor whether this host holds the pool's SPM lease.
-        """
-        if not self._may_write():
-            raise NotSPM(spUUID=self.sp_uuid)
-
-    def _may_write(self) -> bool:
-        return True
+        """The one gate of every metadata write and SPM-side task of this pool: this host
+        holds the pool's SPM lease (as its keeper last reported on the lease board), its
+        writer serves, and the lease has time left. The writer checks again before each
+        write (the fence file), so a lease lost after this check still writes nothing."""
+        state = self.lease_board.get(self.sp_uuid)
+        if not state.may_write():
+            raise NotSPM(spUUID=self.sp_uuid, data={
+                "spmId": state.spm_id, "spmStatus": state.to_wire()["spmStatus"],
+                "reason": state.reason})
 
     def activate(self, sd_uuid: str) -> Future[bool]:
         self.check_domain(sd_uuid, active=False)
-        return self._change(lambda loc, pool: poolmeta.set_status(loc, pool, sd_uuid, ACTIVE))
+        return self._change("activate", sd_uuid)
 
     def deactivate(self, sd_uuid: str) -> Future[bool]:
         pool = self._ready()
@@ -269,26 +301,20 @@ class PoolActor(SupervisedActor):
         if sd_uuid == pool.master:
             raise StorageError(reason=f"{sd_uuid} is the master domain of pool {self.sp_uuid}: "
                                "it cannot be deactivated")
-        return self._change(lambda loc, p: poolmeta.set_status(loc, p, sd_uuid, ATTACHED))
+        return self._change("deactivate", sd_uuid)
 
-    def attach_now(self, sd_uuid: str) -> Future[bool]:
-        """Attach (a task's step): write the domain's and the master's metadata."""
-        return self._change(lambda loc, pool: poolmeta.attach(loc, pool, sd_uuid))
-
-    def detach_now(self, sd_uuid: str) -> Future[bool]:
-        return self._change(lambda loc, pool: poolmeta.detach(loc, pool, sd_uuid))
-
-    def _change(self, change: Change) -> Future[bool]:
-        """Run ``change`` on the writer over the pool as the master has it now."""
+    def _change(self, action: str, sd_uuid: str) -> Future[bool]:
+        """Have the SPM's writer change the pool on its master (it re-reads it first)."""
         self._ready()
         self._check_writable()
-        rec, locator, me = self.record, self.locator, self.actor_ref
+        writer, timeout, me = self.writer, self.write_timeout, self.actor_ref
         outer: Future[bool] = Future()
         self._pending.add(outer)
 
         def write() -> PoolMetadata:
-            current = poolmeta.read_pool(locator, rec.sp_uuid, rec.master_sd, None)
-            return change(locator, current)
+            return PoolMetadata.from_record(writer.call("Writer.changePool",
+                                              {"action": action, "sdUUID": sd_uuid},
+                                              timeout=timeout))
 
         future = self._write_pool().submit(write)
         future.add_done_callback(lambda f: _post(me, _Written(f, outer)))
@@ -327,8 +353,9 @@ class PoolActor(SupervisedActor):
         # Told, not asked: the pool actor never waits on another actor. The caller waits on
         # ``reply``, which the task manager resolves once the task is on disk (or not).
         reply: Future[str] = Future()
+        task_id = str(uuid.uuid4())
         try:
-            self.tasks.tell(SubmitTask(verb, params, str(uuid.uuid4()), reply))
+            self.tasks.tell(SubmitTask(verb, {**params, "taskID": task_id}, task_id, reply))
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self.tasks.path, reason="stopped") from None
         return reply

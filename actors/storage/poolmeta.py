@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from actors.storage.locator import DomainLocator
 from actors.storage.sd.backend import StorageDomainBackend
@@ -57,6 +57,9 @@ class PoolMetadata:
     master_version: int
     domains: tuple[tuple[str, str], ...]
     """``(sdUUID, status)`` pairs, in the order they were added."""
+    lver: int = field(default=0, compare=False)
+    """The SPM lease version of the writer that last wrote the master (``SPM_LVER``): the
+    fencing token each SPM write stamps. Not part of the pool's identity."""
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -75,12 +78,15 @@ class PoolMetadata:
         return replace(self, domains=tuple(domains))
 
     def changes(self) -> dict[str, str]:
-        """The master domain's metadata keys that hold this pool."""
-        return {
+        """The master domain's metadata keys that hold this pool (with the lver stamp)."""
+        keys = {
             "POOL_UUID": self.sp_uuid, "ROLE": MASTER, "POOL_NAME": self.name,
             "POOL_DOMAINS": ",".join(f"{sd}:{st}" for sd, st in self.domains),
             "MASTER_VERSION": str(self.master_version),
         }
+        if self.lver:
+            keys["SPM_LVER"] = str(self.lver)
+        return keys
 
     @classmethod
     def from_master(cls, meta: DomainMetadata) -> PoolMetadata:
@@ -101,7 +107,27 @@ class PoolMetadata:
             version = int(meta.get("MASTER_VERSION", "0"))
         except ValueError:
             raise StorageError(reason=f"bad MASTER_VERSION in {meta.sd_uuid}") from None
-        return cls(meta.pool_uuid, meta.get("POOL_NAME"), meta.sd_uuid, version, tuple(domains))
+        try:
+            lver = int(meta.get("SPM_LVER", "0") or 0)
+        except ValueError:
+            lver = 0
+        return cls(meta.pool_uuid, meta.get("POOL_NAME"), meta.sd_uuid, version, tuple(domains),
+                   lver)
+
+    def to_record(self) -> dict[str, object]:
+        """The whole pool as plain data (what the SPM's writer sends back to vdsmd)."""
+        return {"spUUID": self.sp_uuid, "name": self.name, "master": self.master,
+                "masterVersion": self.master_version,
+                "domains": [[sd, status] for sd, status in self.domains]}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, object]) -> PoolMetadata:
+        domains = data["domains"]
+        if not isinstance(domains, list):
+            raise StorageError(reason="a pool record without a list of domains")
+        return cls(str(data["spUUID"]), str(data["name"]), str(data["master"]),
+                   int(str(data["masterVersion"])),
+                   tuple((str(sd), str(st)) for sd, st in domains))
 
     def to_wire(self) -> dict[str, object]:
         return {"name": self.name, "master_uuid": self.master,

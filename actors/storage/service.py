@@ -7,8 +7,11 @@ It builds the storage sub-tree under ``/storage``::
     ├── connections               ConnectionsActor: mounts/links on its worker threads
     ├── domains                   DomainsActor: domain I/O of the verbs, per-domain lanes
     └── pools                     Supervisor: one sub-tree per connected pool
-        └── <spUUID>              Supervisor (transient)
-            ├── pool              PoolActor: pool state, the single metadata writer
+        └── <spUUID>              Supervisor (transient; see actors/storage/pooltree.py)
+            ├── pool              PoolActor: pool state; its writes go to the SPM's writer
+            ├── lease             LeaseActor: the keeper process and the lease board
+            ├── mailbox           MailboxActor: this host's requests to the SPM
+            ├── mailmon           MailMonitor: the hosts' requests, served while SPM
             └── <sdUUID> ...      DomainMonitor: one per active domain of the pool
 
 and hands out the verb handlers (:mod:`actors.storage.api`), the monitors' board for
@@ -26,31 +29,42 @@ remembered in the state directory, so a restarted vdsmd reconnects its pools by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
+
+import pykka
+import zmq
 
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
-from actors.storage import taskwork
 from actors.storage.api import StorageApi
 from actors.storage.board import MonitorBoard
-from actors.storage.calls import POOLS, TASKS, ask, wait
+from actors.storage.calls import POOLS, TASKS, ask
 from actors.storage.connections import ConnectionsActor
 from actors.storage.domains import DomainsActor
 from actors.storage.handle import VolumeHandle, vm_holder
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.mount import Connector
-from actors.storage.pool import POOL_CHILD, PoolActor
+from actors.storage.pool import PoolActor, PoolChanged
+from actors.storage.pooltree import PoolTree
 from actors.storage.sd.filecreate import FilePreallocation
-from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords
+from actors.storage.spm.board import LeaseBoard
+from actors.storage.spm.leaseactor import LeaseActor
+from actors.storage.spm.remotework import SpmStartWork, writer_builders
+from actors.storage.spmapi import SPM_START, SpmApi
+from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords, host_uuid
 from actors.storage.tasks import TaskManager
 from actors.storage.taskstore import TaskStore
+from actors.storage.taskwork import Builder, Work
 from actors.storage.usage import VolumeUsage
 from actors.subsystem import Deps
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
+from messaging.errors import VdsmError
 from messaging.server import Binding
 
+EXTEND_TIMEOUT = 60.0
+RECOVERY_TIMEOUT = 24 * 3600.0
 LOCK_SHARE = 0.8
 """An image's lock is waited for this share of ``call_timeout`` (then 224), so that a verb
 waiting behind a stuck deletion answers before its own deadline."""
@@ -75,12 +89,22 @@ class StorageSubsystem:
         self.records = PoolRecords(self.state_dir / "pools")
         s = cfg.supervision
         self.policy = RestartPolicy(s.max_restarts, s.within, s.backoff_initial, s.backoff_max)
+        self.lease_board = LeaseBoard()
+        self.tree = PoolTree(config=cfg, directory=deps.runtime.directory,
+                             locator=self.locator, board=self.board,
+                             lease_board=self.lease_board, monitor_spec=self.monitor_spec,
+                             policy=self.policy, owner=host_uuid(cfg.daemon.state_dir),
+                             context=deps.context or zmq.Context.instance())
         self.api = StorageApi(directory=deps.runtime.directory, board=self.board,
                               records=self.records, pool_tree=self.pool_tree,
                               call_timeout=self.config.call_timeout,
                               mount_timeout=self.config.mount_timeout)
-        self.task_env = taskwork.TaskEnv(locator=self.locator, pool_call=self._pool_call,
-                                         usage=self.usage)
+        spm = cfg.spm
+        self.spm_api = SpmApi(
+            directory=deps.runtime.directory, call_timeout=self.config.call_timeout,
+            board=self.lease_board, tasks=ServiceRef(deps.runtime.directory, TASKS),
+            writer=self.tree.writer, extend_timeout=EXTEND_TIMEOUT,
+            stop_timeout=spm.io_timeout * 4 + spm.kill_grace * 4 + 5.0)
 
     # --- the sub-tree ----------------------------------------------------------------------
 
@@ -96,20 +120,8 @@ class StorageSubsystem:
         )
 
     def pool_tree(self, record: PoolRecord) -> ChildSpec:
-        """The sub-tree of one connected pool: its supervisor with the pool actor."""
-        directory, policy = self.deps.runtime.directory, self.policy
-        pool = ChildSpec(
-            POOL_CHILD,
-            lambda ctx: PoolActor.start(ctx, record=record, locator=self.locator,
-                                        tasks=ServiceRef(directory, TASKS),
-                                        monitor_spec=self.monitor_spec, board=self.board),
-            cls="PoolActor",
-        )
-        return ChildSpec(
-            record.sp_uuid,
-            lambda ctx: Supervisor.start(ctx, policy=policy, children=[pool]),
-            cls="Supervisor", restart="transient", start_timeout=30.0, stop_timeout=60.0,
-        )
+        """The sub-tree of one connected pool (see :mod:`actors.storage.pooltree`)."""
+        return self.tree.spec(record)
 
     def children(self) -> Sequence[ChildSpec]:
         cfg, policy = self.config, self.policy
@@ -117,8 +129,9 @@ class StorageSubsystem:
             ChildSpec(
                 "tasks",
                 lambda ctx: TaskManager.start(ctx, store=TaskStore(self.state_dir / "tasks"),
-                                              builders=taskwork.builders(self.task_env),
-                                              workers=cfg.task_workers),
+                                              builders=self._task_builders(),
+                                              workers=cfg.task_workers,
+                                              spm_recovery=self._recover_journals),
                 cls="TaskManager",
             ),
             ChildSpec(
@@ -144,18 +157,42 @@ class StorageSubsystem:
             ),
         )
 
-    def _pool_call(self, sp_uuid: str, action: str, sd_uuid: str) -> None:
-        """A task step's pool metadata write, done by the pool actor (on a task worker)."""
-        path = f"{POOLS}/{sp_uuid}/{POOL_CHILD}"
-        pool: ServiceRef[PoolActor] = ServiceRef(self.deps.runtime.directory, path)
-        proxy = pool.proxy()
-        call = proxy.attach_now(sd_uuid) if action == "attach" else proxy.detach_now(sd_uuid)
-        wait(ask(call, path), self.config.call_timeout, f"{action} of {sd_uuid}")
+    def _task_builders(self) -> dict[str, Builder]:
+        """SPM tasks run in the pool's writer; spmStart waits on the lease board."""
+        spm = self.deps.config.spm
+        acquire = spm.lease_time + 4 * spm.io_timeout + 4 * spm.renew_interval + 30.0
+
+        def spm_start(params: Mapping[str, Any]) -> Work:
+            sp_uuid = str(params["spUUID"])
+            path = f"{POOLS}/{sp_uuid}/lease"
+
+            def contend() -> None:
+                lease: ServiceRef[LeaseActor] = ServiceRef(self.deps.runtime.directory, path)
+                ask(lease.proxy().spm_start(), path)
+
+            return SpmStartWork(board=self.lease_board, sp_uuid=sp_uuid, contend=contend,
+                                timeout=acquire)
+
+        directory = self.deps.runtime.directory
+
+        def pool_changed(sp_uuid: str, record: dict[str, Any]) -> None:
+            pool: ServiceRef[PoolActor] = ServiceRef(directory, f"{POOLS}/{sp_uuid}/pool")
+            try:
+                pool.tell(PoolChanged(record))
+            except (pykka.ActorDeadError, VdsmError):
+                pass  # restarting: it reads the pool from the master anyway
+
+        return {**writer_builders(self.tree.writer, pool_changed), SPM_START: spm_start}
+
+    def _recover_journals(self, sp_uuid: str) -> list[dict[str, Any]]:
+        outcomes: list[dict[str, Any]] = self.tree.writer(sp_uuid).call(
+            "Writer.recoverTasks", {}, timeout=RECOVERY_TIMEOUT)
+        return outcomes
 
     # --- the Subsystem protocol ------------------------------------------------------------
 
     def bindings(self) -> dict[str, Binding]:
-        return self.api.bindings()
+        return {**self.api.bindings(), **self.spm_api.bindings()}
 
     def host_stats(self) -> dict[str, Any]:
         return {"storageDomains": self.board.snapshot()}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -57,6 +57,7 @@ from actors.storage.taskwork import Builder
 from actors.storage.workers import Workers
 from messaging.errors import (
     ActorUnavailable,
+    NotSPM,
     StorageError,
     TaskAborted,
     TaskNotFinished,
@@ -83,6 +84,21 @@ class SubmitTask:
     params: dict[str, Any]
     task_id: str
     reply: Future[str]
+
+
+@dataclass(frozen=True)
+class RecoverPool:
+    """This host became the SPM of ``sp_uuid``: finish or undo what earlier SPMs left in
+    the pool's task journals, and record the outcomes (told by the lease actor)."""
+
+    sp_uuid: str
+
+
+@dataclass(frozen=True)
+class _Recovered:
+    sp_uuid: str
+    outcomes: tuple[dict[str, Any], ...]
+    error: VdsmError | None = None
 
 
 @dataclass(frozen=True)
@@ -166,10 +182,14 @@ def _revert(ref: pykka.ActorRef[Any], record: TaskRecord, builder: Builder,
 
 class TaskManager(SupervisedActor):
     def __init__(self, ctx: ActorContext, *, store: TaskStore, builders: Mapping[str, Builder],
-                 workers: int) -> None:
+                 workers: int,
+                 spm_recovery: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
+        """``spm_recovery(spUUID)``: the outcomes of a pool's journal recovery by its new
+        SPM (the writer's ``Writer.recoverTasks``; blocks, run on a worker)."""
         super().__init__(ctx)
         self.store = store
         self.builders = dict(builders)
+        self.spm_recovery = spm_recovery
         self.size = workers
         self._workers: Workers | None = None
         self._aborters: dict[str, Aborter] = {}
@@ -248,6 +268,12 @@ class TaskManager(SupervisedActor):
     def task_statuses(self) -> dict[str, dict[str, Any]]:
         return {r.task_id: r.to_wire() for r in self.store.all()}
 
+    def running(self, sp_uuid: str) -> list[str]:
+        """The ids of this pool's SPM tasks that have not finished."""
+        return [r.task_id for r in self.store.all()
+                if not r.finished and r.params.get("spUUID") == sp_uuid
+                and r.verb != "StoragePool.spmStart"]
+
     def stop_task(self, task_id: str) -> bool:
         record = self.store.get(task_id)
         abort = self._aborters.get(task_id)
@@ -292,6 +318,10 @@ class TaskManager(SupervisedActor):
             self._recover(message)
         elif isinstance(message, _Flush):
             self._flush()
+        elif isinstance(message, RecoverPool):
+            self._recover_pool(message.sp_uuid)
+        elif isinstance(message, _Recovered):
+            self._recovered(message)
         else:
             return super().on_receive(message)
         return None
@@ -317,7 +347,7 @@ class TaskManager(SupervisedActor):
             self._save(record, state=FINISHED, result=CLEAN_SUCCESS, message=note,
                        undo_pending=0)
         elif attempt is not None and attempt + 1 < RECOVERY_ATTEMPTS and (
-                error.retryable or isinstance(error, ActorUnavailable)):
+                error.retryable or isinstance(error, ActorUnavailable | NotSPM)):
             delay = RECOVERY_BACKOFF * 2**attempt
             log.warning("recovering task %s failed (%s): retrying in %g s", record.task_id,
                         error.message, delay)
@@ -353,6 +383,48 @@ class TaskManager(SupervisedActor):
         else:
             record = self._set(record, state=RECOVERING, message=note)
         self._pool().submit(_revert, self.actor_ref, record, builder, started)
+
+    def _recover_pool(self, sp_uuid: str) -> None:
+        recovery, me = self.spm_recovery, self.actor_ref
+        if recovery is None:
+            return
+
+        def run() -> None:
+            try:
+                outcomes = tuple(recovery(sp_uuid))
+            except VdsmError as e:
+                _post(me, _Recovered(sp_uuid, (), e))
+                return
+            _post(me, _Recovered(sp_uuid, outcomes))
+
+        self._pool().submit(run)
+
+    def _recovered(self, message: _Recovered) -> None:
+        if message.error is not None:
+            log.error("pool %s: recovering the task journals failed: %s", message.sp_uuid,
+                      message.error.message)
+            return
+        for outcome in message.outcomes:
+            task_id = str(outcome["taskID"])
+            changes = {"state": FINISHED, "result": str(outcome["result"]),
+                       "code": int(outcome.get("code", 0)),
+                       "message": str(outcome.get("message", ""))}
+            try:
+                record = self.store.get(task_id)
+            except VdsmError:
+                record = TaskRecord(task_id, str(outcome["verb"]),
+                                    {"spUUID": message.sp_uuid, "taskID": task_id})
+                try:
+                    record = self._set(record)
+                except StorageError as e:
+                    log.error("task %s recovered by the SPM but not recorded: %s", task_id,
+                              e.message)
+                    continue
+            if record.finished and record.result in (CLEAN_SUCCESS, CLEAN_FAILURE):
+                continue
+            self._save(record, **changes)
+            log.info("task %s (%s) recovered by this SPM: %s", task_id, record.verb,
+                     changes["message"])
 
     def _publish_progress(self) -> None:
         """``|jobs|status|<taskID>`` for each running task whose byte count moved."""

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from actors.storage import fileutil, leftovers
 from actors.storage.command import Aborter
+from actors.storage.guard import UNGUARDED, WriteGuard, guarded_steps
 from actors.storage.locator import DomainLocator
 from actors.storage.sd.filedomain import FileDomain
 from actors.storage.sd.records import VolumeCreateRequest, check_uuid
@@ -52,19 +53,22 @@ class TaskEnv:
     locator: DomainLocator
     pool_call: PoolCall
     usage: VolumeUsage
+    guard: WriteGuard = UNGUARDED  # the SPM writer's fence guard (see guard.py)
 
 
 class _StepsWork:
+    env: TaskEnv
+
     def steps(self) -> list[Step]:
         raise NotImplementedError
 
     def run(self, abort: Aborter, journal: Journal) -> None:
-        run_steps(self.steps(), abort=abort, journal=journal)
+        run_steps(guarded_steps(self.steps(), self.env.guard), abort=abort, journal=journal)
 
     def revert(self, started: int) -> None:
         if started <= 0:
             return
-        failures = revert_steps(self.steps(), started)
+        failures = revert_steps(guarded_steps(self.steps(), self.env.guard), started)
         if failures:
             raise StorageError(reason="undo failed: " + "; ".join(str(f) for f in failures))
 
@@ -130,14 +134,16 @@ class _Deletion:
     def run(self, abort: Aborter, journal: Journal) -> None:
         abort.check()
         journal(Progress(1, 1, 0, self.name))
-        self.delete()
+        with self.env.guard.write(f"{self.name} {self.img_uuid}"):
+            self.delete()
         journal(Progress(1, 1, 1, self.name))
 
     def revert(self, started: int) -> None:
         if started <= 0:
             return
         try:
-            self.delete()
+            with self.env.guard.write(f"finish {self.name} {self.img_uuid}"):
+                self.delete()
         except (NoSuchImage, NoSuchVolume):
             pass  # already gone: finished
 

@@ -23,7 +23,9 @@ children.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -65,15 +67,17 @@ class VolumeUsage:
         with self._guard:
             entry = self._locks.setdefault(key, _ImageLock())
             entry.users += 1
+        started = time.monotonic()
         try:
             if not entry.lock.acquire(timeout=self.lock_timeout):
                 with self._guard:
                     holder, age = entry.what, time.monotonic() - entry.since
                 raise StorageBusy(what=f"image {img_uuid} (a {holder})", pending=1, age=age)
             try:
-                with self._guard:
-                    entry.what, entry.since = what, time.monotonic()
-                yield
+                with self._file_lock(key, img_uuid, started):
+                    with self._guard:
+                        entry.what, entry.since = what, time.monotonic()
+                    yield
             finally:
                 with self._guard:
                     entry.what = ""
@@ -83,6 +87,31 @@ class VolumeUsage:
                 entry.users -= 1
                 if entry.users == 0:
                     del self._locks[key]
+
+    @contextlib.contextmanager
+    def _file_lock(self, key: tuple[str, str], img_uuid: str, started: float) -> Iterator[None]:
+        """The same image's lock across processes: the SPM's writer deletes, vdsmd prepares
+        (an flock on ``<root>/.locks/<sd>-<img>``, released by the kernel if one dies)."""
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{key[0]}-{key[1]}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited >= self.lock_timeout:
+                        raise StorageBusy(what=f"image {img_uuid} (held by another process)",
+                                          pending=1, age=waited) from None
+                    time.sleep(0.01)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def describe(self) -> list[dict[str, Any]]:
         """The images locked now, by what and for how long (for Actors.inspect)."""

@@ -164,7 +164,7 @@ VERBS = (
         "Who holds the pool's SPM role.",
         (SP_ID,),
         result="{spmStatus, spmId, spmLver}",
-        aliases=("getSpmStatus",), implemented=False,
+        aliases=("getSpmStatus",),
     ),
     Verb(
         "StoragePool.spmStart",
@@ -175,19 +175,19 @@ VERBS = (
             Field("prevLVER", Int(min=-1), required=False, default=-1),
         ),
         result="taskID",
-        aliases=("spmStart",), implemented=False,
+        aliases=("spmStart",),
     ),
     Verb(
         "StoragePool.spmStop",
         "Give up the SPM role.",
         (SP_ID,),
-        aliases=("spmStop",), implemented=False,
+        aliases=("spmStop",),
     ),
     Verb(
         "StoragePool.extendVolume",
         "Extend a thin volume to at least size bytes (here if SPM, else through the mailbox).",
         (*VOLUME_IDS, Field("size", SIZE)),
-        aliases=("extendVolume",), implemented=False,
+        aliases=("extendVolume",),
         timeout=120.0,
     ),
     Verb(

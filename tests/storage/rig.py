@@ -24,7 +24,11 @@ from messaging.client import ClientError, Subscriber
 from tests.harness import Vdsmd, wait_for
 from tests.storage.helpers import detach, loop_devices_of, sh, sparse_file, unmount
 
-CONFIG = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+SPM_CONFIG = ("[spm]\nlease_time = 3\nrenew_interval = 0.5\nio_timeout = 0.5\n"
+              "agent_timeout = 2\nheartbeat_interval = 0.2\njournal = true\n")
+"""Short SPM lease timings (a dead SPM is replaced within seconds) and the safety journal."""
+CONFIG = SPM_CONFIG + "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
+"""Ends in the [storage] table: tests append more storage settings to it."""
 
 
 def new_id() -> str:
@@ -83,17 +87,21 @@ class ConfirmedSubscriber(Subscriber):
                 return event
 
 
-def children(pid: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``pid``."""
+def children(pid: int, *, keepers: bool = False) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid`` (the pools' lease keepers, which
+    vdsmd runs for as long as a pool is connected, only when ``keepers``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         if int(fields[1]) == pid and fields[0] != "Z":
+            if not keepers and b"actors.storage.spm.keeper" in cmdline:
+                continue
             found.append(int(entry.name))
     return found
 
@@ -124,11 +132,21 @@ class Rig:
         self.config = config
         self.workdir = tmp / "vdsmd"
         self.daemon: Vdsmd | None = None
+        self.pools: list[str] = []
+        """Pools this rig made its vdsmd the SPM of: a restarted vdsmd is made SPM again, as
+        a management layer would (spmStart), before the test goes on."""
 
     # --- the daemon ----------------------------------------------------------------------
 
     def start(self) -> Vdsmd:
         self.daemon = Vdsmd(self.workdir, config=self.config).start()
+        for sp in list(self.pools):
+            try:
+                self.spm_start(sp)
+            except ClientError as e:
+                if e.code != 202:  # disconnected meanwhile: nothing to take over
+                    raise
+                self.pools.remove(sp)
         return self.daemon
 
     @property
@@ -218,10 +236,20 @@ class Rig:
                          domainList=[master, *others]) is True
         assert self.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
                          masterSdUUID=master, masterVersion=1) is True
+        self.spm_start(sp)
+        self.pools.append(sp)
         for sd in others:
             assert self.call("StorageDomain.activate", storagedomainID=sd,
                              storagepoolID=sp) is True
         return sp
+
+    def spm_start(self, sp: str, timeout: float = 60.0) -> None:
+        """Make this host the pool's SPM (spmStart, then its task must succeed)."""
+        task_id = self.call("StoragePool.spmStart", storagepoolID=sp)
+        status = self.task(task_id, timeout)
+        assert status["taskResult"] == "success", status
+        assert self.call("Task.clear", taskID=task_id) is True  # as a manager would
+        assert self.call("StoragePool.getSpmStatus", storagepoolID=sp)["spmStatus"] == "SPM"
 
     def task(self, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """The task's status once it is finished."""

@@ -205,14 +205,17 @@ def test_posixfs_and_nfs_connections(rig: Rig) -> None:
 def test_lvm_block_domain_through_the_api(rig: Rig) -> None:
     """An LVM domain (iscsi/fcp) behind the same verbs, as far as this kernel allows: no
     device-mapper here, so its LVs cannot be activated (prepare and the monitor's read of
-    the metadata LV fail clearly) while metadata, raw volumes and tags work."""
+    the metadata LV fail clearly) while metadata, raw volumes and tags work. The pool's master
+    is a file domain: an LVM master's lease areas are LVs, which cannot be activated here
+    either (that pool gets a clear reason instead of an SPM)."""
     rig.start()
     with volume_group(rig.tmp, size=4 << 30) as (lvm, vg):
         sd = rig.domain("iscsi", vg, "block")
         info = rig.call("StorageDomain.getInfo", storagedomainID=sd)
         assert (info["type"], info["remotePath"], info["name"]) == ("iscsi", vg, "block")
         assert rig.call("StorageDomain.getStats", storagedomainID=sd)["disktotal"] > 1 << 30
-        sp = rig.pool(sd)
+        master = rig.domain("localfs", str(rig.local_dir("master")), "master")
+        sp = rig.pool(master, others=(sd,))
         img, vol, task = rig.create_volume(sp, sd, size=64 * MiB, fmt="raw",
                                            prealloc="preallocated")
         assert rig.task(task)["taskResult"] == "success"
@@ -227,5 +230,25 @@ def test_lvm_block_domain_through_the_api(rig: Rig) -> None:
             assert entry["code"] == 208  # the metadata LV cannot be read without activation
         assert rig.task(rig.call("Image.delete", storagepoolID=sp, storagedomainID=sd,
                                  imageID=img))["taskResult"] == "success"
+        assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
+        LvmDomain(vg, sd, lvm=lvm, run_dir=rig.tmp / "links").remove()
+
+
+@pytest.mark.skipif(not NO_DM, reason="with device-mapper an LVM master's areas can be used")
+def test_an_lvm_master_gets_a_clear_reason_instead_of_an_spm(rig: Rig) -> None:
+    """Without device-mapper an LVM master's lease areas (LVs) cannot be activated: spmStart
+    fails saying so, and nothing is written."""
+    rig.start()
+    with volume_group(rig.tmp, size=4 << 30) as (lvm, vg):
+        sd = rig.domain("iscsi", vg, "block")
+        sp = new_id()
+        assert rig.call("StoragePool.create", storagepoolID=sp, name="lvm", masterSdUUID=sd,
+                        masterVersion=1, domainList=[sd]) is True
+        assert rig.call("StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
+                        masterVersion=1) is True
+        status = rig.task(rig.call("StoragePool.spmStart", storagepoolID=sp))
+        assert status["taskResult"] == "failure"
+        assert "cannot be activated" in status["message"], status
+        assert rig.call("StoragePool.getSpmStatus", storagepoolID=sp)["spmStatus"] == "Free"
         assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
         LvmDomain(vg, sd, lvm=lvm, run_dir=rig.tmp / "links").remove()

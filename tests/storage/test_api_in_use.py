@@ -3,6 +3,8 @@ prepare that races with the deletion task (real fsfreeze, a real busy task worke
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +98,23 @@ def test_a_prepare_during_a_running_deletion_waits_for_it_and_finds_nothing(
     being deleted; once it is done, the volume is gone."""
     rig.config += "call_timeout = 3\n"
     rig.start()
-    device = ext4_device(rig.tmp, "fs", 64 * MiB)
+    master = rig.domain("localfs", str(rig.local_dir("master")), "master")  # the SPM's lease
+    device = ext4_device(rig.tmp, "fs", 64 * MiB)                         # stays writable
     rig.connect("posixfs", device, vfs_type="ext4")
     sd = rig.domain("posixfs", device, "fs")
-    sp = rig.pool(sd)
+    sp = rig.pool(master, others=(sd,))
     img, vol, task = rig.create_volume(sp, sd, size=MiB)
     assert rig.task(task)["taskResult"] == "success"
     ids = volume_ids(sp, sd, img, vol)
     mountpoint = rig.mount_point(device)
+    lock_file = rig.workdir / "run" / "storage" / "prepared" / ".locks" / f"{sd}-{img}"
     with frozen(mountpoint):
         deletion = rig.call("Volume.delete", **ids)
 
-        def deleting() -> bool:
-            locks = rig.call("Actors.inspect", path="/storage/domains")["detail"]["imageLocks"]
-            return any(lock["imgUUID"] == img and lock["by"] == "delete" for lock in locks)
+        def deleting() -> bool:  # the SPM's writer holds the image's lock, stuck in the fs
+            if rig.call("Task.getStatus", taskID=deletion)["taskState"] != "running":
+                return False
+            return image_lock_held(lock_file)
 
         wait_for(deleting, 30, what="the deletion holding the image (blocked on the frozen fs)")
         error = rig.error("Image.prepare", **ids)
@@ -119,3 +124,19 @@ def test_a_prepare_during_a_running_deletion_waits_for_it_and_finds_nothing(
     error = rig.error("Image.prepare", **ids)
     assert error.code == 204, error
     assert not list((rig.workdir / "run" / "storage" / "prepared").glob(f"{sd}/{img}/*"))
+
+
+def image_lock_held(path: Path) -> bool:
+    """Whether another process holds the image's lock (an flock, as the agent takes it)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pykka
 import pytest
+import zmq
 
 from actors.base import ActorContext, Ping, Runtime
 from actors.directory import ServiceRef
@@ -18,6 +20,8 @@ from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.pool import PoolActor
 from actors.storage.sd.filedomain import FileDomain
+from actors.storage.spm.board import LeaseBoard, LeaseState
+from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from messaging.errors import ActorUnavailable
@@ -43,11 +47,14 @@ def one_domain_pool(tmp: Path) -> tuple[DomainLocator, str, str]:
 
 def start_pool(runtime: Runtime, locator: DomainLocator, sp: str, sd: str, *,
                board: MonitorBoard, monitor_spec: Callable[[str, int], ChildSpec],
-               ) -> pykka.ActorRef[Supervisor]:
+               lease_board: LeaseBoard | None = None) -> pykka.ActorRef[Supervisor]:
     record = PoolRecord(sp, 1, sd, 1)
+    leases = lease_board or LeaseBoard()
+    writer = WriterClient(board=leases, sp_uuid=sp, context=zmq.Context.instance())
     pool = ChildSpec("pool", lambda ctx: PoolActor.start(
         ctx, record=record, locator=locator, tasks=ServiceRef(runtime.directory, "/none"),
-        monitor_spec=monitor_spec, board=board), cls="PoolActor")
+        monitor_spec=monitor_spec, board=board, lease_board=leases, writer=writer,
+        reload_interval=5.0, write_timeout=10.0), cls="PoolActor")
     sup = Supervisor.start(ActorContext(f"/storage/pools/{sp}", runtime),
                            policy=RestartPolicy(5, 60, 0.05, 0.1), children=[pool])
     sup.ask(Ping(), timeout=10)
@@ -99,7 +106,13 @@ def test_a_task_for_a_stopped_task_manager_is_refused_at_once(
             ctx, sd_uuid=sd_uuid, host_id=host_id, interval=5, timeout=2, locator=locator,
             board=board), cls="DomainMonitor")
 
-    start_pool(runtime, locator, sp, sd, board=board, monitor_spec=no_monitor)
+    # A test double for the lease: this test is about the hand-over to the task manager, so
+    # the board says this host is the SPM (the keeper and its writer are tested elsewhere).
+    leases = LeaseBoard()
+    leases.put(LeaseState(sp, status="SPM", lver=1, deadline=time.monotonic() + 3600,
+                          writer_endpoint="ipc:///nonexistent", writer_ready=True))
+    start_pool(runtime, locator, sp, sd, board=board, monitor_spec=no_monitor,
+               lease_board=leases)
     pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").proxy()
     wait_for(lambda: pool.describe().get(timeout=5)["state"] == "ready", 20, what="loaded")
     with pytest.raises(ActorUnavailable):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from actors.base import ActorContext, Ping, Runtime
-from actors.config import Config, DaemonConfig, StorageConfig
+from actors.config import Config, DaemonConfig, SpmConfig, StorageConfig
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import LibvirtHandle
 from actors.storage.domains import DomainsActor
@@ -39,7 +39,9 @@ def new_id() -> str:
 @pytest.fixture
 def storage(tmp: Path, runtime: Runtime) -> Iterator[StorageSubsystem]:
     config = Config(daemon=DaemonConfig(state_dir=tmp / "state", run_dir=tmp / "run"),
-                    storage=StorageConfig(monitor_interval=0.5, monitor_timeout=1.0))
+                    storage=StorageConfig(monitor_interval=0.5, monitor_timeout=1.0),
+                    spm=SpmConfig(lease_time=3, renew_interval=0.5, io_timeout=0.5,
+                                  agent_timeout=2, heartbeat_interval=0.2))
     subsystem = StorageSubsystem(Deps(config, runtime, LibvirtHandle("test:///default")))
     children = subsystem.children()
     spec = ChildSpec("storage", lambda ctx: Supervisor.start(ctx, children=children),
@@ -56,6 +58,14 @@ def call(storage: StorageSubsystem, verb: str, **params: Any) -> Any:
     """A verb as the API server runs it: params validated (defaults filled), then handled."""
     checked = SCHEMA.lookup(verb).check_params(params)
     return storage.bindings()[verb].handler(checked)
+
+
+def become_spm(storage: StorageSubsystem, sp: str) -> None:
+    """spmStart, and wait for its task: this host must be the pool's SPM to write."""
+    task = call(storage, "StoragePool.spmStart", storagepoolID=sp)
+    wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskState"] == "finished",
+             30, what="spmStart")
+    assert call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success"
 
 
 @pytest.mark.timeout(60)
@@ -78,6 +88,7 @@ def test_the_vm_subsystem_prepares_and_tears_down_volumes(
                 masterVersion=1, domainList=[sd]) is True
     assert call(storage, "StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
                 masterVersion=1) is True
+    become_spm(storage, sp)
     assert f"/storage/pools/{sp}/pool" in {i.path for i in runtime.directory}
     task = call(storage, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
                 volumeID=vol, size=16 << 20, volFormat="raw", preallocate="preallocated")
@@ -133,6 +144,7 @@ def test_a_prepare_its_caller_gave_up_on_is_undone_when_it_finishes(
          masterVersion=1, domainList=[sd])
     call(storage, "StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
          masterVersion=1)
+    become_spm(storage, sp)
     task = call(storage, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
                 volumeID=vol, size=16 << 20, volFormat="raw", preallocate="preallocated")
     wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success",

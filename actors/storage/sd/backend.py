@@ -100,6 +100,11 @@ class StorageDomainBackend(Protocol):
         open, a loop device is attached, its LV is active); "" when it is not."""
         ...
 
+    def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
+        """Make this host see a volume the SPM extended (``losetup -c`` of its loop devices,
+        ``lvchange --refresh`` of an active LV; nothing for a file); its size now."""
+        ...
+
     def delete_volume(self, img_uuid: str, vol_uuid: str) -> None:
         """Delete a volume that no other volume uses as its parent (VolumeHasChildren) and
         that is not in use (VolumeInUse, see :meth:`in_use`)."""

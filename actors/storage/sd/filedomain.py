@@ -218,6 +218,9 @@ class FileDomain(FileVolumeCreation):
     def extend_volume(self, img_uuid: str, vol_uuid: str, size: int) -> VolumeInfo:
         return self.volume_info(img_uuid, vol_uuid)
 
+    def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
+        return self.layout.volume(img_uuid, vol_uuid).stat().st_size
+
     def delete_volume(self, img_uuid: str, vol_uuid: str) -> None:
         meta = self.layout.read_volume_meta(img_uuid, vol_uuid)
         children = self.children(img_uuid, vol_uuid)

@@ -153,6 +153,13 @@ class LoopDomain(FileDomain):
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
+    def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
+        path = self.layout.volume(img_uuid, vol_uuid)
+        size = path.stat().st_size
+        for device in loopdev.find(path):
+            loopdev.refresh(device.device)
+        return size
+
     def in_use(self, img_uuid: str, vol_uuid: str) -> str:
         devices = loopdev.find(self.layout.volume(img_uuid, vol_uuid))
         if devices:

@@ -268,6 +268,12 @@ class LvmVolumes:
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
+    def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
+        lv, _meta = self._lv(img_uuid, vol_uuid)
+        if lv.active:
+            self.lvm.refresh(self.vg_name, vol_uuid)
+        return lv.size
+
     def in_use(self, img_uuid: str, vol_uuid: str) -> str:
         lv, _meta = self._lv(img_uuid, vol_uuid)
         return "its LV is active: tear it down first" if lv.active else ""

@@ -1,0 +1,204 @@
+"""The SPM side of a pool's mailbox: serve every host's requests, once each.
+
+While this host is SPM, a :class:`MailServer` thread reads the first ``hosts`` outbox slots in
+one O_DIRECT read every ``poll`` seconds (and does nothing more when the bytes did not change).
+Each request it has not served yet goes to ``serve`` (the writer: it extends the volume and
+writes that host's inbox slot with the replies, all under the SPM lease) on a small pool of
+threads, one host at a time. What was served is known from the replies in the inbox slots,
+which live on the shared storage: a new SPM reads them when it starts serving, so a request
+that a previous SPM already answered is not done again, and one it had not answered is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from actors.storage.mailbox.areas import MailArea, OutboxPoller
+from actors.storage.mailbox.format import (
+    MAX_MESSAGES,
+    REPLIES,
+    REQUESTS,
+    SLOT,
+    Message,
+    Slot,
+    SlotError,
+)
+from actors.storage.workers import Workers
+from messaging.errors import VdsmError
+
+log = logging.getLogger(__name__)
+
+Serve = Callable[[int, list[Message], list[Message]], list[Message]]
+"""``(host, new requests, replies to keep) -> the replies written`` (the writer's job)."""
+Paths = Callable[[], tuple[Path, Path]]
+
+IDLE_AFTER = 10.0
+"""Seconds without any request after which the server polls at half its rate: every poll is
+a real read of shared storage (measured here: ~0.3 ms of CPU each), and an idle pool should
+cost next to nothing, while a burst of requests is served at the full rate."""
+
+
+class MailServer:
+    def __init__(self, *, paths: Paths, hosts: int, io_timeout: float, poll: float,
+                 serve: Serve, name: str = "mailserver",
+                 live: Callable[[], int] | None = None) -> None:
+        """``hosts``: the slots there are; ``live()``: how many of them to read now (the
+        highest live host id, from the keeper's observations): fewer bytes per poll."""
+        self.paths = paths
+        self.hosts = hosts
+        self.live = live
+        self.io_timeout = io_timeout
+        self.poll = poll
+        self.serve = serve
+        self.name = name
+        self._lock = threading.Lock()
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._served: dict[int, list[Message]] = {}
+        self._busy: set[int] = set()
+        self._last_raw = b""
+        self._recheck = False  # look at the slots again even if their bytes did not change
+        self._last_request = time.monotonic()
+        self._outbox: OutboxPoller | None = None
+        self._workers = Workers(f"{name}-serve", 2)
+        self.stats = {"polls": 0, "served": 0, "failed": 0, "errors": 0}
+        self.last_error = ""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def activate(self) -> None:
+        """This host became SPM: learn what was served, then serve."""
+        with self._lock:
+            self._served = {}
+            self._recheck = True
+        self._active.set()
+
+    def deactivate(self) -> None:
+        self._active.clear()
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            served = {h: len(r) for h, r in self._served.items() if r}
+        return {"active": self._active.is_set(), **self.stats, "repliesKept": served,
+                "busyHosts": sorted(self._busy), "lastError": self.last_error}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._active.set()
+        self._thread.join(self.io_timeout * 2 + 1)
+        self._workers.shutdown()
+        if self._outbox is not None:
+            self._outbox.close()
+
+    # --- the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        learned = False
+        while not self._stop.is_set():
+            if not self._active.is_set():
+                learned = False
+                self._active.wait()
+                continue
+            try:
+                if not learned:
+                    self._learn()
+                    learned = True
+                self._poll()
+            except (VdsmError, OSError) as e:
+                self.stats["errors"] += 1
+                self.last_error = str(e)
+                log.warning("%s: %s (retrying)", self.name, e)
+            idle = time.monotonic() - self._last_request > IDLE_AFTER
+            self._stop.wait(self.poll * 2 if idle else self.poll)
+
+    def _areas(self) -> OutboxPoller:
+        if self._outbox is None:
+            _inbox, outbox = self.paths()
+            self._outbox = OutboxPoller(outbox, slots=self.hosts)
+        return self._outbox
+
+    def _learn(self) -> None:
+        """Read every host's replies: what a previous SPM (or this one) already served."""
+        inbox_path, _outbox = self.paths()
+        inbox = MailArea(inbox_path, kind=REPLIES, slots=self.hosts,
+                         io_timeout=self.io_timeout, write=False)
+        try:
+            raw = inbox.read_raw()
+        finally:
+            inbox.close()
+        served: dict[int, list[Message]] = {}
+        for host in range(1, self.hosts + 1):
+            try:
+                slot = inbox.decode(raw, host)
+            except SlotError as e:
+                log.warning("%s: inbox slot %d unreadable (%s): treated as empty", self.name,
+                            host, e)
+                continue
+            if slot is not None:
+                served[host] = list(slot.messages)
+        with self._lock:
+            self._served = served
+
+    def _poll(self) -> None:
+        count = self.hosts
+        if self.live is not None:
+            count = max(1, min(self.hosts, self.live()))
+        raw = self._areas().read_raw(count)
+        self.stats["polls"] += 1
+        with self._lock:
+            if raw == self._last_raw and not self._recheck:
+                return
+            self._recheck = False
+            self._last_raw = raw
+        for host in range(1, len(raw) // SLOT + 1):
+            try:
+                slot = Slot.decode(raw[(host - 1) * SLOT:host * SLOT], host_id=host,
+                                   kind=REQUESTS)
+            except SlotError as e:
+                log.debug("%s: outbox slot %d: %s (read again next time)", self.name, host, e)
+                with self._lock:
+                    self._recheck = True  # a torn write: look again even if the bytes stay
+                continue
+            if slot is None or not slot.messages:
+                continue
+            self._last_request = time.monotonic()
+            self._offer(host, list(slot.messages))
+
+    def _offer(self, host: int, requests: list[Message]) -> None:
+        with self._lock:
+            if host in self._busy:
+                return  # looked at again once this host's batch is done
+            served = {m.seq for m in self._served.get(host, [])}
+            new = [m for m in requests if m.seq not in served]
+            if not new:
+                return
+            asked = {m.seq for m in requests}
+            keep = [m for m in self._served.get(host, []) if m.seq in asked]
+            self._busy.add(host)
+        started = time.monotonic()
+        future: Future[list[Message]] = self._workers.submit(self.serve, host, new, keep)
+        future.add_done_callback(lambda f: self._served_one(host, keep, new, f, started))
+
+    def _served_one(self, host: int, keep: list[Message], new: list[Message],
+                    future: Future[list[Message]], started: float) -> None:
+        error = future.exception()
+        with self._lock:
+            self._busy.discard(host)
+            self._recheck = True
+            if error is None:
+                replies = future.result()
+                self._served[host] = (keep + replies)[-MAX_MESSAGES:]
+        if error is None:
+            self.stats["served"] += len(new)
+            log.debug("%s: served %d request(s) of host %d in %.3f s", self.name, len(new),
+                      host, time.monotonic() - started)
+        else:
+            self.stats["failed"] += 1
+            self.last_error = str(error)
+            log.warning("%s: serving host %d failed: %s (retried)", self.name, host, error)

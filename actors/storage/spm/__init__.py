@@ -1,0 +1,1 @@
+"""The SPM: the lease keeper process, the writer process, and their vdsmd side (docs/spm.md)."""
