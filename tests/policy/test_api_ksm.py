@@ -2,8 +2,9 @@
 rule file turns KSM on when the host's free memory is under its threshold and off again
 (the file is edited while vdsmd runs: a reload), a broken edit is refused and the rules in
 force stay, ``Host.setMOMPolicyParameters`` takes control away and gives it back,
-``Host.setKsmTune`` writes the knobs and refuses what is not a knob value; the policy's
-inputs and decisions show in ``Actors.inspect`` and the console.
+``Host.setKsmTune`` writes the knobs and refuses what is not a knob value, KSM merges pages
+marked mergeable and ``Host.getStats`` counts them; the policy's inputs and decisions show in
+``Actors.inspect`` and the console.
 
 The host's real free memory is what it is (most of 24 GiB here): the test moves the
 threshold, not the memory (100% of free memory: "memory is short", 0%: "it is not").
