@@ -31,14 +31,18 @@ log = logging.getLogger(__name__)
 MIB = 1024  # KiB
 MEM = 160  # MiB, each guest's memSize
 IDLE_FLOOR = 112  # MiB: the idle guest's guarantee (above what it keeps free for itself)
-BUSY_FLOOR = 96
-# The busy guest allocates this much once a balloon shrank it (its MemTotal under
-# SHRUNK_BELOW MiB): more than it has at the size the pressure left it, less than at MEM.
+BUSY_FLOOR = 128
+# The busy guest allocates this much once the pressure shrank it to its guarantee (its
+# MemTotal is then ~90 MiB, the balloon minus ~38 MiB: under SHRUNK_BELOW, which it is not
+# at the step above, 144 MiB): more than it has there (~61 MiB available), less than at MEM
+# (~93 MiB). Starting only at its floor, it cannot be shrunk
+# while it allocates (a shrink decided on stats a second old would take what it just
+# took: under load, that ran the guest out of memory).
 ALLOC = 70
-SHRUNK_BELOW = 100
-# It allocates only while it keeps RESERVE MiB available: under the rule's 10% (of 112..160
+SHRUNK_BELOW = 95
+# It allocates only while it keeps RESERVE MiB available: under the rule's 10% (of 128..160
 # MiB), so that it asks for memory, and enough that its kernel never runs out meanwhile.
-RESERVE = 8
+RESERVE = 10
 
 RULES = """\
 [host]
@@ -149,6 +153,7 @@ def test_an_idle_guest_is_shrunk_a_busy_one_grown_back_within_their_bounds(
     watch.until("the idle guest at its guarantee",
                 lambda: watch.last.get("idle") == IDLE_FLOOR * MIB, 120)
     shrunk = watch.least["busy"]
+    assert shrunk == BUSY_FLOOR * MIB  # it allocates only once at its guarantee
     g.wait_for_marker(busy_log, f"VDSM-GUEST ALLOC-DONE {ALLOC}", 240)
     watch.poll()
     grown = balloon_decisions(agent, busy)
