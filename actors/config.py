@@ -450,6 +450,20 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """The policy (KSM, balloons, vCPU quotas): see actors/policy/ and contrib/policy.toml."""
+
+    interval: float = 10.0  # seconds between decisions
+    rules: str = ""  # the rule file (TOML, reloaded when it changes); empty: built-in rules
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ConfigError("[policy] interval must be positive")
+        if self.rules and not Path(self.rules).is_absolute():
+            raise ConfigError(f"[policy] rules {self.rules} is not an absolute path")
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -470,6 +484,7 @@ class Config:
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     #: the settings the file or the flags gave ("daemon.run_dir"), as opposed to defaults
     given: frozenset[str] = field(default=frozenset(), compare=False)
 

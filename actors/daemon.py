@@ -45,6 +45,7 @@ from actors.host.udev import UdevActor
 from actors.metrics.collector import BoardCollector, Sources
 from actors.metrics.requests import RequestMetrics
 from actors.metrics.server import MetricsServer
+from actors.policy.service import PolicySubsystem
 from actors.processguard import ProcessGuard
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps, Subsystem
@@ -114,7 +115,8 @@ class Daemon:
                                        run_dir=cfg.daemon.run_dir)
         storage = StorageSubsystem(deps)
         vms = VmSubsystem(deps, storage=storage)
-        self._subsystems = [storage, vms]
+        policy = PolicySubsystem(deps, vms=vms, host_stats=self.host_stats)
+        self._subsystems = [storage, vms, policy]
         self._storage = storage
         observer = self._metrics(storage, vms) if cfg.metrics.listen else None
         self._guard = ProcessGuard.start(self._fatal)

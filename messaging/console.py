@@ -23,6 +23,7 @@ from messaging import endpoints
 from messaging.cli import names, values
 from messaging.client import CallTimeout, Client, ClientError, Subscriber, parse_value
 from messaging.errors import VdsmError
+from messaging.policyview import POLICY_PATH, render_policy
 from messaging.schema import SCHEMA
 
 HELP = """\
@@ -35,6 +36,7 @@ commands:
                             each VM's CPU (for SECONDS, default 10; Ctrl-C stops)
   watch [PREFIX] [SECONDS]  print events whose topic starts with PREFIX (Ctrl-C stops)
   failures                  actors that failed, restarted or were given up on
+  policy                    the policy: rules, switches, its inputs and last decisions
   call VERB [name=value..]  call any verb, e.g. call Host.getStats (values as vdsm-client
                             takes them: typed by the schema, sizes with units, VM names)
   crash PATH [REASON]       fault injection (needs [debug] fault_injection = true)
@@ -165,6 +167,8 @@ class Console:
             "top": self.cmd_top,
             "watch": self.cmd_watch,
             "failures": self.cmd_failures,
+            "policy": lambda args: self.say(render_policy(
+                self.client.call("Actors.inspect", {"path": POLICY_PATH}))),
             "call": self.cmd_call,
             "crash": self.cmd_crash,
             "help": lambda args: self.say(HELP),

@@ -249,6 +249,13 @@ class NotAuthorized(VdsmError):
     template = "client key {key} is not authorised on this host"
 
 
+class HostSettingError(VdsmError):
+    """A host setting the kernel refused or cannot take (KSM in /sys/kernel/mm/ksm)."""
+
+    code = 106
+    template = "cannot set {what}: {reason}"
+
+
 class NotImplementedOnHost(VdsmError):
     code = -32601
     template = "{method} is declared but not implemented on this host"

@@ -23,6 +23,20 @@ command line (see :func:`kernel_cmdline`):
     five times a second forever, ``n`` counting up from 1 and ``<boot>`` the first 8
     characters of the kernel's boot id: a guest that keeps counting with the same boot id
     across a live migration was not rebooted (see :func:`counts`).
+``vdsm.mode=busy``
+    print ``VDSM-GUEST READY`` and keep its vCPU busy (a shell loop) until powered off.
+``vdsm.mode=writeloop [vdsm.chunk=C]``
+    write zeros to ``/dev/vda`` with O_DIRECT, C MiB (default 4) at a time, over and over
+    (from the start again at its end), after ``VDSM-GUEST READY``; until powered off (a
+    failed write prints ``VDSM-GUEST WRITE-FAILED`` and powers off).
+``vdsm.mode=alloc vdsm.mib=N [vdsm.chunk=C] [vdsm.reserve=R] [vdsm.below=M]``
+    allocate N MiB of memory the guest cannot reclaim (files on a ramfs), C MiB (default 4)
+    at a time, each only while its ``MemAvailable`` stays above R MiB (default 24): a guest
+    whose balloon took its memory waits until it gets memory back. With ``vdsm.below``, it
+    first waits until its ``MemTotal`` is below M MiB (a balloon shrank it) and prints
+    ``VDSM-GUEST ALLOC-SHRUNK <MemTotal MiB>``. Prints ``VDSM-GUEST READY`` first,
+    ``VDSM-GUEST ALLOC-PROGRESS <mib>`` after each step and ``VDSM-GUEST ALLOC-DONE N`` at
+    the end, then holds the memory until powered off.
 
 In every mode, ``vdsm.agent=1`` starts the QEMU guest agent (qemu-ga, see
 tests/guestfiles.py) on its virtio-serial port and prints ``VDSM-GUEST AGENT-STARTED
@@ -114,9 +128,12 @@ MARKER_AGENT_EXITED = f"{MARKER_PREFIX} AGENT-EXITED"
 MARKER_AGENT_SHUTDOWN = f"{MARKER_PREFIX} AGENT-SHUTDOWN"
 MARKER_MOUNTED = f"{MARKER_PREFIX} MOUNTED"
 MARKER_DESKTOP = f"{MARKER_PREFIX} DESKTOP"
+MARKER_ALLOC_SHRUNK = f"{MARKER_PREFIX} ALLOC-SHRUNK"
+MARKER_ALLOC_PROGRESS = f"{MARKER_PREFIX} ALLOC-PROGRESS"
+MARKER_ALLOC_DONE = f"{MARKER_PREFIX} ALLOC-DONE"
 MARKER_KERNEL_PANIC = "Kernel panic"
 
-MODES = frozenset({"idle", "write", "read", "poweroff", "count"})
+MODES = frozenset({"idle", "write", "read", "poweroff", "count", "busy", "writeloop", "alloc"})
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can fail and
 # panic ("IO-APIC + timer doesn't work"); the guest does not need it.
 BASE_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
@@ -173,6 +190,8 @@ fill=zero
 ballast=0
 agent=
 mnt=
+reserve=24
+below=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdsm.mode=*) mode="${arg#vdsm.mode=}" ;;
@@ -182,6 +201,8 @@ for arg in $(cat /proc/cmdline); do
         vdsm.ballast=*) ballast="${arg#vdsm.ballast=}" ;;
         vdsm.agent=*) agent="${arg#vdsm.agent=}" ;;
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
+        vdsm.reserve=*) reserve="${arg#vdsm.reserve=}" ;;
+        vdsm.below=*) below="${arg#vdsm.below=}" ;;
     esac
 done
 hostname vdsm-guest
@@ -284,6 +305,65 @@ count)
         say COUNT "$boot" "$n"
         sleep 0.2
     done
+    ;;
+busy)
+    say READY
+    while :; do :; done
+    ;;
+writeloop)
+    if ! is_number "$chunk" || [ "$chunk" -eq 0 ]; then
+        say WRITE-FAILED rc=badarg "chunk=$chunk"
+        off
+    fi
+    if ! wait_vda; then
+        say WRITE-FAILED rc=nodev at=0
+        off
+    fi
+    size=$(( $(blockdev --getsize64 /dev/vda) / 1048576 ))
+    if [ "$size" -lt "$chunk" ]; then
+        say WRITE-FAILED rc=small "size=$size"
+        off
+    fi
+    say READY
+    pos=0
+    while :; do
+        if ! dd if=/dev/zero of=/dev/vda bs=1M count="$chunk" seek="$pos" oflag=direct \
+                conv=notrunc 2>/tmp/dd.err; then
+            say WRITE-FAILED rc=1 "at=$pos"
+            cat /tmp/dd.err
+            off
+        fi
+        pos=$((pos + chunk))
+        [ $((pos + chunk)) -gt "$size" ] && pos=0
+    done
+    ;;
+alloc)
+    if ! is_number "$mib" || ! is_number "$chunk" || [ "$chunk" -eq 0 ] \
+            || ! is_number "$reserve" || { [ -n "$below" ] && ! is_number "$below"; }; then
+        say ALLOC-FAILED rc=badarg "mib=$mib chunk=$chunk reserve=$reserve below=$below"
+        off
+    fi
+    meminfo() { awk -v k="$1:" '$1 == k { print int($2 / 1024) }' /proc/meminfo; }
+    mkdir -p /hog && mount -t ramfs ramfs /hog
+    say READY
+    if [ -n "$below" ]; then
+        while [ "$(meminfo MemTotal)" -ge "$below" ]; do sleep 0.5; done
+        say ALLOC-SHRUNK "$(meminfo MemTotal)"
+    fi
+    got=0
+    while [ "$got" -lt "$mib" ]; do
+        n=$chunk
+        [ "$n" -gt $((mib - got)) ] && n=$((mib - got))
+        if [ $(($(meminfo MemAvailable) - n)) -lt "$reserve" ]; then
+            sleep 0.5
+            continue
+        fi
+        dd if=/dev/zero of="/hog/$got" bs=1M count="$n" 2>/dev/null
+        got=$((got + n))
+        say ALLOC-PROGRESS "$got"
+    done
+    say ALLOC-DONE "$mib"
+    hang
     ;;
 write)
     if ! is_number "$mib" || ! is_number "$chunk" || [ "$chunk" -eq 0 ]; then

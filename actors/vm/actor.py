@@ -12,7 +12,8 @@ effect in ``VM.getStats``.
 At most one operation of each kind runs at a time: ``control`` (pause, cont, reset,
 shutdown, reboot, setTicket, media, hibernate, balloon, create), ``destroy`` (its own kind,
 so that a VM whose qemu is stuck in a control call can still be destroyed) and ``query``
-(re-attaching). Another verb meanwhile gets ``VMBusy`` (retryable); once a call is
+(re-attaching), and ``read`` for the QoS reads (``VM.getIoTune``; the QoS changes and
+the policy's are ``control``). Another verb meanwhile gets ``VMBusy`` (retryable); once a call is
 abandoned as stuck, the GuestCaller answers ``GuestCallBusy`` until qemu returns.
 
 Status comes from libvirt's events (:class:`~actors.vm.status.StatusTracker`), overlaid with
@@ -64,7 +65,7 @@ from messaging.errors import InvalidParams, LibvirtUnavailable, MigrationNotInPr
 log = logging.getLogger(__name__)
 
 Mode = Literal["create", "recover", "incoming"]
-CONTROL, DESTROY, QUERY = "control", "destroy", "query"
+CONTROL, DESTROY, QUERY, READ = "control", "destroy", "query", "read"
 ATTACH_RETRY_MAX = 60.0
 RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
 TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
@@ -282,6 +283,19 @@ class VmActor(SupervisedActor):
 
         return self._control("VM.setBalloonTarget", (),
                              lambda _p: self._ops_impl.set_balloon_target(target), on_ok)
+
+    def tune(self, name: str, call: Callable[[VmOps], Any], *, read: bool = False
+             ) -> Future[Any]:
+        """A QoS operation (:mod:`actors.vm.qos`): ``call(ops)`` on the control lane or, to
+        ``read``, on a lane of its own (a read never waits for a control operation)."""
+        if not read:
+            return self._control(name, (), lambda _p: call(self._ops_impl), _same)
+        if self._tracker.status == VmStatus.DOWN:
+            raise VMError(reason=f"VM {self.vm_id} is Down")
+        self._running().check_idle(READ)
+        ops = self._ops_impl
+        return self._submit(name, READ, timeout=self._env.config.call_timeout, on_ok=_same,
+                            work=lambda _c: call(ops))
 
     # --- guest agent verbs ---------------------------------------------------------------------
 
@@ -652,7 +666,8 @@ class VmActor(SupervisedActor):
         agent = self._agent.state if self._agent is not None else None
         return VmView(self.vm_id, self._params.name, t.status, t.pause_code,
                       t.exit_reason if t.status == VmStatus.DOWN else None, self._started,
-                      self._display, self._params.mem_mib, agent)
+                      self._display, self._params.mem_mib, agent,
+                      self._params.min_guaranteed_mib)
 
     def _key(self) -> tuple[Any, ...]:
         """What an event is published for: the status, and whether the agent answers (its
@@ -695,6 +710,10 @@ def _true(_result: Any) -> bool:
 
 def _nothing() -> None:
     return None
+
+
+def _same(result: Any) -> Any:
+    return result
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:

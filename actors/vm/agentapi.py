@@ -1,6 +1,7 @@
 """Handlers of the guest's verbs: its agent (desktop commands, freeze, thaw), a reboot, the
-memory balloon and VM.updateDevice. They run on API worker threads like the other VM verbs
-(:mod:`actors.vm.api`): each asks the VM's actor for an operation and returns its future.
+memory balloon and VM.updateDevice (a NIC's limits: :mod:`actors.vm.qosapi`). They run on
+API worker threads like the other VM verbs (:mod:`actors.vm.api`): each asks the VM's actor
+for an operation and returns its future.
 
 The desktop commands are built here from ``[guest_agent]`` and the request's checked values
 (:mod:`actors.vm.desktop`), before any actor is asked: a refused value or an unconfigured
@@ -13,8 +14,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.config import GuestAgentConfig
-from actors.vm import desktop
+from actors.vm import desktop, qosapi
 from actors.vm.params import check_plain_text
+from messaging.errors import InvalidParams
 from messaging.server import Binding
 
 
@@ -29,6 +31,14 @@ def bindings(api: Verbs, config: GuestAgentConfig) -> dict[str, Binding]:
 
     def update_device(p: dict[str, Any]) -> Any:
         device = p["params"]
+        if device["deviceType"] == "interface":
+            return qosapi.update_interface(api, p)
+        for key in ("macAddr", "specParams"):
+            if key in device:
+                raise InvalidParams(f"params.{key}", "only for deviceType interface")
+        for key in ("password", "ttl"):
+            if key not in device:
+                raise InvalidParams(f"params.{key}", "required for deviceType graphics")
         password = check_plain_text(device["password"], "params.password")
         return api.verb(p, lambda vm: vm.set_ticket(password, device["ttl"]))
 

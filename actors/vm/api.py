@@ -50,7 +50,7 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.jobs.record import DONE, FAILED, HIBERNATE, RESTORE, RUNNING
 from actors.jobs.store import JobStore
 from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
-from actors.vm import agentapi
+from actors.vm import agentapi, qosapi
 from actors.vm.actor import Mode, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
@@ -133,6 +133,7 @@ class VmApi:
             "Host.getVMList": Binding(self.get_vm_list, inline=True),
             "Host.getAllVmStats": Binding(self.get_all_vm_stats, inline=True),
             **agentapi.bindings(self, self._guest_agent),
+            **qosapi.bindings(self),
         }
 
     # --- lifecycle -------------------------------------------------------------------------

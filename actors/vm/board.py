@@ -43,6 +43,7 @@ class VmView:
     display: tuple[dict[str, Any], ...] = ()  # displayInfo, as the live domain has it
     mem_mib: int | None = None
     guest_agent: str | None = None  # the guest agent's state (actors/vm/qga.py)
+    min_guaranteed_mib: int = 0  # vmParams.minGuaranteedMemoryMb: the balloon's floor
 
     @property
     def active(self) -> bool:
@@ -147,6 +148,9 @@ class VmBoard:
             if view.active:
                 for values in parts.values():
                     _merge(entry, values)
+                if view.min_guaranteed_mib and isinstance(entry.get("balloonInfo"), dict):
+                    entry["balloonInfo"] = {**entry["balloonInfo"],
+                                            "balloon_min": view.min_guaranteed_mib * 1024}
             entry.update(view.to_wire())
             result.append(entry)
         return result

@@ -396,6 +396,19 @@ class VmOps:
         return Attached(params, stored.started if stored else None, state,
                         domxml.display_info(xml))
 
+    # --- for the QoS operations (actors/vm/qos.py) ----------------------------------------
+
+    def domain(self) -> libvirt.virDomain:
+        """The VM's domain; VMError when it does not run."""
+        return self._dom()
+
+    def calling(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """libvirt's errors inside become the agent's (``what`` names the call)."""
+        return self._libvirt(what)
+
+    def live_xml(self, dom: libvirt.virDomain) -> str:
+        return self._xml(dom)
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _conn(self) -> libvirt.virConnect:

@@ -162,6 +162,7 @@ class VmParams:
     display: Literal["vnc", "none"] = "none"
     restore_state: MemoryImage | None = None
     custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    min_guaranteed_mib: int = 0  # the balloon never takes the guest below this
 
     @classmethod
     def from_dict(cls, vm_id: str, params: Mapping[str, Any]) -> VmParams:
@@ -175,6 +176,10 @@ class VmParams:
         for key in ("initrd", "kernelArgs"):
             if params.get(key) and not kernel:
                 raise InvalidParams(f"{ROOT}.kernel", f"required when {key} is given")
+        guaranteed = int(params.get("minGuaranteedMemoryMb", 0))
+        if guaranteed > params["memSize"]:
+            raise InvalidParams(f"{ROOT}.minGuaranteedMemoryMb",
+                                f"{guaranteed} MiB is more than memSize ({params['memSize']} MiB)")
         custom = dict(params.get("custom", {}))
         for key in custom:
             if _ENV_NAME.fullmatch(key) is None:
@@ -196,6 +201,7 @@ class VmParams:
             restore_state=(None if params.get("restoreState") is None
                            else memory_image(params["restoreState"], f"{ROOT}.restoreState")),
             custom=MappingProxyType(custom),
+            min_guaranteed_mib=guaranteed,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +227,8 @@ class VmParams:
         elif self.restore_state is not None:
             out["restoreState"] = self.restore_state
         out["custom"] = dict(self.custom)
+        if self.min_guaranteed_mib:
+            out["minGuaranteedMemoryMb"] = self.min_guaranteed_mib
         return out
 
     def removable(self, device: Literal["cdrom", "floppy"]) -> Drive | None:

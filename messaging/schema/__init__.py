@@ -4,7 +4,7 @@ Validation (the API server), ``vdsm-client ... --help`` and docs/api.md are all 
 :data:`SCHEMA`. Each namespace declares its verbs in its own module.
 """
 
-from messaging.schema import actors_ns, host, network, storage, tasks, vm, vmguest
+from messaging.schema import actors_ns, host, network, policy, storage, tasks, vm, vmguest
 from messaging.schema.verbs import Schema, Verb
 
 SCHEMA = Schema(
@@ -12,6 +12,7 @@ SCHEMA = Schema(
         *host.VERBS,
         *vm.VERBS,
         *vmguest.VERBS,
+        *policy.VERBS,
         *storage.VERBS,
         *tasks.VERBS,
         *network.VERBS,

@@ -25,7 +25,10 @@ VERBS = (
         "(MiB), network {nic: {rxRate, txRate, rxBytes, txBytes, state, speed}}, vmCount, "
         "vmActive, storageDomains, elapsedTime (s since the agent started), sampleTime "
         "(when the sample was taken: monotonic s, the clock of events' notify_time), "
-        "sampleInterval (s between samples), statsAge (s since the sample)",
+        "sampleInterval (s between samples), statsAge (s since the sample); where the host "
+        "has KSM: ksmState (running), ksmPages (pages_to_scan), ksmCpu (percent of the "
+        "host's CPU ksmd used), memShared (MiB saved by sharing), ksmShared, ksmSharing "
+        "(pages)",
         aliases=("getVdsStats",),
     ),
     Verb(

@@ -77,6 +77,9 @@ VM_PARAMS = Struct(
         Field("restoreState", Str(min_len=1, max_len=4096), required=False,
               doc="a memory image written by VM.hibernate: a file in [vm] hibernation_dir, "
                   "or a volume 'sdUUID,spUUID,imgUUID,volUUID'"),
+        Field("minGuaranteedMemoryMb", Size(min=0, max=4 * 1024 * 1024, unit=1 << 20),
+              required=False, doc="MiB the policy's balloon never takes from the guest "
+                                  "(at most memSize)"),
         Field("custom", MapOf(Str(max_len=4096), max_len=64), required=False, default={},
               doc="custom properties (names are shell identifiers); hooks get each as "
                   "$custom_<name>"),

@@ -14,12 +14,31 @@ from messaging.schema.vm import CALL_DEADLINE, SHUTDOWN_DEADLINE, VM_ID
 COMMAND_DEADLINE = "[guest_agent] command_timeout + 2 x [guest_agent] timeout"
 NAME = Text(min_len=1, max_len=256)
 
-GRAPHICS = Struct(
+#: a NIC's limits in one direction, as libvirt's <bandwidth> takes them
+RATE = Struct(
     (
-        Field("deviceType", Enum(("graphics",))),
+        Field("average", Int(min=0, max=10**9), doc="KiB/s (0: no limit in this direction)"),
+        Field("peak", Int(min=0, max=10**9), required=False, doc="KiB/s"),
+        Field("burst", Int(min=0, max=4 * 1024 * 1024 - 1), required=False,
+              doc="KiB sent at peak rate at most"),
+    ),
+    name="rate",
+)
+
+DEVICE = Struct(
+    (
+        Field("deviceType", Enum(("graphics", "interface"))),
         Field("graphicsType", Enum(("vnc",)), required=False, default="vnc"),
-        Field("password", Str(max_len=8)),
-        Field("ttl", Int(min=0, max=10**7), doc="seconds (0: expired at once)"),
+        Field("password", Str(max_len=8), required=False, doc="graphics: required"),
+        Field("ttl", Int(min=0, max=10**7), required=False,
+              doc="graphics, required: seconds (0: expired at once)"),
+        Field("macAddr", Str(pattern=r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}"), required=False,
+              doc="interface: which NIC (may be left out when the VM has one)"),
+        Field("specParams", Struct((Field("inbound", RATE, required=False),
+                                    Field("outbound", RATE, required=False)),
+                                   name="specParams"), required=False,
+              doc="interface, required: its inbound and outbound limits (a direction left "
+                  "out is left as it is)"),
     ),
     name="device",
 )
@@ -47,8 +66,9 @@ VERBS = (
     ),
     Verb(
         "VM.updateDevice",
-        "Change a device of the running VM: the display's ticket (as VM.setTicket).",
-        (VM_ID, Field("params", GRAPHICS)),
+        "Change a device of the running VM: the display's ticket (graphics, as VM.setTicket) "
+        "or a NIC's bandwidth limits (interface, through libvirt: tc on its tap device).",
+        (VM_ID, Field("params", DEVICE)),
         operation=CALL_DEADLINE,
     ),
     Verb(

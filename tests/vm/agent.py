@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -211,16 +212,27 @@ class GuestLibvirtd(PrivateLibvirtd):
     configuration file (default: the host's)."""
 
     def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None,
-                 wrapper: tuple[str, ...] = ()) -> None:
-        """``wrapper``: runs the daemons (``ip netns exec NS``: in a network namespace)."""
+                 wrapper: tuple[str, ...] = (), qemu_conf: str = "") -> None:
+        """``wrapper``: runs the daemons (``ip netns exec NS``: in a network namespace).
+        ``qemu_conf``: lines added to a private copy of /etc/libvirt/qemu.conf (its
+        /etc/libvirt is then that copy, bound over the host's in its namespace)."""
         super().__init__(workdir)
         self.virtlogd_conf = virtlogd_conf
         self.wrapper = wrapper
+        self.qemu_conf = qemu_conf
 
     def start(self, timeout: float = 20.0) -> None:
         conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
         virtlogd = f"(virtlogd -d -p {self.workdir / 'virtlogd.pid'}{conf} || true)"
-        script = namespace_script(self.workdir, virtlogd,
+        etc: tuple[str, ...] = ()
+        if self.qemu_conf:
+            private = self.workdir / "etc"
+            shutil.rmtree(private, ignore_errors=True)
+            shutil.copytree("/etc/libvirt", private, symlinks=True)
+            with (private / "qemu.conf").open("a") as f:
+                f.write("\n" + self.qemu_conf + "\n")
+            etc = (f"mount --bind {private} /etc/libvirt",)
+        script = namespace_script(self.workdir, *etc, virtlogd,
                                   f"exec libvirtd -p {self.workdir / 'libvirtd.pid'}")
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(

@@ -138,6 +138,8 @@ def test_records_are_frozen() -> None:
             "nics[0]",
         ),
         ({"custom": {"bad-name": "x"}}, "vmParams.custom.bad-name", "identifier"),
+        ({"minGuaranteedMemoryMb": 129}, "vmParams.minGuaranteedMemoryMb",
+         "more than memSize"),
     ],
 )
 def test_semantic_errors_name_the_field(
@@ -194,3 +196,14 @@ def test_a_memory_image_is_a_path_or_a_volume_handle() -> None:
                 f"{DOMAIN[:-1]},{POOL},{IMAGE},{VOLUME}", f"{handle},{VOLUME}",
                 f"{DOMAIN},{POOL},{IMAGE},{VOLUME}\0"):
         assert "vmParams.restoreState" in invalid(restoreState=bad).message
+
+
+@pytest.mark.timeout(5)
+def test_the_guaranteed_memory_is_kept_through_to_dict() -> None:
+    params = VmParams.from_dict(VM_ID, validated(raw_params(minGuaranteedMemoryMb=96)))
+    assert params.min_guaranteed_mib == 96
+    again = VmParams.from_dict(VM_ID, validated(params.to_dict()))
+    assert again.min_guaranteed_mib == 96  # a recovered VM keeps its balloon's floor
+    assert VmParams.from_dict(VM_ID, validated(raw_params())).min_guaranteed_mib == 0
+    assert "minGuaranteedMemoryMb" not in VmParams.from_dict(
+        VM_ID, validated(raw_params())).to_dict()
