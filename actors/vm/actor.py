@@ -49,11 +49,13 @@ from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.desktop import GuestCommand
+from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
-from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
+from actors.vm.status import ExitReason, PauseCode, StatusTracker, Transition, VmStatus
+from actors.vm.thinwork import ThinWork
 from messaging.errors import InvalidParams, LibvirtUnavailable, VMError
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class VmActor(SupervisedActor):
         self._launched = False
         self._awaiting_launch = False  # created, but its domain not started yet
         self._agent: GuestAgent | None = None
+        self._thin: Extender | None = None  # thin provisioning of its drives
         self._reboots = 0  # libvirt reboot events seen
         self._balloon_target: int | None = None  # KiB, once VM.setBalloonTarget set one
 
@@ -129,6 +132,13 @@ class VmActor(SupervisedActor):
             board=self._board, tell=lambda message: _tell(me, message),
             on_change=self._publish, running=lambda: self._tracker.status in RUNNING)
         self._agent.begin()
+        env = self._env
+        self._thin = Extender(
+            self.vm_id, who=self._who, config=env.thin, clock=clock, board=self._board,
+            work=ThinWork(self.vm_id, libvirt_handle=env.libvirt, storage=env.storage),
+            tell=lambda message: _tell(me, message), resume=self._auto_resume,
+            status=lambda: (self._tracker.status, self._tracker.pause_code),
+            domain_valid=env.storage.domain_valid)
         fresh = self._mode == "create" and self.ctx.generation == 1
         if fresh:
             first = VmStatus.RESTORING_STATE if self._params.restore_state else \
@@ -159,6 +169,8 @@ class VmActor(SupervisedActor):
             self._inflight.close()
         if self._agent is not None:
             self._agent.close()
+        if self._thin is not None:
+            self._thin.close()
 
     @property
     def _who(self) -> str:
@@ -173,6 +185,7 @@ class VmActor(SupervisedActor):
             "timers": sorted(self._timers),
             "domainEvents": self._events,
             "guestAgent": self._guest().describe(),
+            "thin": self._thin.describe() if self._thin is not None else {},
         }
 
     # --- verbs (asked through a proxy by the API workers) ----------------------------------
@@ -298,6 +311,8 @@ class VmActor(SupervisedActor):
             self._on_timer(message)
         elif isinstance(message, AgentMessage):
             self._guest().receive(message)
+        elif isinstance(message, ThinMessage):
+            self._extender().receive(message)
         else:
             return super().on_receive(message)
         return None
@@ -312,6 +327,9 @@ class VmActor(SupervisedActor):
         elif event.kind == "io_error":
             _src, _alias, action, reason = event.args
             self._tracker.on_io_error(action, reason)
+            self._extender().on_io_error(event)
+        elif event.kind == "block_threshold":
+            self._extender().on_threshold(event)
         elif event.kind == "agent_lifecycle":
             state, reason = event.args
             self._guest().on_lifecycle(state, reason)
@@ -400,6 +418,25 @@ class VmActor(SupervisedActor):
         assert self._agent is not None, "used before setup"
         return self._agent
 
+    def _extender(self) -> Extender:
+        assert self._thin is not None, "used before setup"
+        return self._thin
+
+    def _auto_resume(self, why: str) -> bool:
+        """Resume a VM paused on an I/O error (its extender decided it may run again);
+        whether the resume started (not while another operation runs)."""
+        if self._tracker.status != VmStatus.PAUSED or \
+                self._tracker.pause_code not in (PauseCode.ENOSPC, PauseCode.EIO):
+            return False
+        try:
+            self._control("auto-resume", ("before_vm_cont", "after_vm_cont"),
+                          self._ops_impl.cont, self._on_state)
+        except VMError as e:
+            log.info("VM %s: cannot resume it yet (%s)", self._who, e)
+            return False
+        log.info("VM %s: resuming it: %s", self._who, why)
+        return True
+
     def _destroy_timeout(self) -> float:
         return self._env.config.destroy_timeout + self._ops_impl.hook_budget(
             "before_vm_destroy", "after_vm_destroy")
@@ -421,6 +458,7 @@ class VmActor(SupervisedActor):
         # The board learns the start time and displays even when the status did not change
         # here (events came first): elapsedTime and displayInfo from the first sample on.
         self._publish()
+        self._extender().track(self._params)
         return {"vmID": self.vm_id, "status": str(self._tracker.status)}
 
     def _on_start_failed(self, _error: BaseException) -> None:
@@ -478,6 +516,8 @@ class VmActor(SupervisedActor):
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
             self._set_read(state)
         self._publish()  # the name or start time may have changed
+        if self._tracker.status != VmStatus.DOWN:
+            self._extender().track(self._params)
 
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):
@@ -513,6 +553,8 @@ class VmActor(SupervisedActor):
         elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
             self._schedule("powered-up", self._env.config.powering_up)
         self._publish()
+        if self._thin is not None:
+            self._thin.on_status()
 
     def _view(self) -> VmView:
         t = self._tracker

@@ -37,16 +37,16 @@ from typing import Any, Literal, Protocol
 
 import libvirt
 
-from actors.config import GuestAgentConfig, VmConfig
+from actors.config import GuestAgentConfig, ThinConfig, VmConfig
 from actors.host.libvirtconn import LibvirtHandle
-from actors.storage.handle import VolumeHandle
+from actors.storage.handle import VolumeHandle, VolumeSize
 from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
 from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
-from actors.vm.status import Transition, from_state
+from actors.vm.status import PauseCode, Transition, from_state, pause_code_from_disk_errors
 from messaging.errors import (
     GuestCallTimeout,
     HookError,
@@ -63,11 +63,21 @@ LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it g
 
 
 class VolumeProvider(Protocol):
-    """What the VMs need from storage: a prepared volume's path for a VM, and its teardown."""
+    """What the VMs need from storage: a prepared volume's path for a VM, and its teardown;
+    for thin provisioning (:mod:`actors.vm.thin`) a volume's sizes, its extension (through
+    the SPM: blocks until this host sees the new size, which it returns) and whether a
+    domain is valid (a memory read)."""
 
     def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str: ...
 
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> object: ...
+
+    def volume_size(self, volume: VolumeHandle, /) -> VolumeSize: ...
+
+    def extend_volume(self, volume: VolumeHandle, size: int, /, *, since: float | None = None,
+                      timeout: float | None = None) -> int: ...
+
+    def domain_valid(self, sd_uuid: str, /) -> bool | None: ...
 
 
 def _handle(v: VolumeRef) -> VolumeHandle:
@@ -86,6 +96,7 @@ class VmEnv:
     logs: SerialLogs  # one serial log file per VM
     registry: VmRegistry  # the index recovery starts from
     agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)  # the guest agents
+    thin: ThinConfig = field(default_factory=ThinConfig)  # thin provisioning (extender.py)
 
 
 @dataclass(frozen=True)
@@ -374,7 +385,13 @@ class VmOps:
         with self._libvirt("reading the VM"):
             xml = dom.XMLDesc(0)
             stored = domxml.read_metadata(xml)
-            state = from_state(*dom.state())
+            raw = dom.state()
+            state = from_state(*raw)
+            if raw == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR]:
+                # The state cannot tell ENOSPC from EIO; the disks' I/O status can.
+                code = pause_code_from_disk_errors(dom.diskErrors())
+                if code == PauseCode.ENOSPC:
+                    state = Transition(state.status, code)
         params = None
         if stored is not None:
             try:
