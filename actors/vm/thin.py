@@ -48,10 +48,9 @@ class RateMeter:
             return
         span = at - last[0]
         if span < MIN_SPAN:
-            if span < 0:
-                self._last = last  # an older sample: keep the newer one
-            else:
-                self._last = (last[0], max(last[1], allocation))
+            # Too close to tell a rate (or older, a late event): the next sample measures
+            # from the earlier one, so what was written meanwhile still counts.
+            self._last = last
             return
         decayed = self.rate * 0.5 ** (span / RATE_HALF_LIFE)
         self.rate = max(decayed, max(0, allocation - last[1]) / span)
