@@ -184,6 +184,8 @@ class Extender:
             return
         code = pause_code_from_io_error(reason)
         if code != PauseCode.ENOSPC:
+            log.info("VM %s: paused on an I/O error of %s (%r: %s)", self.who, src or alias,
+                     reason, code)
             self._eio_seen_invalid = self._eio_seen_invalid or self._any_invalid()
             return
         drive = next((d for d in self._drives.values()

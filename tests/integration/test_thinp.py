@@ -9,6 +9,7 @@ data the guest wrote is read back on the host afterwards, every byte of it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import libvirt
 import pytest
 
 from tests import guest as g
+from tests.faultfs.mounting import FaultFSMount
 from tests.harness import wait_for
 from tests.storage.rig import Rig
 from tests.vm import agent as a
@@ -148,8 +150,78 @@ def test_a_fast_writer_pauses_on_enospc_and_is_resumed(tmp_path: Path,
     check_written(rig.call, volume, mib)
 
 
+def test_the_chunk_grows_with_the_write_rate(tmp_path: Path, cleanup: list[Rig]) -> None:
+    """An adaptive chunk holds ``headroom`` seconds of the drive's measured rate: with 60 s
+    any guest writing faster than about 1 MiB/s earns the most (64 MiB) once two samples
+    (the first check's, a threshold event's) measured its rate, instead of the least
+    (8 MiB, which a fixed chunk would add each time)."""
+    rig = make_rig(tmp_path, chunk_mib=8, chunk_max_mib=64, adaptive=True, headroom=60.0)
+    cleanup.append(rig)
+    image = g.build_guest()
+    rig.start().wait_ready()
+    volume = thin_volume(rig, initial=16 * MiB)
+    mib = 96
+    vm_id = a.new_id()
+    serial = a.serial_log(rig.d, vm_id)
+    with rig.subscriber(EXTENDED) as sub:
+        events = Events(sub)
+        rig.call("VM.create", vmID=vm_id, vmParams=params_of(image, volume, mib, chunk=4))
+        events.drain(lambda: f"{g.MARKER_WRITE_DONE} {mib}" in _text(serial), 200)
+        a.wait_status(rig.d, vm_id, "Down")
+    sizes = [16 * MiB] + [e["newSize"] for e in events.extensions(volume["volumeID"])]
+    steps = [hi - lo for lo, hi in itertools.pairwise(sizes)]
+    assert steps and max(steps) >= 60 * MiB, steps  # the rate's chunk, capped at the most
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    check_written(rig.call, volume, mib)
+
+
 def _text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+@pytest.mark.timeout(300)
+def test_a_vm_paused_on_eio_resumes_once_its_domain_is_valid_again(
+        tmp_path: Path, faultfs: FaultFSMount, cleanup: list[Rig]) -> None:
+    """faultfs makes the domain's metadata reads and the volume's writes fail with EIO: the
+    monitor marks the domain invalid, the guest pauses (EIO); the faults go, the domain turns
+    valid and the VM is resumed without anyone asking, and finishes its writes."""
+    mnt, control, _src = faultfs
+    rig = make_rig(tmp_path)
+    cleanup.append(rig)
+    image = g.build_guest()
+    rig.start().wait_ready()
+    path = mnt / "dom"
+    path.mkdir()
+    rig.connect("localfs", str(path))
+    sd = rig.domain("localfs", str(path), "faulty")
+    sp = rig.pool(sd)
+    rig.wait_valid(sd)
+    img, vol, task = rig.create_volume(sp, sd, size=64 * MiB, fmt="cow")
+    assert rig.task(task)["taskResult"] == "success"
+    volume = ids(sp, sd, img, vol)
+    mib = 32
+    vm_id = a.new_id()
+    serial = a.serial_log(rig.d, vm_id)
+    rig.call("VM.create", vmID=vm_id,
+             vmParams=params_of(image, volume, mib, chunk=1, sleep=0.3))
+    g.wait_for_marker(serial, g.MARKER_WRITE_PROGRESS, a.BOOT_TIMEOUT)
+    try:
+        control.eio("*/dom_md/metadata", "read")
+        control.eio(f"*/images/{img}/{vol}", "write")
+        stats = a.wait_status(rig.d, vm_id, "Paused", timeout=60)
+        assert stats["pauseCode"] == "EIO", stats
+        rig.wait_valid(sd, False, timeout=30)
+        assert a.status(rig.d, vm_id)["status"] == "Paused"  # nothing resumes it yet
+    finally:
+        control.clear()
+    rig.wait_valid(sd, timeout=30)
+    g.wait_for_marker(serial, f"{g.MARKER_WRITE_DONE} {mib}", 200,
+                      fail_markers=(g.MARKER_KERNEL_PANIC, g.MARKER_WRITE_FAILED))
+    a.wait_status(rig.d, vm_id, "Down")
+    detail = rig.call("Actors.inspect", path=f"/vms/{vm_id}")["detail"]["thin"]
+    assert detail["resumes"] >= 1, detail
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    check_written(rig.call, volume, mib)
