@@ -5,7 +5,9 @@ actors/vm/thinwork.py; and the storage monitors' board telling listeners of vali
 
 from __future__ import annotations
 
-from actors.config import ThinConfig
+import pytest
+
+from actors.config import ConfigError, ThinConfig, from_mapping
 from actors.storage.board import NEVER, DomainHealth, MonitorBoard
 from actors.vm.thin import ChunkPolicy, RateMeter, needs_room, next_size, threshold_for
 from actors.vm.thinwork import live_disks
@@ -109,3 +111,17 @@ def test_the_board_tells_listeners_of_validity_changes_only() -> None:
     board.put(health("sd1", False, 3.0))
     board.put(health("sd1", True, 4.0))
     assert heard == [("sd1", True), ("sd1", False), ("sd1", True)]
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ({"chunk_mib": 0}, "chunk_mib must be at least 1"),
+    ({"chunk_mib": 64, "chunk_max_mib": 32}, "chunk_max_mib must be at least chunk_mib"),
+    ({"headroom": 0}, "headroom must be positive"),
+    ({"check_interval": -1.0}, "check_interval must be positive"),
+    ({"extend_timeout": 0}, "extend_timeout must be positive"),
+    ({"retry_max": 0}, "retry_max must be positive"),
+    ({"chunk_mib": "1G"}, "chunk_mib"),
+])
+def test_bad_thin_settings_are_refused(table: dict[str, object], error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        from_mapping({"thin": table})
