@@ -1,6 +1,7 @@
 """Thin provisioning under a real guest's writes: does a running VM keep running, at what cost?
 
     .venv/bin/python bench/thinp.py [--mib 1024] [--initial 64] [--chunk 64] [--max 2048]
+                                    [--repeat 1]
 
 Two real vdsmd hosts share a loop-domain pool (`tests/storage/spm/cluster.py`); host 1 is the
 SPM. The project's tiny TCG guest writes ``--mib`` MiB of 0xff bytes with O_DIRECT (4 MiB per
@@ -12,7 +13,8 @@ request, as fast as it can) to a cow volume of the pool:
 each on host 1 (the SPM: its writer extends) and on host 2 (through the mailbox), once with a
 fixed ``--chunk`` MiB chunk and once with the adaptive chunk (``--chunk`` .. ``--max`` MiB).
 Guest throughput is timed from the guest's first progress line on its serial console to its
-last. It prints, side by side: thin/prealloc throughput, the number of ENOSPC pauses, and the
+last; with ``--repeat`` each pair runs in alternating order and medians are printed. It
+prints, side by side: thin/prealloc throughput, the number of ENOSPC pauses, and the
 extension latency (threshold event -> this host's device refreshed, from the
 ``|storage|volume_extended|`` events) p50/p95/max. The data written is checked afterwards.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -152,6 +155,8 @@ def write(cluster: Cluster, tmp: Path, host_id: int, *, vol: dict[str, str], mib
 
 
 def measure(tmp: Path, args: argparse.Namespace, policy: str, image: g.GuestImage) -> list[Run]:
+    """Every run of one chunk policy: per host, ``--repeat`` pairs, alternating which of
+    prealloc and thin goes first (the machine's load drifts)."""
     thin = thin_settings(chunk_mib=args.chunk, chunk_max_mib=max(args.chunk, args.max),
                          adaptive=policy == "adaptive")
     hooks = tmp / "hooks"
@@ -165,15 +170,16 @@ def measure(tmp: Path, args: argparse.Namespace, policy: str, image: g.GuestImag
         assert cluster.spm_start(1)["taskResult"] == "success"
         capacity = (args.mib + 64) * MiB
         for host_id, where in ((1, "local SPM"), (2, "mailbox")):
-            for thin_vol in (False, True):
-                label = f"{policy:>8} {where:<9} {'thin' if thin_vol else 'prealloc'}"
-                vol = volume(cluster, thin=thin_vol, capacity=capacity,
-                             initial=args.initial * MiB)
-                run = write(cluster, tmp, host_id, vol=vol, mib=args.mib, label=label,
-                            image=image)
-                print(f"  {label}: {run.rate:.1f} MiB/s, {run.pauses} pauses, "
-                      f"{len(run.latencies)} extensions", flush=True)
-                runs.append(run)
+            for r in range(args.repeat):
+                for thin_vol in (False, True) if r % 2 == 0 else (True, False):
+                    label = f"{policy}|{where}|{'thin' if thin_vol else 'prealloc'}"
+                    vol = volume(cluster, thin=thin_vol, capacity=capacity,
+                                 initial=args.initial * MiB)
+                    run = write(cluster, tmp, host_id, vol=vol, mib=args.mib, label=label,
+                                image=image)
+                    print(f"  {label}: {run.rate:.1f} MiB/s, {run.pauses} pauses, "
+                          f"{len(run.latencies)} extensions", flush=True)
+                    runs.append(run)
     finally:
         try:
             for host in cluster.hosts:
@@ -185,18 +191,27 @@ def measure(tmp: Path, args: argparse.Namespace, policy: str, image: g.GuestImag
 
 
 def report(runs: list[Run]) -> None:
+    """One line per chunk policy and SPM place: median throughputs, their ratio, pauses and
+    extensions over all runs, latency percentiles over every extension."""
+    groups: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        policy, where, kind = run.label.split("|")
+        groups.setdefault(f"{policy}|{where}", {}).setdefault(kind, []).append(run)
     print()
-    print(f"{'chunk':>8} {'SPM':<9} {'prealloc':>9} {'thin':>9} {'ratio':>6} {'pauses':>6} "
-          f"{'ext':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
-    for prealloc, thin in zip(runs[::2], runs[1::2], strict=True):
-        lat = thin.latencies
+    print(f"{'chunk':>8} {'SPM':<9} {'runs':>4} {'prealloc':>9} {'thin':>9} {'ratio':>6} "
+          f"{'pauses':>6} {'ext':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    for key, kinds in groups.items():
+        policy, where = key.split("|")
+        pre = statistics.median(r.rate for r in kinds["prealloc"])
+        thin = statistics.median(r.rate for r in kinds["thin"])
+        lat = [x for r in kinds["thin"] for x in r.latencies]
         p50, p95, top = ((percentile(lat, 0.5) * 1000, percentile(lat, 0.95) * 1000,
                           max(lat) * 1000) if lat else (0.0, 0.0, 0.0))
-        chunk, where = thin.label.split()[0], thin.label.split()[1:3]
-        print(f"{chunk:>8} {' '.join(where[:2]) if where[0] == 'local' else where[0]:<9} "
-              f"{prealloc.rate:>7.1f}/s {thin.rate:>7.1f}/s {thin.rate / prealloc.rate:>6.2f} "
-              f"{thin.pauses:>6} {len(lat):>4} {p50:>8.1f} {p95:>8.1f} {top:>8.1f}")
-    print("(throughput in MiB/s; latency: threshold event -> device refreshed on the VM's host)")
+        print(f"{policy:>8} {where:<9} {len(kinds['thin']):>4} {pre:>7.1f}/s {thin:>7.1f}/s "
+              f"{thin / pre:>6.2f} {sum(r.pauses for r in kinds['thin']):>6} {len(lat):>4} "
+              f"{p50:>8.1f} {p95:>8.1f} {top:>8.1f}")
+    print("(median guest throughput in MiB/s; latency: threshold event -> device refreshed "
+          "on the VM's host)")
 
 
 def main() -> int:
@@ -205,7 +220,10 @@ def main() -> int:
     parser.add_argument("--initial", type=int, default=64, help="a thin volume's first MiB")
     parser.add_argument("--chunk", type=int, default=64, help="the fixed (least) chunk, MiB")
     parser.add_argument("--max", type=int, default=2048, help="the adaptive chunk's most, MiB")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="prealloc/thin pairs per policy and host (medians reported)")
     args = parser.parse_args()
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come as exceptions
     image = g.build_guest()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-thinp-") as top:
