@@ -163,6 +163,8 @@ class ThinWork:
         if (job.force or needs_room(allocation, physical, job.watermark)) \
                 and physical < job.limit:
             asked = next_size(physical, job.chunk, job.limit)
+            log.debug("VM %s: asking for %d bytes of %s (%.3f s after the need)", self.vm_id,
+                      asked, job.target, time.monotonic() - job.since)
             self.storage.extend_volume(job.volume, asked, since=job.since,
                                        timeout=job.timeout)
             physical = device_size(job.source)
