@@ -16,6 +16,8 @@ to check. Each round applies one fault to the current SPM host, chosen at random
 - ``freeze``: every I/O of that host's processes on the shared mount hangs past the lease
   (released then; the hang is killable, as an NFS wait is);
 - ``eio``: every I/O of that host's processes on the shared mount fails for a lease;
+  (``freeze`` and ``eio`` spare the safety journal's own files: the checker must see every
+  line);
 - ``slow``: its lease I/O takes 0.8 x io_timeout for a while (it may keep the role);
 - ``kill-keeper``: SIGKILL its keeper alone (vdsmd starts another);
 - ``restart-other``: SIGTERM and restart a host that is not the SPM.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -73,9 +76,11 @@ class Chaos:
         self.rng = rng
         self.kills: list[tuple[int, float]] = []
         self.failovers: list[float] = []
+        self.faulted = (0, 0)  # the host and lver the last round's fault hit
         self.stop = threading.Event()
         self.load_ok = 0
         self.load_refused = 0
+        self.refusals: dict[str, int] = {}
 
     # --- who is where ----------------------------------------------------------------------
 
@@ -102,13 +107,17 @@ class Chaos:
     # --- the load --------------------------------------------------------------------------
 
     def load(self) -> None:
+        """Volumes created and deleted through whichever host is SPM (each is several
+        guarded metadata writes), tried on every host in turn."""
         sp, sd = self.cluster.sp, self.cluster.sd
+        turn = 0
         while not self.stop.is_set():
-            spm = self.current_spm()
-            if spm is None:
-                time.sleep(0.1)
+            turn = turn % 3 + 1
+            status = self.status(turn) if self.alive(turn) else None
+            if not status or status["spmStatus"] != "SPM":
+                time.sleep(0.02)
                 continue
-            host = spm[0]
+            host = turn
             ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
                    "volumeID": new_id()}
             try:
@@ -119,8 +128,10 @@ class Chaos:
                     task = self.cluster.call(host, "Volume.delete", timeout=10, **ids)
                     self.cluster.task(host, task, timeout=30)
                     self.load_ok += 1
-            except (ClientError, CallTimeout, TimeoutError, OSError):
+            except (ClientError, CallTimeout, TimeoutError, OSError) as e:
                 self.load_refused += 1
+                self.refusals[str(getattr(e, "code", type(e).__name__))] = \
+                    self.refusals.get(str(getattr(e, "code", type(e).__name__)), 0) + 1
                 time.sleep(0.05)
 
     # --- faults ------------------------------------------------------------------------------
@@ -144,6 +155,7 @@ class Chaos:
         if spm is None:
             return None
         host, lver = spm
+        self.faulted = (host, lver)
         vdsmd, keeper, writer = self.pids(host)
         hold = self.lease + 2 * self.io + 1.0
         started = time.monotonic()
@@ -160,22 +172,30 @@ class Chaos:
             for pid in targets:
                 os.kill(pid, signal.SIGSTOP)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 for pid in targets:
                     os.kill(pid, signal.SIGCONT)
+            self.heal()
+            return took
         elif action == "freeze":
+            self.exempt_journal()
             self.control.hang("*", "any", pid=vdsmd, killable=True)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 self.control.clear()
+            self.heal()
+            return took
         elif action == "eio":
+            self.exempt_journal()
             self.control.eio("*", "any", pid=vdsmd)
             try:
-                time.sleep(hold)
+                took = self.hold(hold, lver, started, exclude=host)
             finally:
                 self.control.clear()
+            self.heal()
+            return took
         elif action == "slow":
             self.control.delay("*/dom_md/ids", self.io * 0.8, "any", pid=vdsmd)
             try:
@@ -190,6 +210,22 @@ class Chaos:
             return self.recover(lver, started)
         self.heal()
         return None
+
+    def hold(self, seconds: float, lver: int, started: float, *, exclude: int) -> float | None:
+        """Keep the fault for ``seconds``, watching the other hosts: the time from the fault
+        to one of them holding a newer lver (None if none did meanwhile)."""
+        took: float | None = None
+        end = started + seconds
+        while time.monotonic() < end:
+            if took is None:
+                for host in (h for h in (1, 2, 3) if h != exclude and self.alive(h)):
+                    status = self.status(host)
+                    if status and status["spmStatus"] == "SPM" and \
+                            int(status["spmLver"]) > lver:
+                        took = time.monotonic() - started
+                        break
+            time.sleep(0.05)
+        return took
 
     def recover(self, lver: int, started: float) -> float | None:
         """Restart what died; the time from the fault to an SPM of a newer lver."""
@@ -209,6 +245,12 @@ class Chaos:
         for host in (1, 2, 3):
             if not self.alive(host):
                 self.cluster.host(host).start()
+
+    def exempt_journal(self) -> None:
+        """The safety journal is the campaign's instrument, not the storage under test: its
+        lines must land whatever the faults do to the rest (on real shared storage it would
+        share the domain's fate; here the checker must see every write and every kill)."""
+        self.control.add("*/spmjournal/*", "any", "pass")
 
     def heal(self) -> None:
         self.restart_dead()
@@ -243,12 +285,18 @@ def main() -> int:
                 if took is not None:
                     chaos.failovers.append(took)
                 note = f"failover {took:.2f} s" if took is not None else ""
-                print(f"round {number:3d} {action:14s} {note}", flush=True)
+                host, lver = chaos.faulted
+                print(f"round {number:3d} {action:14s} host {host} lver {lver:3d}  {note}",
+                      flush=True)
             chaos.stop.set()
             loader.join(60)
             writes = journal.writes(journal.load(cluster.journal_dir()), chaos.kills)
             violations = journal.check(writes)
             report(args, counts, chaos, writes, violations)
+            if violations:
+                kept = Path(tempfile.mkdtemp(prefix="chaos-journal-"))
+                shutil.copytree(cluster.journal_dir(), kept, dirs_exist_ok=True)
+                print(f"the journal is kept in {kept}")
             return 1 if violations else 0
         finally:
             fs.control.clear()

@@ -133,7 +133,8 @@ class FaultControl:
             count: int | None = None, probability: float = 1.0, errno: str = "EIO",
             pid: int | None = None, killable: bool = False) -> int:
         """Add a rule; its id. ``op``: read, write, open, fsync, stat, namespace, close, any.
-        ``effect``: eio (fail with ``errno``), delay (``seconds``), hang (until cleared).
+        ``effect``: eio (fail with ``errno``), delay (``seconds``), hang (until cleared),
+        pass (no fault: exempts what it matches from the rules added after it).
         ``pid`` limits the rule to that process and its descendants. A caller held by a delay
         or hang cannot be killed until released (as on a hung block device) unless
         ``killable``: then SIGKILL ends its held operation (EINTR) and it dies."""

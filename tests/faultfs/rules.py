@@ -3,9 +3,10 @@
 A :class:`Rule` matches a path glob (relative to the mount, ``fnmatch`` style: ``*`` also
 matches ``/``), an operation class and optionally a caller process (the pid or any of its
 ancestors), and has an effect: ``eio`` (fail with an errno, EIO unless told otherwise),
-``delay`` (sleep, then do the operation) or ``hang`` (block until the rule is removed or
-the set is cleared). ``count`` limits a rule to the next N operations it applies to,
-``probability`` makes it apply to each matching operation with that chance.
+``delay`` (sleep, then do the operation), ``hang`` (block until the rule is removed or
+the set is cleared) or ``pass`` (do the operation: an exemption from the rules after it).
+``count`` limits a rule to the next N operations it applies to, ``probability`` makes it
+apply to each matching operation with that chance.
 
 A caller held by a delay or hang waits in the kernel *uninterruptibly*, as a process waiting
 on a hung block device does: SIGKILL takes effect only once the operation is released. With
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EFFECTS = ("eio", "delay", "hang")
+EFFECTS = ("eio", "delay", "hang", "pass")
 
 OPS: dict[str, frozenset[str]] = {
     "read": frozenset({"read", "readdir", "readlink"}),
@@ -235,9 +236,9 @@ class RuleSet:
                     rule.count -= 1
                     if rule.count == 0:
                         self._rules.remove(rule)
-                        if rule.effect != "eio":
+                        if rule.effect in ("delay", "hang"):
                             self._spent[rule.id] = rule
-                if rule.effect != "eio":
+                if rule.effect in ("delay", "hang"):
                     rule.blocked += 1
                 return rule
         return None
@@ -248,7 +249,7 @@ class RuleSet:
         ``paths`` are relative to the mount (a rename gives both names).
         """
         rule = self._pick(op, paths, caller)
-        if rule is None:
+        if rule is None or rule.effect == "pass":
             return
         if rule.effect == "eio":
             raise OSError(rule.errno, f"faultfs rule {rule.id}")

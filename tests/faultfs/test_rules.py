@@ -50,6 +50,15 @@ def test_first_rule_that_applies_decides_and_count_expires() -> None:
     assert rules.remove(first) is False  # spent rules are gone
 
 
+def test_a_pass_rule_exempts_what_it_matches_from_later_rules() -> None:
+    rules = RuleSet()
+    rules.add(Rule("*/journal/*", "any", "pass"))
+    rules.add(Rule("*", "any"))
+    assert outcome(rules, "write", "sd/journal/1.jsonl") == "ok"
+    assert outcome(rules, "write", "sd/dom_md/ids") == "EIO"
+    assert rules.blocked() == 0
+
+
 def test_probability_uses_the_random_source() -> None:
     draws = iter([0.9, 0.1, 0.5, 0.49])
     rules = RuleSet(rng=lambda: next(draws))

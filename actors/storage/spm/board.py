@@ -41,11 +41,16 @@ class LeaseState:
         return (self.status == "SPM" and self.writer_ready and bool(self.writer_endpoint)
                 and now < self.deadline - self.margin)
 
-    def to_wire(self) -> dict[str, Any]:
-        """``StoragePool.getSpmStatus``'s ``spm_st`` (vdsm's names)."""
+    def to_wire(self, now: float | None = None) -> dict[str, Any]:
+        """``StoragePool.getSpmStatus``'s ``spm_st`` (vdsm's names). A role whose deadline
+        passed without a newer report from the keeper is not claimed: its writers are fenced
+        by then whatever the keeper is doing."""
         status = self.status if self.status in ("SPM", "Contend") else "Free"
         if status == "SPM" and not self.writer_ready:
             status = "Contend"  # acquired, the writer is starting
+        now = time.monotonic() if now is None else now
+        if status == "SPM" and now >= self.deadline:
+            status = "Free"
         return {"spmStatus": status, "spmId": self.spm_id, "spmLver": self.spm_lver}
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 MAGIC = 0x31434E46  # b"FNC1" little endian
 SIZE = 64
-_FMT = struct.Struct("<IIQQqII")
+_FMT = struct.Struct("<IIQQqIIq")
 NONE, SPM, FENCED = 0, 1, 2
 STATE_NAMES = {NONE: "none", SPM: "SPM", FENCED: "fenced"}
 _READ_ATTEMPTS = 100_000
@@ -47,6 +47,7 @@ class Fence:
     deadline_ns: int
     host_id: int
     writer_pid: int
+    expiry_ns: int = 0
 
     def remaining(self, now_ns: int | None = None) -> float:
         """Seconds left before the deadline (negative once it passed)."""
@@ -83,10 +84,12 @@ class FenceWriter:
         self._seq = (seq + 1) & ~1 if magic == MAGIC else 0
         self.publish(NONE, 0, 0, 0)
 
-    def publish(self, state: int, lver: int, deadline_ns: int, writer_pid: int) -> None:
+    def publish(self, state: int, lver: int, deadline_ns: int, writer_pid: int,
+                expiry_ns: int = 0) -> None:
         # The record is built apart and copied in around the seq word: struct.pack_into
         # zeroes its target before filling it, which a reader must never see as stable.
-        record = _FMT.pack(MAGIC, state, 0, lver, deadline_ns, self.host_id, writer_pid)
+        record = _FMT.pack(MAGIC, state, 0, lver, deadline_ns, self.host_id, writer_pid,
+                           expiry_ns)
         self._seq += 1  # odd: readers retry
         self._map[8:16] = self._seq.to_bytes(8, "little")
         self._map[0:8] = record[0:8]
@@ -115,12 +118,13 @@ class FenceReader:
             before = struct.unpack_from("<Q", self._map, 8)[0]
             if before & 1:
                 continue
-            magic, state, seq, lver, deadline, host_id, pid = _FMT.unpack_from(self._map, 0)
+            magic, state, seq, lver, deadline, host_id, pid, expiry = _FMT.unpack_from(
+                self._map, 0)
             after = struct.unpack_from("<Q", self._map, 8)[0]
             if before == after == seq:
                 if magic != MAGIC:
                     raise FenceError("the fence file has a foreign magic number")
-                return Fence(state, lver, deadline, host_id, pid)
+                return Fence(state, lver, deadline, host_id, pid, expiry)
         raise FenceError("the fence file kept changing while it was read")
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ class FenceGuard:
         if journal is not None:
             journal.append({"ev": "begin", "seq": seq, "lver": self.lver,
                             "t": time.monotonic(), "deadline": fence.deadline_ns / 1e9,
+                            "expiry": (fence.expiry_ns or fence.deadline_ns) / 1e9,
                             "what": what[:120]})
         self.writes += 1
         try:

@@ -11,19 +11,23 @@ comparison is exact there, although the lease never relies on it.
 1. writes of different lvers never overlap in time (a write lasts from its begin to its end;
    a write without an end lasts until its writer was killed, or forever when nothing says);
 2. a host's lvers only grow;
-3. no write began at or after its lease's deadline, and none ended after it.
+3. no write began at or after its cutoff (the deadline the keeper published: the lease's end
+   minus the kill margin), and none ended after the lease itself ended (``expiry``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 
 class Journal:
     """Appends journal lines for one process (thread-safe, cheap)."""
@@ -50,6 +54,34 @@ class Journal:
         os.close(self._fd)
 
 
+class BackgroundJournal:
+    """A :class:`Journal` written by its own thread: for the keeper, whose loop must never
+    wait on the shared storage (a frozen or hung mount would stop its renewals and fencing).
+    Entries carry their own times, taken when they are appended, so a late line is still
+    exact. The file is opened by that thread too; entries wait in memory until it can."""
+
+    def __init__(self, directory: Path, host_id: int) -> None:
+        self._directory = directory
+        self._host_id = host_id
+        self._queue: queue.SimpleQueue[Mapping[str, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        self._queue.put(dict(entry))
+
+    def _run(self) -> None:
+        journal: Journal | None = None
+        while True:
+            entry = self._queue.get()
+            try:
+                if journal is None:
+                    journal = Journal(self._directory, self._host_id)
+                journal.append(entry)
+            except OSError as e:
+                log.warning("safety journal %s: entry lost: %s", self._directory, e)
+
+
 @dataclass(frozen=True)
 class Write:
     host: int
@@ -58,8 +90,9 @@ class Write:
     lver: int
     start: float
     end: float | None
-    deadline: float
+    deadline: float  # the cutoff: no write may begin at or after it
     what: str
+    expiry: float = float("inf")  # the lease's end: no write may end after it
 
 
 @dataclass(frozen=True)
@@ -100,7 +133,8 @@ def writes(entries: Iterable[Mapping[str, Any]],
     for key, b in begins.items():
         end = ends.get(key, killed.get(b["pid"]))
         out.append(Write(b["host"], b["pid"], b["seq"], int(b["lver"]), float(b["t"]),
-                         end, float(b["deadline"]), str(b.get("what", ""))))
+                         end, float(b["deadline"]), str(b.get("what", "")),
+                         float(b.get("expiry", b["deadline"]))))
     return sorted(out, key=lambda w: w.start)
 
 
@@ -108,9 +142,9 @@ def check(all_writes: list[Write]) -> list[Violation]:
     violations: list[Violation] = []
     for w in all_writes:
         if w.start >= w.deadline:
-            violations.append(Violation("expired", f"{w} began after its deadline"))
-        if w.end is not None and w.end > w.deadline:
-            violations.append(Violation("expired", f"{w} ended after its deadline"))
+            violations.append(Violation("expired", f"{w} began after its cutoff"))
+        if w.end is not None and w.end > w.expiry:
+            violations.append(Violation("expired", f"{w} ended after its lease expired"))
     by_lver: dict[int, tuple[float, float]] = {}
     for w in all_writes:
         end = float("inf") if w.end is None else w.end

@@ -30,7 +30,7 @@ import zmq
 from actors.storage.spm import fence as fences
 from actors.storage.spm import procutil
 from actors.storage.spm.fencer import Fencer
-from actors.storage.spm.journal import Journal
+from actors.storage.spm.journal import BackgroundJournal
 from actors.storage.spm.keeperconf import KeeperConfig
 from actors.storage.spm.leaseops import DEAD, LeaseHeld, LeaseOps
 from actors.storage.spm.libops import LibLeaseOps
@@ -63,7 +63,7 @@ class Keeper:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.fence = fences.FenceWriter(config.fence_path, config.host_id)
-        self.journal = (Journal(Path(config.journal_dir), config.host_id)
+        self.journal = (BackgroundJournal(Path(config.journal_dir), config.host_id)
                         if config.journal_dir else None)
         self.fencer = Fencer(lambda pgid, late: self._post("fenced", pgid, late))
         self.renewer = Renewer(ops, renew_interval=config.renew_interval,
@@ -115,12 +115,12 @@ class Keeper:
         if self.status == SPM:  # published before the writer starts: it reads it at once
             pid = self.writer.pid if self.writer is not None else 0
             return fences.Fence(fences.SPM, self.lver, _ns(host.deadline - self.config.margin),
-                                self.config.host_id, pid)
+                                self.config.host_id, pid, _ns(host.deadline))
         return fences.Fence(fences.NONE, self.lver, 0, self.config.host_id, 0)
 
     def _publish_fence(self) -> None:
         f = self._fence_now()
-        self.fence.publish(f.state, f.lver, f.deadline_ns, f.writer_pid)
+        self.fence.publish(f.state, f.lver, f.deadline_ns, f.writer_pid, f.expiry_ns)
 
     def _push(self) -> None:
         self._send(self.snapshot())
@@ -255,11 +255,21 @@ class Keeper:
                                  "lver": self.lver, "by": why, "late": late})
 
     def _lose(self, reason: str) -> None:
+        """The role is gone (fenced, host id lost): kill the writer, then give the lease
+        record up, or else this host, alive again once its storage answers, would hold it
+        forever in the others' eyes. The release writes only while the lease is still ours
+        and our host id's deadline has not passed; when it cannot, the host id's generation
+        is dropped, which makes the record's owner dead for everyone."""
         if self.writer is not None:
             self._kill_writer("lost")
         self.status, self.reason = FREE, reason
         self._publish_fence()
         log.error("SPM role lost: %s", reason)
+        if self.lver and not self.releasing:
+            self.releasing = True
+            if self.writer is None or self.writer.exited:
+                self._release_lease(reason)
+            # else: released when the writer's exit is seen (_on_writer)
 
     # --- acquiring and releasing ---------------------------------------------------------
 
@@ -345,14 +355,24 @@ class Keeper:
 
         def release() -> None:
             try:
-                self.ops.release_spm()
-                log.info("SPM lease released (%s)", reason)
+                if self.ops.release_spm():
+                    log.info("SPM lease released (%s)", reason)
+                elif self._leader_names_me():
+                    log.error("the SPM lease could not be released in time: dropping the "
+                              "host id")
+                    self.renewer.drop()
             except Exception as e:  # noqa: BLE001 - fall back to letting the host id go
                 log.error("cannot release the SPM lease (%s): dropping the host id", e)
                 self.renewer.drop()
             self._post("released")
 
         threading.Thread(target=release, name="release", daemon=True).start()
+
+    def _leader_names_me(self) -> bool:
+        """Whether the renewal thread last saw the leader record held by this host."""
+        leader = self.renewer.state.leader
+        return (leader is None or (leader.held and leader.owner == self.config.host_id
+                                   and leader.lver <= self.lver))
 
     # --- watching vdsmd ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ monitor) when this host gains or loses the role.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,14 +80,21 @@ class LeaseActor(SupervisedActor):
     def describe(self) -> dict[str, Any]:
         state = self.board.get(self.sp_uuid)
         link = self._link
+        now = time.monotonic()
+        host = dict(state.detail.get("hostId") or {})
+        if host.get("lastRenewal"):
+            host["lastRenewalAge"] = round(now - float(host["lastRenewal"]), 3)
         return {
             "spUUID": self.sp_uuid, **state.to_wire(), "status": state.status,
             "lver": state.lver, "reason": state.reason,
             "keeperPid": link.keeper_pid if link else None,
             "keeperRestarts": link.restarts if link else 0,
             "lastError": link.last_error if link else "",
-            "hostId": state.detail.get("hostId"), "fence": state.detail.get("fence"),
-            "writer": state.detail.get("writer"), "deadline": state.deadline,
+            "hostId": host, "liveHosts": state.detail.get("liveHosts", []),
+            "fence": state.detail.get("fence"), "writer": state.detail.get("writer"),
+            "deadline": state.deadline,
+            "deadlineIn": round(state.deadline - now, 3) if state.deadline else None,
+            "reportAge": round(now - state.received, 3),
         }
 
     # --- verbs (asked through a proxy by API workers; answered at once) -------------------
@@ -113,7 +121,8 @@ class LeaseActor(SupervisedActor):
         return super().on_receive(message)
 
     def _on_state(self, old: LeaseState | None, new: LeaseState) -> None:
-        if old is None or old.to_wire() != new.to_wire():
+        now = time.monotonic()
+        if old is None or old.to_wire(now) != new.to_wire(now):
             log.info("pool %s: SPM status %s (spmId %d, lver %d)%s", self.sp_uuid,
                      new.to_wire()["spmStatus"], new.spm_id, new.spm_lver,
                      f": {new.reason}" if new.reason else "")

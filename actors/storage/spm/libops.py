@@ -113,8 +113,8 @@ class LibLeaseOps:
         except lease_errors.LeaseHeld as e:
             raise LeaseHeld(e.owner[0], e.lver, e.message) from e
 
-    def release_spm(self) -> None:
-        self._current().release()
+    def release_spm(self) -> bool:
+        return self._current().release()
 
 
 def _leader(record: LeaderRecord | None) -> Leader:

@@ -47,6 +47,13 @@ def test_one_spm_at_a_time_and_only_it_writes(cluster: Cluster) -> None:
     wait_for(lambda: {cluster.spm_status(h)["spmId"] for h in (1, 2, 3)} == {spm}, 10,
              what="every host to name the same SPM")
     assert cluster.spms() == [spm]
+    inspected = cluster.call(spm, "Actors.inspect", path=f"/storage/pools/{sp}/lease")["detail"]
+    assert inspected["status"] == "SPM" and inspected["keeperPid"] > 0
+    assert inspected["writer"]["pid"] > 0 and inspected["lver"] >= 1
+    assert inspected["deadlineIn"] > 0 and inspected["hostId"]["lastRenewalAge"] >= 0
+    wait_for(lambda: sorted(cluster.call(spm, "Actors.inspect", path=f"/storage/pools/{sp}/lease")
+                            ["detail"]["liveHosts"]) == [1, 2, 3], 10,
+             what="the SPM's keeper to see every host alive")
     other = next(h for h in (1, 2, 3) if h != spm)
     ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
            "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow", "preallocate": "sparse"}
@@ -212,4 +219,34 @@ def test_eio_on_the_lease_area_fences_the_spm_within_the_bound(tmp_path: Path) -
             made.check_journal()
         finally:
             fs.control.clear()
+            made.cleanup()
+
+
+@pytest.mark.timeout(240)
+def test_a_frozen_lease_area_fences_the_spm_and_a_thaw_lets_one_host_take_over(
+        tmp_path: Path) -> None:
+    """fsfreeze on a loop-mounted ext4 holding the shared domain: every renewal write of
+    every host hangs. The SPM's keeper must kill its writer within the lease (its renewal
+    times out; the writer itself is idle, so it dies at once), and after the thaw exactly one
+    host becomes SPM again with a clean journal."""
+    from tests.storage.helpers import ext4, frozen
+
+    with ext4(tmp_path, size=128 << 20, name="shared") as mountpoint:
+        made = Cluster(tmp_path, hosts=2, shared=mountpoint)
+        try:
+            made.start()
+            made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            writer = made.writer_pid(1)
+            with frozen(mountpoint):
+                wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                         what="host 1 to fence its writer while its storage is frozen")
+                wait_for(lambda: made.spm_status(1)["spmStatus"] != "SPM", 10,
+                         what="host 1 to report it lost the role")
+                lease = made.call(1, "Actors.inspect", path=f"/storage/pools/{made.sp}/lease")
+                assert lease["detail"]["reportAge"] < LEASE, lease  # its keeper never waits
+            made.take_over(2, timeout=60)  # host 1 gave its lease record up
+            wait_for(lambda: made.spms() == [2], 20, what="host 2 to be the only SPM")
+            made.check_journal()
+        finally:
             made.cleanup()

@@ -55,3 +55,19 @@ def test_lvers_that_go_back_are_found(tmp_path: Path) -> None:
     _write(a, 3, 10.0, 10.1, 20.0)
     _write(a, 2, 11.0, 11.1, 20.0)
     assert "lver" in _check(tmp_path)
+
+
+def test_a_write_killed_between_its_cutoff_and_the_leases_end_is_safe(tmp_path: Path) -> None:
+    """The keeper kills its writer at the cutoff (the lease's end minus the kill margin): a
+    write cut then ended before the lease did, which is all that other hosts rely on."""
+    a = Journal(tmp_path, 1)
+    seq = a.next_seq()
+    a.append({"ev": "begin", "seq": seq, "lver": 1, "t": 10.0, "deadline": 20.0,
+              "expiry": 21.0})
+    a.append({"ev": "end", "seq": seq, "t": 20.5})
+    assert _check(tmp_path) == []
+    seq = a.next_seq()
+    a.append({"ev": "begin", "seq": seq, "lver": 1, "t": 11.0, "deadline": 20.0,
+              "expiry": 21.0})
+    a.append({"ev": "end", "seq": seq, "t": 21.5})
+    assert _check(tmp_path) == ["expired"]
