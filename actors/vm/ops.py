@@ -46,7 +46,7 @@ from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
-from actors.vm.status import PauseCode, Transition, from_state, pause_code_from_disk_errors
+from actors.vm.status import Transition, read_state
 from messaging.errors import (
     GuestCallTimeout,
     HookError,
@@ -177,7 +177,7 @@ class VmOps:
                 self._kill(dom)
                 raise
             with self._libvirt("reading the VM state"):
-                state = from_state(*dom.state())
+                state = read_state(dom)
             if isinstance(params.restore_state, str):
                 self._consume(params.restore_state)
             return Started(stored, started, state, domxml.display_info(live))
@@ -385,13 +385,7 @@ class VmOps:
         with self._libvirt("reading the VM"):
             xml = dom.XMLDesc(0)
             stored = domxml.read_metadata(xml)
-            raw = dom.state()
-            state = from_state(*raw)
-            if raw == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR]:
-                # The state cannot tell ENOSPC from EIO; the disks' I/O status can.
-                code = pause_code_from_disk_errors(dom.diskErrors())
-                if code == PauseCode.ENOSPC:
-                    state = Transition(state.status, code)
+            state = read_state(dom)
         params = None
         if stored is not None:
             try:
@@ -427,7 +421,7 @@ class VmOps:
 
     def _state(self, dom: libvirt.virDomain) -> Transition:
         with self._libvirt("reading the VM state"):
-            return from_state(*dom.state())
+            return read_state(dom)
 
     def _check_free(self, conn: libvirt.virConnect, params: VmParams) -> None:
         for lookup, key in ((conn.lookupByUUIDString, self.vm_id), (conn.lookupByName,

@@ -247,6 +247,19 @@ def pause_code_from_disk_errors(errors: dict[str, int]) -> PauseCode:
     return PauseCode.NOERR
 
 
+def read_state(dom: libvirt.virDomain) -> Transition:
+    """A live domain's status now (blocking libvirt calls: never on an actor's thread). The
+    state cannot tell ENOSPC from EIO for a VM paused on an I/O error; its disks' I/O status
+    (``dom.diskErrors()``) can, so a VM found paused after a restart keeps its ENOSPC."""
+    raw = dom.state()
+    state = from_state(raw[0], raw[1])
+    if (raw[0], raw[1]) == (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR):
+        code = pause_code_from_disk_errors(dom.diskErrors())
+        if code == PauseCode.ENOSPC:
+            state = Transition(state.status, code)
+    return state
+
+
 def is_io_error_pause(action: int) -> bool:
     """Whether an IO_ERROR(_REASON) event's ``action`` paused the VM."""
     return bool(action == libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE)
