@@ -247,6 +247,26 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """Network configuration (setupNetworks): DHCP, which links count as NICs, limits."""
+
+    dhcp_client: tuple[str, ...] = ("udhcpc",)  # busybox's client, run with its own args
+    dhcp_timeout: float = 30.0  # blockingdhcp: wait this long for a lease, then roll back
+    fake_nics: tuple[str, ...] = ("dummy_*", "veth_*")  # veth/dummy links usable as NICs
+    max_queued: int = 8  # changes waiting for the one in progress; more: 312
+    apply_timeout: float = 60.0  # a change's budget besides its connectivity wait and DHCP
+
+    def __post_init__(self) -> None:
+        if not self.dhcp_client or not self.dhcp_client[0]:
+            raise ConfigError("[network] dhcp_client must name a program")
+        for name in ("dhcp_timeout", "apply_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[network] {name} must be positive")
+        if self.max_queued < 1:
+            raise ConfigError("[network] max_queued must be at least 1")
+
+
+@dataclass(frozen=True)
 class SpmConfig:
     """The SPM lease (docs/spm.md, docs/storage-leases.md). Every host of a pool must use the
     same lease_time and io_timeout: they bound how long a dead SPM keeps the role."""
@@ -290,6 +310,36 @@ class MailboxConfig:
             raise ConfigError("[mailbox] poll_interval must be within (0, 10] seconds")
         if not 1 <= self.hosts <= 256:
             raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")
+
+
+#: the fence agents Host.fenceNode may run (see actors/host/fenceopts.py for why these)
+DEFAULT_FENCE_AGENTS = (
+    "idrac", "ilo3", "ilo4", "ilo5", "imm", "ipmilan", "ipmilanplus", "ilo", "ilo2", "redfish",
+    "cisco_ucs", "ilo_ssh", "ilo3_ssh", "ilo4_ssh", "ilo5_ssh", "ilo_mp", "ilo_moonshot",
+    "drac5", "apc", "wti", "bladecenter", "rsa", "rsb", "hpblade",
+)
+
+
+@dataclass(frozen=True)
+class FencingConfig:
+    """Host.fenceNode: the fence agents (Debian's fence-agents) it may run, and for how long."""
+
+    agent_dir: Path = Path("/usr/sbin")  # where fence_<agent> programs are
+    agents: tuple[str, ...] = DEFAULT_FENCE_AGENTS
+    timeout: float = 60.0  # one agent run; past it the agent is killed (power state unknown)
+    max_running: int = 4  # fences at once (one per device)
+
+    def __post_init__(self) -> None:
+        if not self.agent_dir.is_absolute():
+            raise ConfigError(f"[fencing] agent_dir {self.agent_dir} is not absolute")
+        if not 0 < self.timeout <= 600:
+            raise ConfigError("[fencing] timeout must be within (0, 600] seconds")
+        if self.max_running < 1:
+            raise ConfigError("[fencing] max_running must be at least 1")
+        for name in self.agents:
+            if re.fullmatch(r"[a-z0-9][a-z0-9_]{0,63}", name) is None:
+                raise ConfigError(f"[fencing] agents: {name!r} is not an agent name (as in "
+                                  "fence_<name>: lower-case letters, digits, '_')")
 
 
 @dataclass(frozen=True)
@@ -358,9 +408,11 @@ class Config:
     vm: VmConfig = field(default_factory=VmConfig)
     guest_agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     thin: ThinConfig = field(default_factory=ThinConfig)
+    fencing: FencingConfig = field(default_factory=FencingConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -37,8 +37,9 @@ from actors.clock import Clock
 from actors.directory import RUNNING, ActorDirectory, ActorInfo, ServiceRef
 from actors.dirlock import DirectoryInUse, DirLock
 from actors.host import api as host_api
-from actors.host import libvirterrors
+from actors.host import fenceapi, libvirterrors
 from actors.host.libvirtconn import DomainEvent, LibvirtActor, LibvirtHandle
+from actors.host.network.service import NetworkService
 from actors.host.stats import HostStatsActor, LastSample
 from actors.host.udev import UdevActor
 from actors.metrics.collector import BoardCollector, Sources
@@ -80,6 +81,8 @@ class Daemon:
         self.libvirt = LibvirtHandle(config.libvirt.uri)
         self.host_stats = LastSample()
         self._subsystems: list[Subsystem] = []
+        self._network: NetworkService | None = None
+        self._storage: StorageSubsystem | None = None
         self._metrics_server: MetricsServer | None = None
 
     # --- start/stop ----------------------------------------------------------------------
@@ -106,9 +109,13 @@ class Daemon:
             fault_injection=cfg.debug.fault_injection,
         )
         deps = Deps(config=cfg, runtime=runtime, libvirt=self.libvirt, context=self._context)
+        self._network = NetworkService(cfg.network, runtime=runtime,
+                                       state_dir=cfg.daemon.state_dir,
+                                       run_dir=cfg.daemon.run_dir)
         storage = StorageSubsystem(deps)
         vms = VmSubsystem(deps, storage=storage)
         self._subsystems = [storage, vms]
+        self._storage = storage
         observer = self._metrics(storage, vms) if cfg.metrics.listen else None
         self._guard = ProcessGuard.start(self._fatal)
         self._root = self._start_tree(runtime, self._guard)
@@ -126,6 +133,7 @@ class Daemon:
             bindings=self._bindings(runtime),
             keys=self._auth.keys if self._auth is not None else None,
             observer=observer,
+            activity=self._network.watch,
         )
         self._server.start()
         if self._metrics_server is not None:
@@ -310,6 +318,8 @@ class Daemon:
             ),
             ChildSpec("udev", UdevActor.start, cls="UdevActor"),
         ]
+        if self._network is not None:
+            host_children.append(self._network.child_spec())
         children = [
             supervisor("host", host_children),
             *(supervisor(s.name, s.children()) for s in self._subsystems),
@@ -341,8 +351,16 @@ class Daemon:
                 clock=runtime.clock,
                 state_dir=self.config.daemon.state_dir,
                 extra_stats=self._extra_host_stats,
+                network_caps=self._network.capabilities if self._network else dict,
             )
         )
+        if self._network is not None:
+            table.update(self._network.bindings())
+        fencing = self.config.fencing
+        table.update(fenceapi.bindings(
+            fenceapi.FenceSettings(agent_dir=fencing.agent_dir, agents=frozenset(fencing.agents),
+                                   timeout=fencing.timeout, max_running=fencing.max_running),
+            host_ids=self._storage.host_ids.liveness if self._storage is not None else None))
         for subsystem in self._subsystems:
             overlap = table.keys() & subsystem.bindings().keys()
             if overlap:
@@ -404,6 +422,7 @@ def setup_logging(config: configuration.Config) -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.daemon.log_level.upper())
     logging.getLogger("pykka").setLevel(logging.WARNING)
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # a line per netlink message
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,15 @@ from messaging.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 KEY_LENGTH = 40  # a 32-byte CURVE key in z85
+
+
+_Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{" + str(KEY_LENGTH) + "}")
+
+
+def is_key(text: str) -> bool:
+    """True for a CURVE public key in z85 (40 characters of z85's alphabet: pyzmq's decoder
+    raises KeyError, not ValueError, on a character outside it)."""
+    return bool(_Z85.fullmatch(text)) and len(z85.decode(text)) == 32
 
 
 @dataclass(frozen=True)
@@ -150,9 +160,8 @@ def _read_keys(directory: Path) -> frozenset[str]:
         try:
             public, _ = zmq.auth.load_certificate(path)
             text = public.decode("ascii")
-            if len(text) != KEY_LENGTH:
+            if not is_key(text):
                 raise ValueError(f"not a {KEY_LENGTH}-character z85 key")
-            z85.decode(text)
         except (OSError, ValueError) as e:
             log.warning("ignoring %s: not a public key file (%s)", path, e)
             continue

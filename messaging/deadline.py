@@ -39,13 +39,15 @@ class Deadline:
     Read from any thread; extended (:meth:`cover`) only by the thread serving the request.
     """
 
-    __slots__ = ("_at", "_limit", "accepted", "label")
+    __slots__ = ("_at", "_limit", "accepted", "client", "label")
 
     def __init__(self, timeout: float, *, now: float | None = None,
-                 limit: float = MAX_EXTENSION, label: str = "") -> None:
+                 limit: float = MAX_EXTENSION, label: str = "", client: str = "") -> None:
         self.accepted = time.monotonic() if now is None else now
         #: names the request in the log lines written while it is served ("req 7 VM.pause")
         self.label = label
+        #: who sent the request (:func:`messaging.server.client_id`; "" outside a request)
+        self.client = client
         self._at = self.accepted + timeout
         self._limit = self.accepted + max(timeout, limit)
 

@@ -365,6 +365,169 @@ class NetworkError(VdsmError):
     template = "network configuration error: {reason}"
 
 
+class UnknownNic(NetworkError):
+    code = 301
+    template = "{owner}: no such NIC on this host: {nic}"
+
+
+class NicInUse(NetworkError):
+    code = 302
+    template = "NIC {nic} is used by {users}"
+
+
+class BadNetworkAddress(NetworkError):
+    code = 303
+    template = "network {network}: {reason}"
+
+
+class BadBonding(NetworkError):
+    code = 304
+    template = "bond {bond}: {reason}"
+
+
+class BadMtu(NetworkError):
+    code = 305
+    template = "{owner}: MTU {mtu} is outside what {device} takes ({low}-{high})"
+
+
+class LinkKindUnsupported(NetworkError):
+    code = 306
+    template = ("{owner} needs a {kind} link, and this kernel cannot create {kind} links "
+                "({reason}): nothing was changed")
+
+
+class NoSuchNetwork(NetworkError):
+    code = 307
+    template = "no such network: {network}"
+
+
+class NetworkNameInUse(NetworkError):
+    code = 308
+    template = "{owner}: a link named {name} exists and is not one this agent made"
+
+
+class NetworkApplyFailed(NetworkError):
+    code = 309
+    template = ("applying the network change failed at {step}: {reason}; the previous "
+                "configuration was restored")
+
+
+class NetworkRollbackFailed(NetworkError):
+    code = 310
+    template = ("the network change failed ({reason}) and the previous configuration could "
+                "not be restored exactly: {detail}")
+
+
+class ConnectivityLost(NetworkError):
+    code = 311
+    template = ("no client confirmed connectivity within {timeout} s after the network "
+                "change: it was rolled back")
+
+
+class NetworkBusy(NetworkError):
+    code = 312
+    template = "{pending} network changes are already waiting: try again later"
+    retryable = True
+
+
+class DhcpFailed(NetworkError):
+    code = 313
+    template = "network {network}: no DHCP lease on {device} within {timeout} s"
+
+
+class NetworkExists(NetworkError):
+    code = 314
+    template = "network {network} already exists"
+
+
+class BadVlan(NetworkError):
+    code = 315
+    template = "network {network}: {reason}"
+
+
+# --- fencing errors (500-509) -----------------------------------------------------------
+
+
+class FenceError(VdsmError):
+    """Host.fenceNode could not fence: the agent failed, hung, or cannot run here."""
+
+    code = 500
+    template = "fencing error: {reason}"
+
+
+class FenceAgentFailed(FenceError):
+    """The fence agent ran and failed (its exit status and what it said; never the
+    password)."""
+
+    code = 501
+    template = "fence_{agent} {action} of {target} failed (exit {rc}): {reason}"
+
+
+class FenceTimeout(FenceError):
+    code = 502
+    template = ("fence_{agent} {action} of {target} did not finish within {timeout:g} s: "
+                "it was killed; the power state is unknown")
+    retryable = True
+
+
+class FenceAgentUnusable(FenceError):
+    """A known agent that this host cannot run (not installed, or not root's own file)."""
+
+    code = 503
+    template = "fence agent {path} cannot be used: {reason}"
+
+
+class FenceBusy(FenceError):
+    code = 504
+    template = "{reason}: try again once it has finished"
+    retryable = True
+
+
+# --- host registration errors (600-619) -------------------------------------------------
+
+
+class RegistrationError(VdsmError):
+    """vdsm-tool register, and the engine side of the registration protocol
+    (docs/registration.md): the codes travel in the protocol's replies."""
+
+    code = 600
+    template = "registration failed: {reason}"
+
+
+class RegistrationRefused(RegistrationError):
+    code = 601
+    template = "the engine at {engine} refused the registration: {reason}"
+
+
+class RegistrationPending(RegistrationError):
+    code = 602
+    template = ("the engine at {engine} has not approved host {host} yet: run vdsm-tool "
+                "register again once it has")
+    retryable = True
+
+
+class EngineKeyMismatch(RegistrationError):
+    code = 603
+    template = ("the engine at {engine} presents key fingerprint {got}, not {expected}: "
+                "nothing was changed")
+
+
+class BadRegistrationMessage(RegistrationError):
+    code = 604
+    template = "bad registration message: {reason}"
+
+
+class EngineUnreachable(RegistrationError):
+    code = 605
+    template = "the engine at {engine} did not answer within {timeout:g} s"
+    retryable = True
+
+
+class HostNotConfigured(RegistrationError):
+    code = 610
+    template = "this host is not configured: {reason} (run vdsm-tool configure)"
+
+
 # --- task errors (400-499) --------------------------------------------------------------
 
 

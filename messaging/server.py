@@ -71,6 +71,22 @@ class RequestObserver(Protocol):
         ...
 
 
+class ClientActivity(Protocol):
+    """Told about every request accepted (valid, authorised, bound), before its handler
+    runs: who sent it and which verb. Called on the socket thread: must not block."""
+
+    def seen(self, client: str, verb: str) -> None:
+        ...
+
+
+def client_id(envelope: list[bytes], user: str | None) -> str:
+    """Who a request comes from: with CURVE, its client's key (the same client over any
+    number of connections); else its connection (the ROUTER's routing id)."""
+    if user:
+        return f"key:{user}"
+    return f"conn:{envelope[0].hex()}" if envelope else ""
+
+
 @dataclass(frozen=True)
 class Binding:
     """A verb's implementation. ``inline`` handlers run on the socket thread: never block.
@@ -130,6 +146,7 @@ class ApiServer:
         bindings: Mapping[str, Binding],
         keys: AuthorizedKeys | None = None,
         observer: RequestObserver | None = None,
+        activity: ClientActivity | None = None,
     ) -> None:
         unknown = set(bindings) - {v.name for v in schema}
         if unknown:
@@ -144,6 +161,7 @@ class ApiServer:
         )
         self._keys = keys
         self._observer = observer
+        self._activity = activity
         self._handshakes = (HandshakeLog(context, "API") if config.curve is not None
                             else None)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="api-worker")
@@ -332,7 +350,13 @@ class ApiServer:
         label = f"req {_printable(request.id) if request.id is not None else '-'} {verb.name}"
         log.log(logging.DEBUG if verb.queries else logging.INFO, "%s from %s%s", label,
                 _peer(envelope), f": {shown}" if (shown := summary(verb, params)) else "")
-        deadline = Deadline(verb.timeout, now=accepted, label=label)
+        client = client_id(envelope, user)
+        deadline = Deadline(verb.timeout, now=accepted, label=label, client=client)
+        if self._activity is not None:
+            try:
+                self._activity.seen(client, verb.name)
+            except Exception:  # a listener must never break serving
+                log.exception("the client activity listener failed")
         if binding.inline:
             with serving(deadline):
                 outcome, error = _call(binding.handler, params, verb.name)

@@ -29,8 +29,10 @@ class Vdsmd:
         libvirt_uri: str = "qemu:///system",
         host_id: int = 1,
         own_run_dir: bool = True,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
-        """``own_run_dir`` False: no --run-dir (vdsmd derives one from its state dir)."""
+        """``own_run_dir`` False: no --run-dir (vdsmd derives one from its state dir).
+        ``wrapper``: a command that runs vdsmd (``ip netns exec NS``: in a namespace)."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api = f"ipc://{workdir}/run/api.sock"
@@ -43,10 +45,12 @@ class Vdsmd:
         self.host_id = host_id
         self.extra_args = extra_args
         self.own_run_dir = own_run_dir
+        self.wrapper = wrapper
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         return [
+            *self.wrapper,
             sys.executable, "-m", "actors.daemon",
             "--config", str(self.config_path),
             "--api", self.api,

@@ -83,15 +83,18 @@ def bindings(
     clock: Clock,
     state_dir: Path,
     extra_stats: Callable[[], dict[str, Any]],
+    network_caps: Callable[[], dict[str, Any]] = dict,
 ) -> dict[str, Binding]:
     caller = LibvirtCaller(libvirt_handle, clock=clock)
 
     def read_capabilities() -> dict[str, Any]:
         conn = libvirt_handle.get()  # leased by the caller's thread
         try:
-            return caps.capabilities(conn, state_dir)
+            found = caps.capabilities(conn, state_dir)
         except libvirt.libvirtError as e:
             raise libvirt_handle.translate(e) from e
+        found.update(network_caps())  # networks, bridges, nics, bondings, vlans (netlink)
+        return found
 
     capabilities = SharedCall(caller, "getCapabilities", read_capabilities)
 

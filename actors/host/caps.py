@@ -1,41 +1,21 @@
-"""Host capabilities, as libvirt and the kernel see them. Plain functions."""
+"""Host capabilities, as libvirt and the kernel see them. Plain functions.
+
+The network part (networks, bridges, nics, bondings, vlans) comes from
+``actors.host.network.caps``, merged in by the verb."""
 
 from __future__ import annotations
 
 import os
 import platform
-import uuid
 import xml.etree.ElementTree as ET
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import libvirt
-import pyudev
 
-from actors.host import nics, procfs
-
-
-def host_uuid(state_dir: Path) -> str:
-    """This host's stable UUID: DMI's product UUID when readable, else one we persist."""
-    dmi = Path("/sys/class/dmi/id/product_uuid")
-    try:
-        text = dmi.read_text().strip()
-        value = str(uuid.UUID(text))
-        if value != "00000000-0000-0000-0000-000000000000":
-            return value
-    except (OSError, ValueError):
-        pass
-    stored = state_dir / "host.id"
-    try:
-        return str(uuid.UUID(stored.read_text().strip()))
-    except (OSError, ValueError):
-        value = str(uuid.uuid4())
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = stored.with_suffix(".tmp")
-        tmp.write_text(value + "\n")
-        tmp.replace(stored)
-        return value
+from actors.host import procfs
+from actors.hostuuid import host_uuid
 
 
 def _version_string(number: int) -> str:
@@ -73,9 +53,6 @@ def agent_version() -> str:
 def capabilities(conn: libvirt.virConnect, state_dir: Path) -> dict[str, Any]:
     cpu = procfs.read_cpu_identity()
     mem = procfs.read_meminfo()
-    udev = pyudev.Context()
-    all_nics = nics.list_nics(udev)
-    bridges = {n.name: {"ports": nics.bridge_ports(n)} for n in all_nics if n.kind == "bridge"}
     return {
         "hostUUID": host_uuid(state_dir),
         "hostname": platform.node(),
@@ -91,9 +68,6 @@ def capabilities(conn: libvirt.virConnect, state_dir: Path) -> dict[str, Any]:
         "qemuVersion": _version_string(conn.getVersion()),
         "kernelVersion": platform.release(),
         "operatingSystem": _os_release(),
-        "networks": {},
-        "bridges": bridges,
-        "nics": sorted(n.name for n in all_nics if n.kind == "nic"),
         "version": agent_version(),
     }
 

@@ -39,12 +39,14 @@ import zmq
 
 from actors.directory import ServiceRef
 from actors.host.libvirtconn import DomainEvent
+from actors.hostuuid import host_uuid
 from actors.storage.api import StorageApi
 from actors.storage.board import MonitorBoard
 from actors.storage.calls import POOLS, TASKS, ask
 from actors.storage.connections import ConnectionsActor
 from actors.storage.domains import DomainsActor
 from actors.storage.handle import VolumeHandle, vm_holder
+from actors.storage.hostids import HostIds
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.mount import Connector
@@ -56,7 +58,7 @@ from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.remotework import SpmStartWork, writer_builders
 from actors.storage.spmapi import SPM_START, SpmApi
-from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords, host_uuid
+from actors.storage.state import ConnectionStore, PoolRecord, PoolRecords
 from actors.storage.tasks import TaskManager
 from actors.storage.taskstore import TaskStore
 from actors.storage.taskwork import Builder, Work
@@ -103,6 +105,9 @@ class StorageSubsystem:
                               call_timeout=self.config.call_timeout,
                               mount_timeout=self.config.mount_timeout)
         spm = cfg.spm
+        #: whether other hosts renew their host ids (Host.fenceNode's policy asks)
+        self.host_ids = HostIds(records=self.records, lease_board=self.lease_board,
+                                directory=deps.runtime.directory, spm=spm)
         self.spm_api = SpmApi(
             directory=deps.runtime.directory, call_timeout=self.config.call_timeout,
             board=self.lease_board, tasks=ServiceRef(deps.runtime.directory, TASKS),

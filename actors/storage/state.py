@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,20 +150,3 @@ class PoolRecords:
             if record.sp_uuid == path.stem:
                 records.append(record)
         return records
-
-
-def host_uuid(state_dir: Path) -> str:
-    """This agent's host UUID (``<state_dir>/host-uuid``, made once): the owner name its
-    host-id records carry on shared storage, distinct for every agent with its own state."""
-    path = state_dir / "host-uuid"
-    try:
-        text = path.read_text().strip()
-        return str(uuid.UUID(text))
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        log.error("%s holds no UUID: making a new one", path)
-    made = str(uuid.uuid4())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fileutil.write_atomic(path, made.encode() + b"\n")
-    return made

@@ -1,6 +1,6 @@
 """Host verbs: liveness, capabilities, statistics, fencing."""
 
-from messaging.schema.types import Bool, Enum, Field, MapOf, Str
+from messaging.schema.types import Bool, Enum, Field, Int, MapOf, Str, Struct
 from messaging.schema.verbs import Verb
 
 VERBS = (
@@ -30,19 +30,35 @@ VERBS = (
     ),
     Verb(
         "Host.fenceNode",
-        "Run a fence agent (fence_<agent>) against another host's power switch.",
+        "Run a fence agent (Debian's fence_<agent>) against another host's management "
+        "controller (IPMI, iLO, DRAC, ...): report or switch its power. With a policy, an "
+        "on/off/reboot is skipped while the target still renews its host id on storage.",
         params=(
             Field("addr", Str(min_len=1, max_len=255), doc="address of the fencing device"),
-            Field("port", Str(max_len=64), required=False, default="", doc="plug/port"),
-            Field("agent", Str(min_len=1, max_len=64, pattern=r"[a-z0-9_]+"), doc="agent name"),
+            Field("port", Str(max_len=5), required=False, default="",
+                  doc="the device's TCP/UDP port (ipport), empty for the agent's default"),
+            Field("agent", Str(min_len=1, max_len=64),
+                  doc="agent name as in fence_<agent> (ipmilan, ilo4, drac5, ...): one of "
+                  "[fencing] agents"),
             Field("username", Str(max_len=255)),
-            Field("password", Str(max_len=255)),
+            Field("password", Str(max_len=255), doc="goes to the agent on its stdin only"),
             Field("action", Enum(("status", "on", "off", "reboot"))),
-            Field("options", Str(max_len=4096), required=False, default=""),
-            Field("secure", Bool(), required=False, default=False),
+            Field("options", Str(max_len=4096), required=False, default="",
+                  doc="key=value items (newline- or comma-separated) from an allow-list: "
+                  "lanplus, power_timeout, plug, ..."),
+            Field("secure", Bool(), required=False, default=False, doc="ssh for the agents "
+                  "that can use it"),
+            Field("policy", Struct((
+                Field("storageDomainHostIdMap", MapOf(Int(min=1, max=2000), max_len=256),
+                      doc="{sdUUID: the target's host id}"),
+            ), name="fencing policy"), required=False,
+                doc="skip on/off/reboot when the target renews its host id on one of these "
+                "domains"),
         ),
-        result='{"power": "on"|"off"|"unknown", "operationStatus": ...}',
-        aliases=("fenceNode",), implemented=False,
+        result='{"power": "on"|"off"|"unknown", "operationStatus": "done" (status) | '
+        '"initiated" (on/off/reboot accepted by the agent) | "skipped" (policy), "message", '
+        '"policy"? (why it was skipped)}',
+        aliases=("fenceNode",),
         timeout=120.0,
     ),
     Verb(

@@ -210,9 +210,12 @@ class GuestLibvirtd(PrivateLibvirtd):
     would on a host, and is stopped by :meth:`close`. ``virtlogd_conf`` is its virtlogd's
     configuration file (default: the host's)."""
 
-    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *, virtlogd_conf: Path | None = None,
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """``wrapper``: runs the daemons (``ip netns exec NS``: in a network namespace)."""
         super().__init__(workdir)
         self.virtlogd_conf = virtlogd_conf
+        self.wrapper = wrapper
 
     def start(self, timeout: float = 20.0) -> None:
         conf = f" -f {self.virtlogd_conf}" if self.virtlogd_conf else ""
@@ -221,7 +224,8 @@ class GuestLibvirtd(PrivateLibvirtd):
                                   f"exec libvirtd -p {self.workdir / 'libvirtd.pid'}")
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                [*self.wrapper, "unshare", "-m", "--propagation", "private", "sh", "-c",
+                 script],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout

@@ -254,6 +254,9 @@ def test_guest_agent_info_desktop_freeze_memory_and_failures(
                    wait=False)
         g.wait_for_marker(serial, g.MARKER_AGENT_EXITED, 30)
         wait_stats(agent, vm_id, lambda s: s["guestAgent"] == "disconnected", "disconnected")
+        # Consume the events up to this one: an older "responsive" still queued would
+        # otherwise be taken for the new boot's agent below.
+        agent_events(sub, vm_id, "disconnected")
         gone = a.error(lambda: agent.call("VM.desktopLock", vmID=vm_id))
         assert gone.code == 5 and "disconnected" in gone.message
         # A reboot without an agent goes to the power button (libvirt restarts the guest
@@ -264,6 +267,7 @@ def test_guest_agent_info_desktop_freeze_memory_and_failures(
         g.wait_for_marker(serial, g.MARKER_AGENT_STARTED, a.BOOT_TIMEOUT, offset=offset)
         agent_events(sub, vm_id, "responsive")
         assert stats(agent, vm_id)["status"] == "Up"
+        wait_stats(agent, vm_id, lambda s: s["guestAgent"] == "responsive", "agent back")
 
         # --- reboot through the agent -------------------------------------------------
         offset = serial.stat().st_size

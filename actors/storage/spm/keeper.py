@@ -101,6 +101,7 @@ class Keeper:
                        "renewals": host.renewals, "failures": host.failures,
                        "lastRenewal": host.last_renewal, "error": host.error},
             "deadline": host.deadline, "liveHosts": list(host.live_hosts),
+            "observingSince": host.observing_since, "observedAt": host.observed_at,
             "spm": {"status": self.status, "lver": self.lver, "reason": self.reason,
                     "releasing": self.releasing, "attempts": self.attempts,
                     "spmId": (leader.owner if leader and leader.held else -1),

@@ -34,6 +34,8 @@ class HostIdState:
     leader: Leader | None = None
     owner_liveness: str = UNKNOWN
     live_hosts: tuple[int, ...] = ()
+    observing_since: float = 0.0  # CLOCK_MONOTONIC of the first successful observation
+    observed_at: float = 0.0  # ... and of the latest (live_hosts is as of then)
 
 
 class Renewer:
@@ -153,4 +155,6 @@ class Renewer:
             log.debug("observing the lease areas failed: %s", e)
             return
         self._set(leader=leader, owner_liveness=self.ops.liveness(leader),
-                  live_hosts=tuple(self.ops.live_hosts()))
+                  live_hosts=tuple(self.ops.live_hosts()),
+                  observing_since=self.state.observing_since or time.monotonic(),
+                  observed_at=time.monotonic())

@@ -1,0 +1,1 @@
+"""vdsm-tool: host preparation, checks and registration (plain modules, no actors)."""
