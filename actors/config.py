@@ -419,6 +419,30 @@ class FencingConfig:
 
 
 @dataclass(frozen=True)
+class ThinConfig:
+    """Thin provisioning of the VMs' cow volumes on block domains (actors/vm/thin.py): an
+    extension adds a chunk when the guest's writes come within a watermark (half a chunk, or
+    the drive's thresholdMiB) of the volume's end."""
+
+    chunk_mib: int = 1024  # an extension adds at least this much
+    chunk_max_mib: int = 8192  # the most an adaptive chunk grows to
+    adaptive: bool = True  # the chunk grows with the drive's measured write rate
+    headroom: float = 4.0  # s: an adaptive chunk holds this long of writes at that rate
+    check_interval: float = 10.0  # s: the slow check that catches a lost threshold event
+    extend_timeout: float = 60.0  # s: one wait for the SPM (then asked again: it keeps waiting)
+    retry_max: float = 30.0  # s: the longest pause between attempts after a failed extension
+
+    def __post_init__(self) -> None:
+        if self.chunk_mib < 1:
+            raise ConfigError("[thin] chunk_mib must be at least 1")
+        if self.chunk_max_mib < self.chunk_mib:
+            raise ConfigError("[thin] chunk_max_mib must be at least chunk_mib")
+        for name in ("headroom", "check_interval", "extend_timeout", "retry_max"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[thin] {name} must be positive")
+
+
+@dataclass(frozen=True)
 class SupervisionConfig:
     max_restarts: int = 5
     within: float = 60.0
@@ -480,6 +504,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
+    thin: ThinConfig = field(default_factory=ThinConfig)
     fencing: FencingConfig = field(default_factory=FencingConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)

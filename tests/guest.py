@@ -6,10 +6,11 @@ command line (see :func:`kernel_cmdline`):
 ``vdsm.mode=idle``
     load the virtio modules, print ``VDSM-GUEST READY`` on the serial console, then sleep
     forever. An ACPI power-button press (``virDomain.shutdown()``) powers it off.
-``vdsm.mode=write vdsm.mib=N [vdsm.chunk=C] [vdsm.fill=zero|ones]``
+``vdsm.mode=write vdsm.mib=N [vdsm.chunk=C] [vdsm.fill=zero|ones] [vdsm.sleep=S]``
     write N MiB of zeros (or of 0xff bytes with ``vdsm.fill=ones``, which no zero detection
     can skip) to ``/dev/vda`` with O_DIRECT, in chunks of C MiB (default 4), printing
-    ``VDSM-GUEST WRITE-PROGRESS <mib>`` after each chunk, then ``VDSM-GUEST WRITE-DONE N``
+    ``VDSM-GUEST WRITE-PROGRESS <mib>`` after each chunk (and sleeping S seconds, fractions
+    allowed: a bounded write rate), then ``VDSM-GUEST WRITE-DONE N``
     or ``VDSM-GUEST WRITE-FAILED rc=<rc> at=<mib>``; then power off. With
     ``error_policy='stop'`` the domain pauses on ENOSPC and the write goes on after resume.
 ``vdsm.mode=read [vdsm.mib=N]``
@@ -188,6 +189,7 @@ mib=
 chunk=4
 fill=zero
 ballast=0
+pause=
 agent=
 mnt=
 reserve=24
@@ -199,6 +201,7 @@ for arg in $(cat /proc/cmdline); do
         vdsm.chunk=*) chunk="${arg#vdsm.chunk=}" ;;
         vdsm.fill=*) fill="${arg#vdsm.fill=}" ;;
         vdsm.ballast=*) ballast="${arg#vdsm.ballast=}" ;;
+        vdsm.sleep=*) pause="${arg#vdsm.sleep=}" ;;
         vdsm.agent=*) agent="${arg#vdsm.agent=}" ;;
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
         vdsm.reserve=*) reserve="${arg#vdsm.reserve=}" ;;
@@ -399,6 +402,7 @@ write)
         fi
         done_mib=$((done_mib + n))
         say WRITE-PROGRESS "$done_mib"
+        [ -n "$pause" ] && sleep "$pause"
     done
     say WRITE-DONE "$mib"
     off

@@ -3,17 +3,23 @@
 Each :class:`~actors.storage.monitor.DomainMonitor` publishes its state here after every
 check; ``Host.getStorageRepoStats`` and ``Host.getStats`` read a snapshot under a lock held
 only for a dict copy, so they answer at once even while a domain's storage is frozen and its
-monitor's probe is stuck.
+monitor's probe is stuck. Listeners (the VMs, which resume a VM paused on an I/O error once
+its storage is back) hear of every change of a domain's validity.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 NEVER = -1.0
+Listener = Callable[[str, bool], None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,13 @@ class MonitorBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, DomainHealth] = {}
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(sd_uuid, valid)`` whenever a checked domain turns valid or invalid
+        (on the monitor's thread: it must only hand the news on, e.g. ``tell``)."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def watch(self, health: DomainHealth) -> None:
         with self._lock:
@@ -73,8 +86,17 @@ class MonitorBoard:
 
     def put(self, health: DomainHealth) -> None:
         with self._lock:
-            if health.sd_uuid in self._entries:
-                self._entries[health.sd_uuid] = health
+            old = self._entries.get(health.sd_uuid)
+            if old is None:
+                return
+            self._entries[health.sd_uuid] = health
+            changed = health.actual and (not old.actual or old.valid != health.valid)
+            listeners = list(self._listeners) if changed else []
+        for listener in listeners:
+            try:
+                listener(health.sd_uuid, health.valid)
+            except Exception:
+                log.exception("a listener of domain %s failed", health.sd_uuid)
 
     def remove(self, sd_uuid: str) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from actors.base import ActorContext, SupervisedActor
 from actors.storage import poolmeta
 from actors.storage.locator import DomainLocator
 from actors.storage.sd.backend import StorageDomainBackend
-from actors.storage.sd.records import PreparedVolume, VolumeCreateRequest
+from actors.storage.sd.records import PreparedVolume, VolumeCreateRequest, VolumeSize
 from actors.storage.usage import VolumeUsage, check_unused
 from actors.storage.workers import Handoff, Lanes
 from messaging.errors import (
@@ -138,6 +138,16 @@ class DomainsActor(SupervisedActor):
         """After the SPM extended a volume: make this host's devices see the new size."""
         return self._on(sd_uuid, "volume refresh",
                         lambda b: b.refresh_volume(img_uuid, vol_uuid))
+
+    def volume_size(self, sd_uuid: str, img_uuid: str, vol_uuid: str) -> Future[VolumeSize]:
+        """The volume's sizes as this host sees them, after refreshing its devices (so that an
+        extension the SPM made shows)."""
+        def size(backend: StorageDomainBackend) -> VolumeSize:
+            physical = backend.refresh_volume(img_uuid, vol_uuid)
+            capacity = backend.volume_info(img_uuid, vol_uuid).capacity
+            return VolumeSize(capacity, physical, backend.allocation_limit(img_uuid, vol_uuid))
+
+        return self._on(sd_uuid, "volume size", size)
 
     def check_new_volume(self, req: VolumeCreateRequest) -> Future[None]:
         """Refuse at once what Volume.create's task would refuse: an existing volume, a

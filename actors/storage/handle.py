@@ -16,8 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.storage.sd.records import check_uuid
+from actors.storage.sd.records import VolumeSize, check_uuid
 from messaging.errors import InvalidParams
+
+__all__ = ["API_HOLDER", "ImageHandle", "VolumeHandle", "VolumeSize", "check_holder",
+           "vm_holder"]
 
 API_HOLDER = "api"
 _HOLDER_RE = re.compile(r"api|vm-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

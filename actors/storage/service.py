@@ -15,8 +15,10 @@ It builds the storage sub-tree under ``/storage``::
             └── <sdUUID> ...      DomainMonitor: one per active domain of the pool
 
 and hands out the verb handlers (:mod:`actors.storage.api`), the monitors' board for
-``Host.getStats`` and, for the VM subsystem, :meth:`StorageSubsystem.prepare_volume` and
-:meth:`StorageSubsystem.teardown_volume` (typed: a
+``Host.getStats`` and, for the VM subsystem, :meth:`StorageSubsystem.prepare_volume`,
+:meth:`StorageSubsystem.teardown_volume` and, for thin provisioning,
+:meth:`~StorageSubsystem.volume_size`, :meth:`~StorageSubsystem.extend_volume`,
+:meth:`~StorageSubsystem.domain_valid` and :meth:`~StorageSubsystem.watch_domains` (typed: a
 :class:`~actors.storage.handle.VolumeHandle` and the VM's id, not wire params).
 
 Paths on the host: connections under ``<run_dir>/storage/mnt``, prepared block volumes
@@ -29,7 +31,7 @@ remembered in the state directory, so a restarted vdsmd reconnects its pools by 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import pykka
@@ -51,6 +53,7 @@ from actors.storage.mount import Connector
 from actors.storage.pool import PoolActor, PoolChanged
 from actors.storage.pooltree import PoolTree
 from actors.storage.sd.filecreate import FilePreallocation
+from actors.storage.sd.records import VolumeSize
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.remotework import SpmStartWork, writer_builders
@@ -109,7 +112,8 @@ class StorageSubsystem:
             directory=deps.runtime.directory, call_timeout=self.config.call_timeout,
             board=self.lease_board, tasks=ServiceRef(deps.runtime.directory, TASKS),
             writer=self.tree.writer, extend_timeout=EXTEND_TIMEOUT,
-            stop_timeout=spm.io_timeout * 4 + spm.kill_grace * 4 + 5.0)
+            stop_timeout=spm.io_timeout * 4 + spm.kill_grace * 4 + 5.0,
+            events=deps.runtime.events)
 
     # --- the sub-tree ----------------------------------------------------------------------
 
@@ -223,3 +227,28 @@ class StorageSubsystem:
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
         """Undo :meth:`prepare_volume` once VM ``vm_id`` no longer uses the volume."""
         self.api.volumes.teardown_volume(volume, vm_holder(vm_id))
+
+    def volume_size(self, volume: VolumeHandle, /) -> VolumeSize:
+        """The volume's virtual size, its size on this host (devices refreshed first) and
+        how far it can be extended (``limit`` None: never: it is not thin)."""
+        return self.api.volumes.volume_size(volume)
+
+    def extend_volume(self, volume: VolumeHandle, size: int, /, *, since: float | None = None,
+                      timeout: float | None = None) -> int:
+        """Have the SPM extend the volume to at least ``size`` bytes (this host's writer when
+        it is the SPM, the mailbox otherwise: the request waits there, at most ``timeout``
+        here, while no SPM serves), refresh this host's devices and return the size they
+        show. Publishes ``|storage|volume_extended|`` with the latency since ``since``. The
+        same path as ``StoragePool.extendVolume``."""
+        return self.spm_api.extend(volume, size, since=since, timeout=timeout)
+
+    def domain_valid(self, sd_uuid: str, /) -> bool | None:
+        """Whether the domain's last check passed (None: not monitored, or not checked yet).
+        Reads the monitors' board: never blocks."""
+        health = self.board.get(sd_uuid)
+        return health.valid if health is not None and health.actual else None
+
+    def watch_domains(self, listener: Callable[[str, bool], None], /) -> None:
+        """Call ``listener(sdUUID, valid)`` on every change of a domain's validity (on a
+        monitor's thread: only hand it on)."""
+        self.board.listen(listener)

@@ -6,19 +6,23 @@ vdsm: it is recorded at once and finishes when this host holds the lease (or is 
 lease and waits until it did. ``extendVolume`` works from any host: the SPM's writer
 extends directly, any other host asks the SPM through the storage mailbox; either way this
 host then refreshes its own view of the volume (its loop devices or its LV) before
-answering, so the caller can use the room at once.
+answering, so the caller can use the room at once. The VMs' thin provisioning calls the same
+typed :meth:`SpmApi.extend` (through ``StorageSubsystem.extend_volume``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from actors.base import EventSink
 from actors.directory import ActorDirectory, ServiceRef
 from actors.storage.calls import POOLS, StorageCalls, ask, recorded, wait
+from actors.storage.handle import VolumeHandle
 from actors.storage.mailbox.actors import MailboxActor
 from actors.storage.mailbox.format import Message
 from actors.storage.spm.board import LeaseBoard
@@ -28,6 +32,8 @@ from actors.storage.tasks import SubmitTask, TaskManager
 from messaging.errors import ActorUnavailable, StorageError
 from messaging.server import Binding
 
+log = logging.getLogger(__name__)
+
 SPM_START = "StoragePool.spmStart"
 LEASE, MAILBOX = "lease", "mailbox"
 
@@ -35,8 +41,9 @@ LEASE, MAILBOX = "lease", "mailbox"
 class SpmApi(StorageCalls):
     def __init__(self, *, directory: ActorDirectory, call_timeout: float, board: LeaseBoard,
                  tasks: ServiceRef[TaskManager], writer: Callable[[str], WriterClient],
-                 extend_timeout: float, stop_timeout: float) -> None:
+                 extend_timeout: float, stop_timeout: float, events: EventSink) -> None:
         super().__init__(directory=directory, call_timeout=call_timeout)
+        self.events = events
         self.board = board
         self.tasks = tasks
         self.writer = writer
@@ -86,22 +93,42 @@ class SpmApi(StorageCalls):
         raise StorageError(reason=f"the SPM lease of pool {sp_uuid} was not released within "
                            f"{self.stop_timeout:g} s")
 
-    def extend_volume(self, params: dict[str, Any]) -> bool:
-        sp_uuid, sd_uuid = params["storagepoolID"], params["storagedomainID"]
-        img_uuid, vol_uuid, size = params["imageID"], params["volumeID"], params["size"]
-        self.member(sp_uuid, sd_uuid, active=True)
-        if self.board.get(sp_uuid).may_write():
-            self.writer(sp_uuid).call("Writer.extendVolume", {
-                "sdUUID": sd_uuid, "imgUUID": img_uuid, "volUUID": vol_uuid, "size": size},
-                timeout=self.extend_timeout)
+    def extend(self, volume: VolumeHandle, size: int, *, since: float | None = None,
+               timeout: float | None = None) -> int:
+        """Have the SPM extend ``volume`` to at least ``size`` bytes (capped at a full qcow2 of
+        its capacity): the writer directly when this host is the SPM, else through the
+        mailbox (the request waits there while no SPM serves: ``timeout`` bounds this wait,
+        not the request). Then make this host's devices see the new size; that size.
+
+        Publishes ``|storage|volume_extended|<volUUID>`` with the latency since ``since``
+        (``time.monotonic()``; default: now). Blocks: API workers and the VMs' thin
+        provisioning threads call it, never an actor."""
+        started = time.monotonic() if since is None else since
+        timeout = self.extend_timeout if timeout is None else timeout
+        self.member(volume.sp, volume.sd, active=True)
+        if self.board.get(volume.sp).may_write():
+            self.writer(volume.sp).call("Writer.extendVolume", {
+                "sdUUID": volume.sd, "imgUUID": volume.img, "volUUID": volume.vol,
+                "size": size}, timeout=timeout)
         else:
-            path = self._child(sp_uuid, MAILBOX)
+            path = self._child(volume.sp, MAILBOX)
             mailbox: ServiceRef[MailboxActor] = ServiceRef(self.directory, path)
             reply: concurrent.futures.Future[Message] = ask(
-                mailbox.proxy().extend(sd_uuid, img_uuid, vol_uuid, size), path)
-            wait(reply, self.extend_timeout, f"the SPM extending {vol_uuid}")
-        self.io(self.domains.proxy().refresh_volume(sd_uuid, img_uuid, vol_uuid),
-                "refreshing the extended volume")
+                mailbox.proxy().extend(volume.sd, volume.img, volume.vol, size), path)
+            wait(reply, timeout, f"the SPM extending {volume.vol}")
+        physical: int = self.io(self.domains.proxy().refresh_volume(volume.sd, volume.img,
+                                                               volume.vol),
+                           "refreshing the extended volume")
+        latency = time.monotonic() - started
+        log.info("volume %s extended to %d bytes (asked %d) in %.3f s", volume.vol, physical,
+                 size, latency)
+        self.events.publish(f"|storage|volume_extended|{volume.vol}", {
+            "sdUUID": volume.sd, "imgUUID": volume.img, "volUUID": volume.vol,
+            "newSize": physical, "latency": round(latency, 6)})
+        return physical
+
+    def extend_volume(self, params: dict[str, Any]) -> bool:
+        self.extend(VolumeHandle.from_params(params), params["size"])
         return True
 
     def bindings(self) -> dict[str, Binding]:

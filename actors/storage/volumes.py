@@ -25,6 +25,7 @@ from actors.storage.sd.records import (
     PreparedVolume,
     VolumeCreateRequest,
     VolumeFormat,
+    VolumeSize,
 )
 from actors.storage.workers import Handoff
 from messaging.errors import StorageTimeout
@@ -50,6 +51,15 @@ class VolumeApi(StorageCalls):
             if handoff.abandon():  # a late success is undone by the worker itself
                 raise StorageTimeout(timeout=self.call_timeout, reason="Image.prepare") from None
         return future.result(self.call_timeout)  # delivered just at the deadline
+
+    def volume_size(self, volume: VolumeHandle, timeout: float | None = None) -> VolumeSize:
+        """The volume's virtual and physical size on this host (its devices refreshed first)
+        and how far it can be extended."""
+        self.member(volume.sp, volume.sd, active=False)
+        size: VolumeSize = self.io(
+            self.domains.proxy().volume_size(volume.sd, volume.img, volume.vol),
+            "volume size", timeout)
+        return size
 
     def teardown_volume(self, volume: VolumeHandle, holder: str) -> None:
         """Undo ``holder``'s :meth:`prepare_volume` (released once nobody holds the image)."""

@@ -50,6 +50,7 @@ from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.desktop import GuestCommand
+from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.jobprogress import JobProgress
@@ -59,7 +60,8 @@ from actors.vm.migrate import MigrationEnded, MigrationStarted
 from actors.vm.migspec import MigrationSpec
 from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
-from actors.vm.status import ExitReason, StatusTracker, Transition, VmStatus
+from actors.vm.status import ExitReason, PauseCode, StatusTracker, Transition, VmStatus
+from actors.vm.thinwork import ThinWork
 from messaging.errors import InvalidParams, LibvirtUnavailable, MigrationNotInProgress, VMError
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,7 @@ class VmActor(SupervisedActor):
         self._launched = False
         self._awaiting_launch = False  # created, but its domain not started yet
         self._agent: GuestAgent | None = None
+        self._thin: Extender | None = None  # thin provisioning of its drives
         self._reboots = 0  # libvirt reboot events seen
         self._balloon_target: int | None = None  # KiB, once VM.setBalloonTarget set one
 
@@ -140,6 +143,13 @@ class VmActor(SupervisedActor):
             board=self._board, tell=lambda message: _tell(me, message),
             on_change=self._publish, running=lambda: self._tracker.status in RUNNING)
         self._agent.begin()
+        env = self._env
+        self._thin = Extender(
+            self.vm_id, who=self._who, config=env.thin, clock=clock, board=self._board,
+            work=ThinWork(self.vm_id, libvirt_handle=env.libvirt, storage=env.storage),
+            tell=lambda message: _tell(me, message), resume=self._auto_resume,
+            status=lambda: (self._tracker.status, self._tracker.pause_code),
+            domain_valid=env.storage.domain_valid)
         if self._env.migration is not None:
             cfg = self._env.config
             self._migrations = MigrationControl(
@@ -188,6 +198,8 @@ class VmActor(SupervisedActor):
             self._inflight.close()
         if self._agent is not None:
             self._agent.close()
+        if self._thin is not None:
+            self._thin.close()
 
     @property
     def _who(self) -> str:
@@ -203,6 +215,7 @@ class VmActor(SupervisedActor):
             "timers": sorted(self._timers),
             "domainEvents": self._events,
             "guestAgent": self._guest().describe(),
+            "thin": self._thin.describe() if self._thin is not None else {},
         }
 
     # --- verbs (asked through a proxy by the API workers) ----------------------------------
@@ -435,6 +448,8 @@ class VmActor(SupervisedActor):
             self._on_timer(message)
         elif isinstance(message, AgentMessage):
             self._guest().receive(message)
+        elif isinstance(message, ThinMessage):
+            self._extender().receive(message)
         else:
             return super().on_receive(message)
         return None
@@ -449,6 +464,9 @@ class VmActor(SupervisedActor):
         elif event.kind == "io_error":
             _src, _alias, action, reason = event.args
             self._tracker.on_io_error(action, reason)
+            self._extender().on_io_error(event)
+        elif event.kind == "block_threshold":
+            self._extender().on_threshold(event)
         elif event.kind == "agent_lifecycle":
             state, reason = event.args
             self._guest().on_lifecycle(state, reason)
@@ -541,6 +559,25 @@ class VmActor(SupervisedActor):
         assert self._agent is not None, "used before setup"
         return self._agent
 
+    def _extender(self) -> Extender:
+        assert self._thin is not None, "used before setup"
+        return self._thin
+
+    def _auto_resume(self, why: str) -> bool:
+        """Resume a VM paused on an I/O error (its extender decided it may run again);
+        whether the resume started (not while another operation runs)."""
+        if self._tracker.status != VmStatus.PAUSED or \
+                self._tracker.pause_code not in (PauseCode.ENOSPC, PauseCode.EIO):
+            return False
+        try:
+            self._control("auto-resume", ("before_vm_cont", "after_vm_cont"),
+                          self._ops_impl.cont, self._on_state)
+        except VMError as e:
+            log.info("VM %s: cannot resume it yet (%s)", self._who, e)
+            return False
+        log.info("VM %s: resuming it: %s", self._who, why)
+        return True
+
     def _destroy_timeout(self) -> float:
         return self._env.config.destroy_timeout + self._ops_impl.hook_budget(
             "before_vm_destroy", "after_vm_destroy")
@@ -562,6 +599,7 @@ class VmActor(SupervisedActor):
         # The board learns the start time and displays even when the status did not change
         # here (events came first): elapsedTime and displayInfo from the first sample on.
         self._publish()
+        self._extender().track(self._params)
         return {"vmID": self.vm_id, "status": str(self._tracker.status)}
 
     def _on_start_failed(self, _error: BaseException) -> None:
@@ -621,6 +659,8 @@ class VmActor(SupervisedActor):
         if not (state.status == VmStatus.UP and self._tracker.status in keep):
             self._set_read(state)
         self._publish()  # the name or start time may have changed
+        if self._tracker.status != VmStatus.DOWN:
+            self._extender().track(self._params)
 
     def _on_attach_failed(self, error: BaseException) -> None:
         if isinstance(error, LibvirtUnavailable):
@@ -660,6 +700,8 @@ class VmActor(SupervisedActor):
             self._awaiting_launch = False  # the guest arrived (or was lost): attach may run
         if self._migrations is not None:
             self._migrations.on_status(status)
+        if self._thin is not None:
+            self._thin.on_status()
 
     def _view(self) -> VmView:
         t = self._tracker

@@ -157,9 +157,13 @@ class VmBoard:
 
 
 def _merge(entry: dict[str, Any], values: dict[str, Any]) -> None:
+    """Merge ``values`` into ``entry``, maps into maps at every depth (a part's
+    ``{"disks": {"vda": {...}}}`` adds to the sampler's vda); neither input is mutated."""
     for key, value in values.items():
         old = entry.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
-            entry[key] = {**old, **value}
+            merged = dict(old)
+            _merge(merged, value)
+            entry[key] = merged
         else:
             entry[key] = value

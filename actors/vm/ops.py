@@ -37,9 +37,9 @@ from typing import Any, Literal, Protocol
 
 import libvirt
 
-from actors.config import GuestAgentConfig, VmConfig
+from actors.config import GuestAgentConfig, ThinConfig, VmConfig
 from actors.host.libvirtconn import LibvirtHandle
-from actors.storage.handle import VolumeHandle
+from actors.storage.handle import VolumeHandle, VolumeSize
 from actors.vm import domxml, restorexml
 from actors.vm.hooks import HookRunner
 from actors.vm.migenv import MigrationEnv
@@ -47,7 +47,7 @@ from actors.vm.params import MemoryImage, VmParams, VolumeRef
 from actors.vm.paths import create_memory_image
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
-from actors.vm.status import Transition, from_state
+from actors.vm.status import Transition, read_state
 from messaging.errors import (
     GuestCallTimeout,
     HookError,
@@ -64,11 +64,21 @@ LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it g
 
 
 class VolumeProvider(Protocol):
-    """What the VMs need from storage: a prepared volume's path for a VM, and its teardown."""
+    """What the VMs need from storage: a prepared volume's path for a VM, and its teardown;
+    for thin provisioning (:mod:`actors.vm.thin`) a volume's sizes, its extension (through
+    the SPM: blocks until this host sees the new size, which it returns) and whether a
+    domain is valid (a memory read)."""
 
     def prepare_volume(self, volume: VolumeHandle, vm_id: str, /) -> str: ...
 
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> object: ...
+
+    def volume_size(self, volume: VolumeHandle, /) -> VolumeSize: ...
+
+    def extend_volume(self, volume: VolumeHandle, size: int, /, *, since: float | None = None,
+                      timeout: float | None = None) -> int: ...
+
+    def domain_valid(self, sd_uuid: str, /) -> bool | None: ...
 
 
 def check_unused(registry: VmRegistry, v: MemoryImage | None) -> None:
@@ -98,6 +108,7 @@ class VmEnv:
     registry: VmRegistry  # the index recovery starts from
     migration: MigrationEnv | None = None  # None: this agent does not migrate (unit tests)
     agent: GuestAgentConfig = field(default_factory=GuestAgentConfig)  # the guest agents
+    thin: ThinConfig = field(default_factory=ThinConfig)  # thin provisioning (extender.py)
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,7 @@ class VmOps:
                 self._kill(dom)
                 raise
             with self._libvirt("reading the VM state"):
-                state = from_state(*dom.state())
+                state = read_state(dom)
             if isinstance(params.restore_state, str):
                 self._consume(params.restore_state)
             return Started(stored, started, state, domxml.display_info(live))
@@ -386,7 +397,7 @@ class VmOps:
         with self._libvirt("reading the VM"):
             xml = dom.XMLDesc(0)
             stored = domxml.read_metadata(xml)
-            state = from_state(*dom.state())
+            state = read_state(dom)
         params = None
         if stored is not None:
             try:
@@ -435,7 +446,7 @@ class VmOps:
 
     def _state(self, dom: libvirt.virDomain) -> Transition:
         with self._libvirt("reading the VM state"):
-            return from_state(*dom.state())
+            return read_state(dom)
 
     def _check_free(self, conn: libvirt.virConnect, params: VmParams) -> None:
         for lookup, key in ((conn.lookupByUUIDString, self.vm_id), (conn.lookupByName,

@@ -51,7 +51,7 @@ from actors.vm import domxml
 from actors.vm.actor import Attach
 from actors.vm.params import VmParams
 from actors.vm.registry import VmRegistry
-from actors.vm.status import ExitReason, Transition, VmStatus, from_state
+from actors.vm.status import ExitReason, Transition, VmStatus, read_state
 from messaging.errors import ActorUnavailable, VdsmError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _own(dom: libvirt.virDomain, owner: str) -> Found | None:
         if stored is None or stored.owner != owner:
             return None
         params = VmParams.from_dict(dom.UUIDString(), stored.params)
-        state = from_state(*dom.state())
+        state = read_state(dom)
     except libvirt.libvirtError as e:
         if e.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
                                       libvirt.VIR_ERR_NO_DOMAIN):

@@ -42,6 +42,7 @@ from actors.supervisor import ChildExists, ChildSpec, Supervisor
 from actors.vm.actor import Mode, VmActor
 from actors.vm.api import VmApi
 from actors.vm.board import VmBoard
+from actors.vm.extender import DomainHealthChanged
 from actors.vm.hooks import HookRunner
 from actors.vm.migapi import MigrationApi
 from actors.vm.migenv import MigrationEnv
@@ -107,7 +108,9 @@ class VmSubsystem:
             registry=self.registry,
             migration=self.migration,
             agent=deps.config.guest_agent,
+            thin=deps.config.thin,
         )
+        storage.watch_domains(self._domain_changed)
         #: set once the first recovery pass is done: VM verbs answer 100 until then
         self.ready = threading.Event()
         self.resync = Resync(
@@ -205,3 +208,15 @@ class VmSubsystem:
 
     def libvirt_connected(self) -> None:
         self.resync.request()
+
+    def _domain_changed(self, sd_uuid: str, valid: bool) -> None:
+        """A storage domain turned valid or invalid (on its monitor's thread: only tells):
+        a VM paused on an I/O error resumes once its domains are valid again."""
+        message = DomainHealthChanged(sd_uuid, valid)
+        for vm_id in self.board.ids():
+            info = self.deps.runtime.directory.get(f"{VMS}/{vm_id}")
+            if info is not None and info.ref is not None:
+                try:
+                    info.ref.tell(message)
+                except pykka.ActorDeadError:
+                    pass  # restarting: it re-reads the domains' state when it attaches

@@ -240,7 +240,8 @@ VERBS = (
         (VM_ID,),
         result="list with one VM stats map: vmID, vmName, status, pauseCode?, exitReason?, "
         "exitCode?, exitMessage?, cpuUser, cpuSys, memUsage, memSize (MiB), memoryStats?, "
-        "balloonInfo?, disks, network, monitorResponse, displayInfo (list of {type, port, "
+        "balloonInfo?, disks (by target; a thin drive also has physical, threshold and "
+        "extensions), network, monitorResponse, displayInfo (list of {type, port, "
         "tlsPort, ipAddress}; empty when Down), elapsedTime? (s since qemu started), statsAge? "
         "(s since the last sample); guestAgent (unknown, responsive, unresponsive, "
         "disconnected, absent) and, once the agent answered, guestAgentVersion, guestFQDN, "

@@ -25,7 +25,7 @@ from actors.clock import Clock
 from actors.config import GuestAgentConfig, VmConfig
 from actors.directory import ActorDirectory
 from actors.host.libvirtconn import DomainEvent
-from actors.storage.handle import VolumeHandle
+from actors.storage.handle import VolumeHandle, VolumeSize
 from actors.vm import desktop
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
@@ -70,6 +70,16 @@ class NoStorage:
 
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
         raise AssertionError("not used")
+
+    def volume_size(self, volume: VolumeHandle, /) -> VolumeSize:
+        raise AssertionError("not used")
+
+    def extend_volume(self, volume: VolumeHandle, size: int, /, *, since: float | None = None,
+                      timeout: float | None = None) -> int:
+        raise AssertionError("not used")
+
+    def domain_valid(self, sd_uuid: str, /) -> bool | None:
+        return None
 
 
 @dataclass

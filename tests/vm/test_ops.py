@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from actors.config import VmConfig
-from actors.storage.handle import VolumeHandle
+from actors.storage.handle import VolumeHandle, VolumeSize
 from actors.vm.hooks import HookRunner
 from actors.vm.ops import VmEnv, VmOps
 from actors.vm.params import VmParams
@@ -53,6 +53,17 @@ class Volumes:
 
     def teardown_volume(self, volume: VolumeHandle, vm_id: str, /) -> None:
         self.torn_down.append(volume.vol)
+
+    def volume_size(self, volume: VolumeHandle, /) -> VolumeSize:
+        size = (self.root / f"{volume.vol}.qcow2").stat().st_size
+        return VolumeSize(16 << 20, size, None)  # files: never extended
+
+    def extend_volume(self, volume: VolumeHandle, size: int, /, *, since: float | None = None,
+                      timeout: float | None = None) -> int:
+        raise AssertionError("file volumes are never extended")
+
+    def domain_valid(self, sd_uuid: str, /) -> bool | None:
+        return True
 
 
 def volume_drive(vol: str) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def test_io_error_reasons_and_disk_errors() -> None:
     assert pause_code_from_io_error("No space left on device") == PauseCode.ENOSPC
     assert pause_code_from_io_error("eio") == PauseCode.EIO
     assert pause_code_from_io_error("Input/output error") == PauseCode.EIO
-    assert pause_code_from_io_error("") == PauseCode.EOTHER
+    assert pause_code_from_io_error("") == PauseCode.EIO  # what libvirt sent here for EIO
     assert pause_code_from_io_error("eperm") == PauseCode.EOTHER
     no_space, unspec = E.VIR_DOMAIN_DISK_ERROR_NO_SPACE, E.VIR_DOMAIN_DISK_ERROR_UNSPEC
     assert pause_code_from_disk_errors({"vda": no_space}) == PauseCode.ENOSPC  # seen here

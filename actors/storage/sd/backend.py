@@ -100,6 +100,12 @@ class StorageDomainBackend(Protocol):
         open, a loop device is attached, its LV is active); "" when it is not."""
         ...
 
+    def allocation_limit(self, img_uuid: str, vol_uuid: str) -> int | None:
+        """The most :meth:`extend_volume` grows this volume to (a fully allocated qcow2 of its
+        capacity, in whole allocation units); None when it is never extended (a file, a raw
+        volume)."""
+        ...
+
     def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
         """Make this host see a volume the SPM extended (``losetup -c`` of its loop devices,
         ``lvchange --refresh`` of an active LV; nothing for a file); its size now."""

@@ -218,6 +218,10 @@ class FileDomain(FileVolumeCreation):
     def extend_volume(self, img_uuid: str, vol_uuid: str, size: int) -> VolumeInfo:
         return self.volume_info(img_uuid, vol_uuid)
 
+    def allocation_limit(self, img_uuid: str, vol_uuid: str) -> int | None:
+        self.layout.read_volume_meta(img_uuid, vol_uuid)  # NoSuchVolume if there is none
+        return None  # a file grows by itself
+
     def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
         return self.layout.volume(img_uuid, vol_uuid).stat().st_size
 

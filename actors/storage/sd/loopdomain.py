@@ -153,6 +153,12 @@ class LoopDomain(FileDomain):
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
+    def allocation_limit(self, img_uuid: str, vol_uuid: str) -> int | None:
+        meta = self.layout.read_volume_meta(img_uuid, vol_uuid)
+        if meta.format is not VolumeFormat.COW:
+            return None
+        return blocksize.full_size(meta.capacity, ALIGN)
+
     def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
         path = self.layout.volume(img_uuid, vol_uuid)
         size = path.stat().st_size

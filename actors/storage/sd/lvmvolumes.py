@@ -268,6 +268,12 @@ class LvmVolumes:
             log.info("extended volume %s/%s to %d bytes", img_uuid, vol_uuid, target)
         return self.volume_info(img_uuid, vol_uuid)
 
+    def allocation_limit(self, img_uuid: str, vol_uuid: str) -> int | None:
+        _lv, meta = self._lv(img_uuid, vol_uuid)
+        if meta.format is not VolumeFormat.COW:
+            return None
+        return blocksize.full_size(meta.capacity, self.extent_size())
+
     def refresh_volume(self, img_uuid: str, vol_uuid: str) -> int:
         lv, _meta = self._lv(img_uuid, vol_uuid)
         if lv.active:

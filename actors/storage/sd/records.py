@@ -164,6 +164,26 @@ class VolumeInfo:
 
 
 @dataclass(frozen=True)
+class VolumeSize:
+    """A volume's sizes as this host sees them: what a VM's thin provisioning works with."""
+
+    capacity: int
+    """Virtual size in bytes."""
+    physical: int
+    """Bytes of the volume on this host: its file, or its device (a loop device, an LV)."""
+    limit: int | None
+    """The most an extension grows it to: a fully allocated qcow2 of ``capacity``, in whole
+    allocation units of its domain. None for a volume that is never extended (a file grows
+    by itself, a raw block volume has its whole capacity)."""
+
+    @property
+    def thin(self) -> bool:
+        """Whether the volume has a fixed allocation that extensions grow (a cow volume on a
+        block domain)."""
+        return self.limit is not None
+
+
+@dataclass(frozen=True)
 class PreparedLayer:
     img_uuid: str
     vol_uuid: str
