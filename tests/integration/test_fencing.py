@@ -22,6 +22,7 @@ import pytest
 from messaging.client import ClientError
 from tests.harness import Vdsmd, running_vdsmd, wait_for
 from tests.storage.spm.cluster import Cluster
+from tests.faultfs.rules import descends_from
 from tests.vbmc import PASSWORD, USER, Bmc, processes_with, wait_gone
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt, pytest.mark.root,
@@ -170,8 +171,12 @@ def test_one_fence_per_device_at_a_time(tmp_path: Path, bmc: Bmc) -> None:
         runner = threading.Thread(target=first)
         runner.start()
         try:
-            # fence_ipmilan waits for the power to change: the first fence runs for seconds
-            wait_for(lambda: processes_with("fence_ipmilan"), 10, 0.01, "the first fence")
+            # fence_ipmilan waits for the power to change: the first fence runs for seconds.
+            # Only this vdsmd's agent counts (other tests may run fence agents meanwhile).
+            assert d.proc is not None
+            vdsmd_pid = d.proc.pid
+            wait_for(lambda: [pid for pid, _ in processes_with("fence_ipmilan")
+                              if descends_from(pid, vdsmd_pid)], 10, 0.01, "the first fence")
             busy = error(d, bmc, "status")
             assert busy.code == 504 and "being fenced already (off" in busy.message
         finally:
