@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from messaging.client import ClientError
+from tests.faultfs.rules import descends_from
 from tests.harness import Vdsmd, running_vdsmd, wait_for
 from tests.storage.spm.cluster import Cluster
-from tests.faultfs.rules import descends_from
 from tests.vbmc import PASSWORD, USER, Bmc, processes_with, wait_gone
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.libvirt, pytest.mark.root,
