@@ -31,6 +31,7 @@ from actors.storage.workers import Handoff, Lanes
 from messaging.errors import (
     NoSuchImage,
     NoSuchVolume,
+    StorageError,
     StorageTimeout,
     VolumeExists,
     VolumeHasChildren,
@@ -72,8 +73,15 @@ class DomainsActor(SupervisedActor):
         assert self._lanes is not None
         self._calls += 1
         locator = self.locator
-        return self._lanes.submit(sd_uuid, lambda: fn(locator.open(sd_uuid)),
-                                  what=f"storage domain {sd_uuid} ({what})")
+        label = f"storage domain {sd_uuid} ({what})"
+
+        def run() -> T:
+            try:
+                return fn(locator.open(sd_uuid))
+            except OSError as e:  # the storage failed (EIO, ENOSPC, ...): a storage error
+                raise StorageError(reason=f"{label}: {e.strerror or e}") from e
+
+        return self._lanes.submit(sd_uuid, run, what=label)
 
     # --- domains and pools -------------------------------------------------------------
 

@@ -76,3 +76,31 @@ def test_volume_creation_on_failing_storage_reverts_with_a_storage_error(
         control.clear()
     assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
     assert 200 <= status["code"] < 300, status  # a storage error, not an internal one
+
+
+@pytest.mark.timeout(180)
+def test_a_failing_read_in_prepare_is_a_storage_error(faultfs: FaultFSMount, rig: Rig) -> None:
+    """EIO under Image.prepare answers a 2xx storage error naming the domain, never an
+    internal error (it was -32603 "OSError in Image.prepare")."""
+    mnt, control, _src = faultfs
+    rig.start()
+    path = mnt / "dom"
+    path.mkdir()
+    rig.connect("localfs", str(path))
+    sd = rig.domain("localfs", str(path), "faulty")
+    sp = rig.pool(sd)
+    img, vol, task_id = rig.create_volume(sp, sd, size=16 << 20)
+    assert rig.task(task_id)["taskResult"] == "success"
+    try:
+        control.eio("*/images/*", "any")
+        failed = rig.error("Image.prepare", storagepoolID=sp, storagedomainID=sd,
+                           imageID=img, volumeID=vol)
+        assert 200 <= failed.code < 300 and sd in failed.message, failed
+    finally:
+        control.clear()
+    prepared = rig.call("Image.prepare", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                        volumeID=vol)  # nothing lost: it works once the storage answers
+    assert prepared["path"]
+    assert rig.call("Image.teardown", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                    volumeID=vol) is True
+    assert rig.call("StoragePool.disconnect", storagepoolID=sp, hostID=1) is True
