@@ -161,7 +161,7 @@ class Tmux:
 
     def __init__(self, name: str, command: list[str]) -> None:
         self.name = name
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "50",
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "200",
                         *command], check=True, timeout=10, cwd=TOP)
 
     def type(self, *keys: str) -> None:
