@@ -280,18 +280,29 @@ def test_the_limits_queue_a_third_migration(bed: Bed, image: g.GuestImage) -> No
     first, second, third = vms
     for vm_id in vms:  # slowly: they stay in flight
         assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
-    m.wait_moving(a_agent, first)
-    # the second has one of a's two slots, but b takes one incoming migration at a time
+    # the first two have a's two slots, but b takes one incoming migration at a time:
+    # whichever of them reached b first moves, the other waits for b
+
+    def one_moving() -> str | None:
+        for vm_id in (first, second):
+            found = m.migration(a_agent, vm_id)
+            assert found["status"] not in m.ENDED, found
+            if found.get("dataRemaining", 0) > 0:
+                return vm_id
+        return None
+
+    moving: str = wait_for(one_moving, 60, interval=0.2, what="one of the first two to move")
+    waiting = second if moving == first else first
     wait_for(lambda: "incoming migrations as it allows" in
-             m.migration(a_agent, second)["description"], 60, what="the second to wait for b")
+             m.migration(a_agent, waiting)["description"], 60, what="the other to wait for b")
     # the third waits for a free slot on a: it did not even ask b yet
     queued = m.migration(a_agent, third)
     assert queued["status"] == "pending", queued
     assert "waiting for a free outgoing migration slot" in queued["description"]
     assert m.status(a_agent, third)["status"] == "Up"  # type: ignore[index]
-    assert m.jobs(b_agent, job_type="migrate_in").keys() == {m.migration(a_agent, first)["jobID"]}
+    assert m.jobs(b_agent, job_type="migrate_in").keys() == {m.migration(a_agent, moving)["jobID"]}
 
-    for vm_id in vms:  # each goes once the one before made room
+    for vm_id in (moving, waiting, third):  # each goes once the one before made room
         wait_for(lambda v=vm_id: m.migration(a_agent, v).get("dataRemaining", 0) > 0
                  or m.migration(a_agent, v)["status"] in m.ENDED, 120,
                  what=f"{vm_id} to move")
