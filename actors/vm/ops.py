@@ -61,6 +61,7 @@ from messaging.errors import (
 log = logging.getLogger(__name__)
 
 LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it gives up
+UNEXPLAINED_RETRIES = 3  # a libvirt call that failed without recording an error: tries
 
 
 class VolumeProvider(Protocol):
@@ -449,18 +450,27 @@ class VmOps:
             return read_state(dom)
 
     def _check_free(self, conn: libvirt.virConnect, params: VmParams) -> None:
-        for lookup, key in ((conn.lookupByUUIDString, self.vm_id), (conn.lookupByName,
-                                                                    params.name)):
+        """No domain has this VM's UUID or name. One listing, compared locally: a lookup by
+        name right after libvirt removed a domain of that name (a save, a destroy) was seen
+        to fail here with no error at all (libvirt 9.0), which refused the restore of a
+        VM that had just been hibernated."""
+        for attempt in range(UNEXPLAINED_RETRIES):
             try:
-                other = lookup(key)
+                domains = conn.listAllDomains(0)
+                break
             except libvirt.libvirtError as e:
-                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                if e.get_error_code() is None and attempt + 1 < UNEXPLAINED_RETRIES:
+                    log.info("VM %s: listing the domains failed with no error; again",
+                             self.vm_id)
+                    time.sleep(0.1)
                     continue
-                raise self._translate(e, "looking the VM up") from e
-            if key == self.vm_id:
+                raise self._translate(e, "listing the domains") from e
+        for other in domains:
+            if other.UUIDString() == self.vm_id:
                 raise VMExists(vmID=self.vm_id)
-            raise VMError(reason=f"a VM named {params.name!r} already exists "
-                                 f"(vmID {other.UUIDString()})")
+            if other.name() == params.name:
+                raise VMError(reason=f"a VM named {params.name!r} already exists "
+                                     f"(vmID {other.UUIDString()})")
 
     def _prepare(self, params: VmParams) -> dict[int, str]:
         paths: dict[int, str] = {}
@@ -516,7 +526,10 @@ class VmOps:
             return GuestCallTimeout(vmID=self.vm_id, call=what, timeout=LIBVIRT_JOB_WAIT)
         if not self._connection_alive():
             return LibvirtUnavailable(reason=str(error))
-        return VMError(reason=f"{what} failed: {error.get_error_message()}")
+        message = error.get_error_message()
+        if message is None:  # libvirt recorded no error: its default text names the call
+            message = f"{error} (libvirt recorded no error)"
+        return VMError(reason=f"{what} failed: {message}")
 
     def _connection_alive(self) -> bool:
         try:

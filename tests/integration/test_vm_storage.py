@@ -184,7 +184,8 @@ def test_hibernate_to_a_volume_and_restore_from_it(rig: Rig, kind: str) -> None:
 
     saving = a.new_id()
     assert rig.call("VM.hibernate", vmID=vm_id, hiberVolHandle=handle, jobID=saving) is True
-    assert wait_job(rig.d, saving)["status"] == "done"  # a job: it answered at once
+    saved = wait_job(rig.d, saving)
+    assert saved["status"] == "done", saved  # a job: it answered at once
     assert a.status(rig.d, vm_id)["exitReason"] == "saved"
     assert rig.call("VM.destroy", vmID=vm_id) is True
     if kind == "loop":
@@ -193,7 +194,8 @@ def test_hibernate_to_a_volume_and_restore_from_it(rig: Rig, kind: str) -> None:
     restored = rig.call("VM.create", vmID=vm_id, jobID=restoring,
                         vmParams={**params, "restoreState": handle})
     assert restored["vmID"] == vm_id
-    assert wait_job(rig.d, restoring)["status"] == "done"
+    restore = wait_job(rig.d, restoring)
+    assert restore["status"] == "done", restore
     a.wait_status(rig.d, vm_id, "Up")
     rig.call("VM.shutdown", vmID=vm_id, delay=120)  # the same guest, still running: it
     a.wait_status(rig.d, vm_id, "Down")             # obeys the power button, no new boot
