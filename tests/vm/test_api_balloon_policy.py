@@ -152,8 +152,12 @@ def test_an_idle_guest_is_shrunk_a_busy_one_grown_back_within_their_bounds(
     g.wait_for_marker(busy_log, "VDSM-GUEST ALLOC-SHRUNK", 120)
     watch.until("the idle guest at its guarantee",
                 lambda: watch.last.get("idle") == IDLE_FLOOR * MIB, 120)
-    shrunk = watch.least["busy"]
-    assert shrunk == BUSY_FLOOR * MIB  # it allocates only once at its guarantee
+    # it allocates only once at its guarantee: the policy took it there. Its least balloon
+    # is read from the decisions applied too: under load, the polled stats can miss the
+    # moment it sat at its floor before the policy grew it back.
+    applied = [d["value"] for d in balloon_decisions(agent, busy) if d["outcome"] == "applied"]
+    shrunk = min([watch.least["busy"], *applied])
+    assert shrunk == BUSY_FLOOR * MIB, (watch.least, applied)
     g.wait_for_marker(busy_log, f"VDSM-GUEST ALLOC-DONE {ALLOC}", 240)
     watch.poll()
     grown = balloon_decisions(agent, busy)
