@@ -35,6 +35,7 @@ from actors.storage.sd.records import (
     VolumeInfo,
 )
 from actors.storage.steps import Step
+from messaging.errors import MetadataConflict, StorageError
 
 
 @runtime_checkable
@@ -115,3 +116,17 @@ class StorageDomainBackend(Protocol):
         """Delete a volume that no other volume uses as its parent (VolumeHasChildren) and
         that is not in use (VolumeInUse, see :meth:`in_use`)."""
         ...
+
+
+def updated_metadata(sd_uuid: str, current: DomainMetadata, changes: Mapping[str, str],
+                     expected_generation: int | None) -> DomainMetadata:
+    """What ``update_metadata`` writes: ``current`` with ``changes`` applied and the
+    generation bumped. :class:`MetadataConflict` when ``expected_generation`` is given and
+    ``current`` is not of it; :class:`StorageError` for a change that is not allowed."""
+    if expected_generation is not None and current.generation != expected_generation:
+        raise MetadataConflict(what=f"domain {sd_uuid}", found=current.generation,
+                               expected=expected_generation)
+    try:
+        return current.updated(changes)
+    except ValueError as e:
+        raise StorageError(reason=str(e)) from None
