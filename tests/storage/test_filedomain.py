@@ -105,6 +105,17 @@ def test_update_metadata_with_generation(dom: FileDomain) -> None:
         dom.read_metadata()
 
 
+@pytest.mark.timeout(30)
+def test_metadata_of_another_domain_is_refused(tmp: Path) -> None:
+    dom, other = FileDomain.create(tmp, new_id(), name="a"), FileDomain.create(tmp, new_id(),
+                                                                             name="b")
+    dom.layout.metadata.write_bytes(other.layout.metadata.read_bytes())
+    with pytest.raises(StorageDomainInvalid, match=f"metadata belongs to {other.sd_uuid}"):
+        dom.read_metadata()
+    with pytest.raises(StorageDomainInvalid, match="belongs to"):
+        dom.update_metadata({"ROLE": "Master"})
+
+
 @pytest.mark.timeout(60)
 def test_volumes_chain_info_prepare_delete(dom: FileDomain) -> None:
     img, base, top = new_id(), new_id(), new_id()

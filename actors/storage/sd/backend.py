@@ -22,8 +22,8 @@ Every UUID argument is validated before a path or a command line is built from i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar, runtime_checkable
 
 from actors.storage.command import Aborter
 from actors.storage.sd.metadata import DomainMetadata
@@ -35,7 +35,9 @@ from actors.storage.sd.records import (
     VolumeInfo,
 )
 from actors.storage.steps import Step
-from messaging.errors import MetadataConflict, StorageError
+from messaging.errors import MetadataConflict, StorageDomainInvalid, StorageError
+
+Raw = TypeVar("Raw")
 
 
 @runtime_checkable
@@ -130,3 +132,17 @@ def updated_metadata(sd_uuid: str, current: DomainMetadata, changes: Mapping[str
         return current.updated(changes)
     except ValueError as e:
         raise StorageError(reason=str(e)) from None
+
+
+def decoded_metadata(sd_uuid: str, decode: Callable[[Raw], DomainMetadata],
+                     raw: Raw) -> DomainMetadata:
+    """The metadata ``decode`` reads from ``raw`` (a file's bytes, a VG's tags), which must
+    be domain ``sd_uuid``'s: :class:`StorageDomainInvalid` when it is corrupt or another
+    domain's."""
+    try:
+        meta = decode(raw)
+    except ValueError as e:
+        raise StorageDomainInvalid(sdUUID=sd_uuid, reason=str(e)) from None
+    if meta.sd_uuid != sd_uuid:
+        raise StorageDomainInvalid(sdUUID=sd_uuid, reason=f"metadata belongs to {meta.sd_uuid}")
+    return meta
