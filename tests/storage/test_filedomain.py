@@ -202,6 +202,17 @@ def test_illegal_volume_is_not_prepared(dom: FileDomain) -> None:
         dom.create_volume(request(dom, img, new_id(), parent=(img, vol)))
 
 
+@pytest.mark.timeout(30)
+def test_a_child_smaller_than_its_parent_is_refused_and_the_parent_stays_a_leaf(
+        dom: FileDomain) -> None:
+    img, base, top = new_id(), new_id(), new_id()
+    dom.create_volume(request(dom, img, base, fmt=VolumeFormat.RAW, size=2 * GiB))
+    with pytest.raises(InvalidParams, match="smaller than the parent's"):
+        dom.create_volume(request(dom, img, top, size=GiB, parent=(img, base)))
+    assert dom.volume_info(img, base).role is VolumeRole.LEAF
+    assert dom.list_volumes(img) == (base,)
+
+
 @pytest.mark.timeout(60)
 def test_no_space_leaves_nothing(tmp: Path) -> None:
     with ext4(tmp, size=48 * MiB) as mnt:
