@@ -93,6 +93,17 @@ class InjectedFailure(RuntimeError):
     pass
 
 
+def tell_or_drop(ref: pykka.ActorRef[Any], message: Any, logger: logging.Logger,
+                 who: str) -> None:
+    """Tell ``message`` to ``ref``; if that actor is gone, drop the message with a debug line on
+    ``logger`` naming ``who``. For callbacks on other threads (timers, futures' callbacks),
+    where an ``ActorDeadError`` would have nowhere to go."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        logger.debug("%r dropped: %s is gone", message, who)
+
+
 class SupervisedActor(pykka.ThreadingActor):
     """An actor that reports its failures and stops to its supervisor."""
 

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
@@ -40,7 +40,36 @@ class CallTimeout(Exception):
     pass
 
 
-class Client:
+class _Connected:
+    """One socket connected to ``endpoint``, closed by :meth:`close` (or the ``with`` block),
+    with the ZeroMQ context it made when none was given."""
+
+    def __init__(self, endpoint: str, kind: int, *, curve: ClientCurve | None,
+                 context: zmq.Context[Any] | None, subscribe: Sequence[str] = ()) -> None:
+        self.endpoint = endpoint
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._sock: zmq.Socket[Any] = self._context.socket(kind)
+        self._sock.linger = 0
+        if curve is not None:
+            apply_client(self._sock, curve)
+        for prefix in subscribe:
+            self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        self._sock.connect(self.endpoint)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client(_Connected):
     def __init__(
         self,
         endpoint: str | None = None,
@@ -49,27 +78,10 @@ class Client:
         curve: ClientCurve | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.endpoint = endpoint or endpoints.default_api_endpoint()
         self.timeout = timeout
-        self._own_context = context is None
-        self._context = context or zmq.Context()
-        self._sock: zmq.Socket[Any] = self._context.socket(zmq.DEALER)
-        self._sock.linger = 0
-        if curve is not None:
-            apply_client(self._sock, curve)
-        self._sock.connect(self.endpoint)
+        super().__init__(endpoint or endpoints.default_api_endpoint(), zmq.DEALER, curve=curve,
+                         context=context)
         self._ids = itertools.count(1)
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-        if self._own_context:
-            self._context.term()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def call(self, method: str, params: dict[str, Any] | None = None,
              *, timeout: float | None = None) -> Any:
@@ -106,7 +118,7 @@ class Client:
             # a late reply to an earlier request that timed out: skip it
 
 
-class Subscriber:
+class Subscriber(_Connected):
     """Reads events: ``for topic, payload in Subscriber(ep, ["|virt|"]).events(timeout)``."""
 
     def __init__(
@@ -117,27 +129,8 @@ class Subscriber:
         curve: ClientCurve | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.endpoint = endpoint or endpoints.default_events_endpoint()
-        self._own_context = context is None
-        self._context = context or zmq.Context()
-        self._sock: zmq.Socket[Any] = self._context.socket(zmq.SUB)
-        self._sock.linger = 0
-        if curve is not None:
-            apply_client(self._sock, curve)
-        for prefix in prefixes or ("",):
-            self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self._sock.connect(self.endpoint)
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-        if self._own_context:
-            self._context.term()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(endpoint or endpoints.default_events_endpoint(), zmq.SUB, curve=curve,
+                         context=context, subscribe=prefixes or ("",))
 
     def receive(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
         """The next event, or None if none came within ``timeout`` seconds."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
@@ -56,6 +55,7 @@ from messaging.handshakes import HandshakeLog
 from messaging.ratelog import RateLimitedLog
 from messaging.schema.types import Bool, Enum, Int, Uuid
 from messaging.schema.verbs import Schema, Verb
+from messaging.wakepipe import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ class ApiServer:
                             else None)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="api-worker")
         self._results: queue.SimpleQueue[tuple[int, Any, VdsmError | None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._tokens = itertools.count(1)
@@ -203,23 +201,13 @@ class ApiServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        self._wake()
+        self._wakeup.wake()
         if self._thread is not None:
             self._thread.join(timeout)
         self._refusals.flush()
         self._drops.flush()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (the thread will wake anyway) or closed (stopping)
+        self._wakeup.close()
 
     # --- the socket thread ----------------------------------------------------------------
 
@@ -266,14 +254,14 @@ class ApiServer:
         log.info("API server listening on %s", self.bound_endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
                 events = dict(poller.poll(self._poll_timeout()))
                 if sock in events:
                     self._drain_socket(sock)
-                if self._wake_r in events:
-                    self._drain_wake()
+                if self._wakeup.fd in events:
+                    self._wakeup.drain()
                 self._send_results(sock)
                 self._expire(sock)
         except Exception:
@@ -288,13 +276,6 @@ class ApiServer:
             return 1000
         delay = self._deadlines[0][0] - time.monotonic()
         return max(0, min(1000, int(delay * 1000) + 1))
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _drain_socket(self, sock: zmq.Socket[Any]) -> None:
         # Bounded batch, so replies and deadlines are served even under a flood.
@@ -388,13 +369,13 @@ class ApiServer:
             self._defer(token, outcome, name)
             return
         self._results.put((token, outcome, error))
-        self._wake()
+        self._wakeup.wake()
 
     def _defer(self, token: int, future: Future[Any], name: str) -> None:
         """Reply when ``future`` resolves (on whichever thread resolves it)."""
         def done(f: Future[Any]) -> None:
             self._results.put((token, *_outcome(f, name)))
-            self._wake()
+            self._wakeup.wake()
 
         future.add_done_callback(done)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pykka
 
-from actors.base import ActorContext, SupervisedActor
+from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.calls import BoundedCaller
 from actors.clock import TimerHandle
 from actors.directory import ActorDirectory
@@ -293,7 +293,4 @@ def _ask_vm(directory: ActorDirectory, vms_path: str, decision: Decision,
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        log.debug("%r dropped: the policy actor is gone", message)
+    tell_or_drop(ref, message, log, "the policy actor")

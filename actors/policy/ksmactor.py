@@ -22,7 +22,7 @@ from typing import Any
 
 import pykka
 
-from actors.base import ActorContext, SupervisedActor
+from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.calls import BoundedCaller, Call
 from actors.clock import TimerHandle
 from actors.policy import ksm
@@ -197,7 +197,4 @@ class KsmActor(SupervisedActor):
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        log.debug("%r dropped: the KSM actor is gone", message)
+    tell_or_drop(ref, message, log, "the KSM actor")

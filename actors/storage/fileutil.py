@@ -1,4 +1,4 @@
-"""Small durable-file helpers: atomic replace, directory fsync, idempotent removal."""
+"""Small durable-file helpers: synced and atomic writes, directory fsync, idempotent removal."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (however many writes it takes), then fsync it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory.
 
@@ -40,10 +48,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         tmp.replace(path)

@@ -54,6 +54,16 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def _tag_args(add: Sequence[str], delete: Sequence[str]) -> list[str]:
+    """The options of a ``vgchange``/``lvchange`` that deletes then adds tags (each checked)."""
+    args: list[str] = []
+    for tag in delete:
+        args += ["--deltag", check_tag(tag)]
+    for tag in add:
+        args += ["--addtag", check_tag(tag)]
+    return args
+
+
 @dataclass(frozen=True)
 class VgInfo:
     name: str
@@ -196,11 +206,7 @@ class Lvm:
 
     def vg_tags(self, name: str, *, add: Sequence[str] = (), delete: Sequence[str] = ()) -> None:
         """Add and delete VG tags in one metadata commit (atomic)."""
-        args: list[str] = []
-        for tag in delete:
-            args += ["--deltag", check_tag(tag)]
-        for tag in add:
-            args += ["--addtag", check_tag(tag)]
+        args = _tag_args(add, delete)
         if args:
             self._run("vgchange", *args, name)
 
@@ -270,11 +276,7 @@ class Lvm:
     def lv_tags(self, vg_name: str, name: str, *, add: Sequence[str] = (),
                 delete: Sequence[str] = ()) -> None:
         """Add and delete LV tags in one metadata commit (atomic)."""
-        args: list[str] = []
-        for tag in delete:
-            args += ["--deltag", check_tag(tag)]
-        for tag in add:
-            args += ["--addtag", check_tag(tag)]
+        args = _tag_args(add, delete)
         if args:
             self._run("lvchange", *args, f"{vg_name}/{name}")
 

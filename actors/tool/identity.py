@@ -180,10 +180,7 @@ def _create_once(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SECRET_MODE)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        fileutil.write_synced(fd, data)
     finally:
         os.close(fd)
     try:

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import pykka
 
-from actors.base import ActorContext, SupervisedActor
+from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.clock import TimerHandle
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
@@ -759,7 +759,4 @@ def _same(result: Any) -> Any:
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        log.debug("%r dropped: the VM actor is gone", message)
+    tell_or_drop(ref, message, log, "the VM actor")

@@ -123,10 +123,7 @@ class MigrationOps(VmOps):
             return domxml.locked_display(
                 self._hook("before_vm_migrate_destination", xml, params))
         except BaseException:
-            self._teardown(params)
-            if recorded:
-                self.env.registry.remove(self.vm_id)
-            self.env.logs.remove_if_empty(self.vm_id)
+            self._undo_start(params, recorded=recorded)
             raise
 
     def finish_incoming(self, params: VmParams) -> int | None:

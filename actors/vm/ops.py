@@ -195,10 +195,7 @@ class VmOps:
                 self._consume(params.restore_state)
             return Started(stored, started, state, domxml.display_info(live))
         except BaseException:
-            self._teardown(params)
-            if recorded:
-                self.env.registry.remove(self.vm_id)
-            self.env.logs.remove_if_empty(self.vm_id)
+            self._undo_start(params, recorded=recorded)
             raise
 
     def _restore(
@@ -500,6 +497,14 @@ class VmOps:
         for drive in params.drives:
             if drive.volume is not None and (only is None or drive.index in only):
                 self._teardown_one(drive.volume)  # one failure must not stop the rest
+
+    def _undo_start(self, params: VmParams, *, recorded: bool) -> None:
+        """What a start (or an incoming migration) that failed leaves behind goes: its
+        prepared volumes, its registry entry if ``recorded``, its log if empty."""
+        self._teardown(params)
+        if recorded:
+            self.env.registry.remove(self.vm_id)
+        self.env.logs.remove_if_empty(self.vm_id)
 
     def _hook(self, hook: str, xml: str, params: VmParams) -> str:
         return self.env.hooks.run(hook, xml, vm_id=self.vm_id, env=params.custom)

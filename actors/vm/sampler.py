@@ -34,7 +34,7 @@ from typing import Any
 
 import pykka
 
-from actors.base import ActorContext, SupervisedActor
+from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.clock import TimerHandle
 from actors.host.libvirtconn import LibvirtHandle
 from actors.vm.board import VmBoard
@@ -233,7 +233,4 @@ class VmStatsSampler(SupervisedActor):
 
 
 def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        log.debug("%r dropped: the stats sampler is gone", message)
+    tell_or_drop(ref, message, log, "the stats sampler")

@@ -22,7 +22,7 @@ import libvirt
 import pytest
 
 from tests.harness import Vdsmd, wait_for
-from tests.vm.agent import bare_params, destroy_owned, wait_status
+from tests.vm.agent import bare_params, started, wait_status
 
 pytestmark = [
     pytest.mark.timeout(180), pytest.mark.libvirt,
@@ -95,16 +95,10 @@ def agent(tmp_path: Path) -> Iterator[Vdsmd]:
         f'[vm]\nserial_log_dir = "{tmp_path}/vm-logs"\nstats_interval = 1.0\n'))
     conn = libvirt.open("qemu:///system")
     try:
-        daemon.start()
-        daemon.wait_ready(30)
-        yield daemon
+        with started(conn, daemon):
+            yield daemon
     finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            destroy_owned(conn, str(daemon.state_dir.resolve()))
-            conn.close()
+        conn.close()
 
 
 def test_prometheus_scrapes_the_agent(agent: Vdsmd, tmp_path: Path) -> None:

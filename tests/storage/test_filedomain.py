@@ -105,6 +105,17 @@ def test_update_metadata_with_generation(dom: FileDomain) -> None:
         dom.read_metadata()
 
 
+@pytest.mark.timeout(30)
+def test_metadata_of_another_domain_is_refused(tmp: Path) -> None:
+    dom, other = FileDomain.create(tmp, new_id(), name="a"), FileDomain.create(tmp, new_id(),
+                                                                             name="b")
+    dom.layout.metadata.write_bytes(other.layout.metadata.read_bytes())
+    with pytest.raises(StorageDomainInvalid, match=f"metadata belongs to {other.sd_uuid}"):
+        dom.read_metadata()
+    with pytest.raises(StorageDomainInvalid, match="belongs to"):
+        dom.update_metadata({"ROLE": "Master"})
+
+
 @pytest.mark.timeout(60)
 def test_volumes_chain_info_prepare_delete(dom: FileDomain) -> None:
     img, base, top = new_id(), new_id(), new_id()
@@ -189,6 +200,17 @@ def test_illegal_volume_is_not_prepared(dom: FileDomain) -> None:
         dom.prepare(img, vol)
     with pytest.raises(StorageError, match="ILLEGAL"):
         dom.create_volume(request(dom, img, new_id(), parent=(img, vol)))
+
+
+@pytest.mark.timeout(30)
+def test_a_child_smaller_than_its_parent_is_refused_and_the_parent_stays_a_leaf(
+        dom: FileDomain) -> None:
+    img, base, top = new_id(), new_id(), new_id()
+    dom.create_volume(request(dom, img, base, fmt=VolumeFormat.RAW, size=2 * GiB))
+    with pytest.raises(InvalidParams, match="smaller than the parent's"):
+        dom.create_volume(request(dom, img, top, size=GiB, parent=(img, base)))
+    assert dom.volume_info(img, base).role is VolumeRole.LEAF
+    assert dom.list_volumes(img) == (base,)
 
 
 @pytest.mark.timeout(60)

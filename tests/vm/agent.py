@@ -173,6 +173,23 @@ def destroy_owned(conn: libvirt.virConnect, tag: str,
 
 
 @contextlib.contextmanager
+def started(conn: libvirt.virConnect, daemon: Vdsmd) -> Iterator[Vdsmd]:
+    """Start ``daemon`` and wait until it is ready; afterwards stop it (killed if it stays)
+    and destroy every domain it made, even when it was killed or the test failed. The body
+    of the tests' vdsmd fixtures: ``with started(conn, daemon): yield daemon``."""
+    try:
+        daemon.start()
+        wait_ready(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.stop(timeout=30)
+        finally:
+            daemon.kill()
+            destroy_owned(conn, owner(daemon))
+
+
+@contextlib.contextmanager
 def stopped(pid: int) -> Iterator[None]:
     """SIGSTOP ``pid`` for the block; SIGCONT it in any case."""
     os.kill(pid, signal.SIGSTOP)

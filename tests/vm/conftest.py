@@ -17,7 +17,7 @@ import pytest
 from tests import guest as g
 from tests.harness import Vdsmd
 from tests.vm.agent import config as agent_config
-from tests.vm.agent import destroy_owned, wait_ready
+from tests.vm.agent import started
 from tests.vm.helpers import qemu_pid
 
 
@@ -82,16 +82,8 @@ def agent(
     """A vdsmd for VM tests; every domain it made is destroyed afterwards, even when it was
     killed or the test failed."""
     daemon = Vdsmd(tmp_path / "vdsmd", config=agent_config(hooks_dir, **vm_settings))
-    try:
-        daemon.start()
-        wait_ready(daemon)
+    with started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            destroy_owned(conn, str(daemon.state_dir.resolve()))
 
 
 def fill(path: Path, limit: int = 64 << 20) -> None:

@@ -83,16 +83,8 @@ def fragile_agent(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect,
     """A vdsmd whose supervisors give a child up at its second failure within a minute."""
     config = a.config(hooks_dir) + "[supervision]\nmax_restarts = 1\nwithin = 600.0\n"
     daemon = Vdsmd(tmp_path / "vdsmd", config=config)
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, a.owner(daemon))
 
 
 @pytest.mark.timeout(180)

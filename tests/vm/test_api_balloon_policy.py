@@ -63,16 +63,8 @@ def policy_agent(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect) -> I
     daemon = Vdsmd(tmp_path / "vdsmd", config=a.config(hooks_dir, stats_interval=1.0) +
                    f"[host]\nstats_interval = 1.0\n"
                    f"[policy]\ninterval = 1.0\nrules = \"{rule_file}\"\n")
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, str(daemon.state_dir.resolve()))
 
 
 def engine(agent: Vdsmd) -> dict[str, Any]:

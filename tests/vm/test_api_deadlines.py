@@ -30,16 +30,8 @@ def few_workers(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect) -> It
     """A vdsmd with two API workers and a 40 s budget per hook."""
     config = a.config(hooks_dir, hook_timeout=40.0) + "[api]\nworkers = 2\n"
     daemon = Vdsmd(tmp_path / "vdsmd", config=config)
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, str(daemon.state_dir.resolve()))
 
 
 def sleeping_hook(hooks_dir: Path, hook: str, seconds: float) -> None:

@@ -48,16 +48,8 @@ AGENT_SETTINGS = {
 def ga_agent(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect) -> Iterator[Vdsmd]:
     daemon = Vdsmd(tmp_path / "vdsmd", config=a.config(hooks_dir, guest_agent=AGENT_SETTINGS,
                                                          stats_interval=1.0))
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, str(daemon.state_dir.resolve()))
 
 
 def guest_exec(conn: libvirt.virConnect, vm_id: str, *argv: str, wait: bool = True,

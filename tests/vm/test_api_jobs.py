@@ -29,16 +29,8 @@ def destination(tmp_path: Path, hooks_dir: Path,
     """A vdsmd taking one incoming migration at a time, waiting 1 s past a migration's
     timeout for the guest to arrive."""
     daemon = Vdsmd(tmp_path / "vdsmd", config=a.config(hooks_dir) + MIGRATION)
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, a.owner(daemon))
 
 
 def incoming(image: g.GuestImage, **overrides: Any) -> dict[str, Any]:

@@ -40,16 +40,8 @@ QUOTA = 5000  # µs per 100000: 5% of a CPU
 def qos_agent(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect) -> Iterator[Vdsmd]:
     daemon = Vdsmd(tmp_path / "vdsmd",
                    config=a.config(hooks_dir) + "[policy]\ninterval = 1.0\n")
-    try:
-        daemon.start()
-        a.wait_ready(daemon)
+    with a.started(conn, daemon):
         yield daemon
-    finally:
-        try:
-            daemon.stop(timeout=30)
-        finally:
-            daemon.kill()
-            a.destroy_owned(conn, str(daemon.state_dir.resolve()))
 
 
 def write_rate(dom: libvirt.virDomain, seconds: float) -> float:

@@ -82,27 +82,31 @@ class SetLink:
 
 
 @dataclass(frozen=True)
-class AddAddr:
+class _AddrStep:
+    """An IPv4 address on a device: what ``AddAddr`` and ``DelAddr`` both name."""
+
     device: str
     address: str
     prefix: int
 
+
+@dataclass(frozen=True)
+class AddAddr(_AddrStep):
     def describe(self) -> str:
         return f"add {self.address}/{self.prefix} to {self.device}"
 
 
 @dataclass(frozen=True)
-class DelAddr:
-    device: str
-    address: str
-    prefix: int
-
+class DelAddr(_AddrStep):
     def describe(self) -> str:
         return f"remove {self.address}/{self.prefix} from {self.device}"
 
 
 @dataclass(frozen=True)
-class AddRoute:
+class _RouteStep:
+    """A route: what ``AddRoute`` and ``DelRoute`` both name (each one's undo is the other,
+    made from the same fields)."""
+
     dst: str  # "0.0.0.0/0"
     gateway: str | None
     device: str
@@ -110,23 +114,21 @@ class AddRoute:
     proto: int = RTPROT_STATIC
     scope: int = 0
 
-    def describe(self) -> str:
+    def _describe(self, verb: str) -> str:
         via = f" via {self.gateway}" if self.gateway else ""
-        return f"add route {self.dst}{via} dev {self.device}"
+        return f"{verb} route {self.dst}{via} dev {self.device}"
 
 
 @dataclass(frozen=True)
-class DelRoute:
-    dst: str
-    gateway: str | None
-    device: str
-    priority: int = 0
-    proto: int = RTPROT_STATIC
-    scope: int = 0
-
+class AddRoute(_RouteStep):
     def describe(self) -> str:
-        via = f" via {self.gateway}" if self.gateway else ""
-        return f"remove route {self.dst}{via} dev {self.device}"
+        return self._describe("add")
+
+
+@dataclass(frozen=True)
+class DelRoute(_RouteStep):
+    def describe(self) -> str:
+        return self._describe("remove")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ Every UUID argument is validated before a path or a command line is built from i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar, runtime_checkable
 
 from actors.storage.command import Aborter
 from actors.storage.sd.metadata import DomainMetadata
@@ -35,6 +35,9 @@ from actors.storage.sd.records import (
     VolumeInfo,
 )
 from actors.storage.steps import Step
+from messaging.errors import MetadataConflict, StorageDomainInvalid, StorageError
+
+Raw = TypeVar("Raw")
 
 
 @runtime_checkable
@@ -115,3 +118,31 @@ class StorageDomainBackend(Protocol):
         """Delete a volume that no other volume uses as its parent (VolumeHasChildren) and
         that is not in use (VolumeInUse, see :meth:`in_use`)."""
         ...
+
+
+def updated_metadata(sd_uuid: str, current: DomainMetadata, changes: Mapping[str, str],
+                     expected_generation: int | None) -> DomainMetadata:
+    """What ``update_metadata`` writes: ``current`` with ``changes`` applied and the
+    generation bumped. :class:`MetadataConflict` when ``expected_generation`` is given and
+    ``current`` is not of it; :class:`StorageError` for a change that is not allowed."""
+    if expected_generation is not None and current.generation != expected_generation:
+        raise MetadataConflict(what=f"domain {sd_uuid}", found=current.generation,
+                               expected=expected_generation)
+    try:
+        return current.updated(changes)
+    except ValueError as e:
+        raise StorageError(reason=str(e)) from None
+
+
+def decoded_metadata(sd_uuid: str, decode: Callable[[Raw], DomainMetadata],
+                     raw: Raw) -> DomainMetadata:
+    """The metadata ``decode`` reads from ``raw`` (a file's bytes, a VG's tags), which must
+    be domain ``sd_uuid``'s: :class:`StorageDomainInvalid` when it is corrupt or another
+    domain's."""
+    try:
+        meta = decode(raw)
+    except ValueError as e:
+        raise StorageDomainInvalid(sdUUID=sd_uuid, reason=str(e)) from None
+    if meta.sd_uuid != sd_uuid:
+        raise StorageDomainInvalid(sdUUID=sd_uuid, reason=f"metadata belongs to {meta.sd_uuid}")
+    return meta

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from actors.storage import fileutil, qemuimg
 from actors.storage.command import Aborter
@@ -39,6 +39,40 @@ FilePreallocation = Literal["falloc", "full"]
 def backing_name(img_uuid: str, parent_img: str, parent_vol: str) -> str:
     """The backing name stored in a child's qcow2 header, relative to the child's directory."""
     return parent_vol if parent_img == img_uuid else f"../{parent_img}/{parent_vol}"
+
+
+def check_parent(req: VolumeCreateRequest, parent: md.VolumeMetadata) -> None:
+    """A new volume's parent must be LEGAL and no larger than the new volume."""
+    if parent.legality is not Legality.LEGAL:
+        raise StorageError(reason=f"parent volume {req.parent_vol} is ILLEGAL")
+    if parent.capacity > req.capacity:
+        raise InvalidParams("size", f"{req.capacity} is smaller than the parent's "
+                            f"{parent.capacity}")
+
+
+class _SetRole(Protocol):
+    def __call__(self, img_uuid: str, vol_uuid: str, role: VolumeRole, /) -> None: ...
+
+
+class _LeafIfChildless(Protocol):
+    def __call__(self, img_uuid: str, vol_uuid: str, *, ignore: tuple[str, str]) -> None: ...
+
+
+def parent_internal_step(req: VolumeCreateRequest, set_role: _SetRole,
+                         leaf_if_childless: _LeafIfChildless) -> Step:
+    """The step that marks a new volume's parent (if any) INTERNAL; its undo makes the
+    parent a LEAF again unless it has another child."""
+
+    def parent_internal(_abort: Aborter) -> None:
+        if req.parent_img is not None and req.parent_vol is not None:
+            set_role(req.parent_img, req.parent_vol, VolumeRole.INTERNAL)
+
+    def undo_parent() -> None:
+        if req.parent_img is not None and req.parent_vol is not None:
+            leaf_if_childless(req.parent_img, req.parent_vol,
+                              ignore=(req.img_uuid, req.vol_uuid))
+
+    return Step("parent INTERNAL", parent_internal, undo_parent)
 
 
 
@@ -110,12 +144,7 @@ class FileVolumeCreation:
             if lay.volume_meta(img, vol).exists() or data.exists():
                 raise VolumeExists(volUUID=vol, imgUUID=img)
             if req.parent_img is not None and req.parent_vol is not None:
-                parent = lay.read_volume_meta(req.parent_img, req.parent_vol)
-                if parent.legality is not Legality.LEGAL:
-                    raise StorageError(reason=f"parent volume {req.parent_vol} is ILLEGAL")
-                if parent.capacity > req.capacity:
-                    raise InvalidParams("size", f"{req.capacity} is smaller than the parent's "
-                                        f"{parent.capacity}")
+                check_parent(req, lay.read_volume_meta(req.parent_img, req.parent_vol))
             if self.space_precheck:
                 needed, st = self.space_needed(req), os.statvfs(lay.images)
                 if needed > st.f_bavail * st.f_frsize:
@@ -137,14 +166,6 @@ class FileVolumeCreation:
                 capacity=req.capacity, parent_img=req.parent_img, parent_vol=req.parent_vol,
                 description=req.description))
 
-        def parent_internal(_abort: Aborter) -> None:
-            if req.parent_img is not None and req.parent_vol is not None:
-                self.set_role(req.parent_img, req.parent_vol, VolumeRole.INTERNAL)
-
-        def undo_parent() -> None:
-            if req.parent_img is not None and req.parent_vol is not None:
-                self.leaf_if_childless(req.parent_img, req.parent_vol, ignore=(img, vol))
-
         def legal(_abort: Aborter) -> None:
             meta = lay.read_volume_meta(img, vol)
             lay.write_volume_meta(img, vol, meta.with_legality(Legality.LEGAL))
@@ -155,7 +176,7 @@ class FileVolumeCreation:
             Step("metadata (ILLEGAL)", illegal, lambda: lay.remove_volume_meta(img, vol)),
             Step("data", lambda abort: self.make_data(req, data, abort),
                  lambda: self.remove_data(img, vol)),
-            Step("parent INTERNAL", parent_internal, undo_parent),
+            parent_internal_step(req, self.set_role, self.leaf_if_childless),
             Step("metadata (LEGAL)", legal),
         ]
 

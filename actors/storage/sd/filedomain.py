@@ -15,6 +15,7 @@ from typing import Any, Self
 
 from actors.storage import fileutil, leftovers
 from actors.storage.sd import metadata as md
+from actors.storage.sd.backend import updated_metadata
 from actors.storage.sd.filecreate import FilePreallocation, FileVolumeCreation
 from actors.storage.sd.filelayout import Layout
 from actors.storage.sd.records import (
@@ -29,7 +30,6 @@ from actors.storage.sd.records import (
 )
 from messaging.errors import (
     InvalidParams,
-    MetadataConflict,
     NoSuchStorageDomain,
     StorageError,
     VolumeHasChildren,
@@ -136,14 +136,8 @@ class FileDomain(FileVolumeCreation):
 
     def update_metadata(self, changes: Mapping[str, str], *,
                         expected_generation: int | None = None) -> md.DomainMetadata:
-        current = self.layout.read_metadata()
-        if expected_generation is not None and current.generation != expected_generation:
-            raise MetadataConflict(what=f"domain {self.sd_uuid}", found=current.generation,
-                                   expected=expected_generation)
-        try:
-            new = current.updated(changes)
-        except ValueError as e:
-            raise StorageError(reason=str(e)) from None
+        new = updated_metadata(self.sd_uuid, self.layout.read_metadata(), changes,
+                               expected_generation)
         self.layout.write_metadata(new)
         return new
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from actors.storage import fileutil
 from actors.storage.sd import metadata as md
+from actors.storage.sd.backend import decoded_metadata
 from actors.storage.sd.records import check_uuid
 from messaging.errors import (
     InvalidParams,
@@ -36,7 +37,6 @@ from messaging.errors import (
     NoSuchStorageDomain,
     NoSuchVolume,
     StorageDomainExists,
-    StorageDomainInvalid,
     StorageError,
 )
 
@@ -82,14 +82,7 @@ class Layout:
             data = self.metadata.read_bytes()
         except FileNotFoundError:
             raise NoSuchStorageDomain(sdUUID=self.sd_uuid) from None
-        try:
-            meta = md.decode_text(data)
-        except ValueError as e:
-            raise StorageDomainInvalid(sdUUID=self.sd_uuid, reason=str(e)) from None
-        if meta.sd_uuid != self.sd_uuid:
-            raise StorageDomainInvalid(sdUUID=self.sd_uuid,
-                                       reason=f"metadata belongs to {meta.sd_uuid}")
-        return meta
+        return decoded_metadata(self.sd_uuid, md.decode_text, data)
 
     def write_metadata(self, meta: md.DomainMetadata) -> None:
         fileutil.write_atomic(self.metadata, md.encode_text(meta))

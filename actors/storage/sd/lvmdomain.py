@@ -26,14 +26,13 @@ from actors.storage import fileutil
 from actors.storage.lvm import LvInfo, Lvm
 from actors.storage.sd import blocksize, lvmtags
 from actors.storage.sd import metadata as md
+from actors.storage.sd.backend import decoded_metadata, updated_metadata
 from actors.storage.sd.lvmvolumes import LvmVolumes
 from actors.storage.sd.records import DomainStats, ProbeTarget, check_uuid
 from messaging.errors import (
     InvalidParams,
-    MetadataConflict,
     NoSuchStorageDomain,
     StorageDomainExists,
-    StorageDomainInvalid,
     StorageError,
 )
 from messaging.schema.types import check_text
@@ -117,25 +116,12 @@ class LvmDomain(LvmVolumes):
             vg = self.lvm.vg(self.vg_name)
         except StorageError:
             raise NoSuchStorageDomain(sdUUID=self.sd_uuid) from None
-        try:
-            meta = lvmtags.domain_from_tags(vg.tags)
-        except ValueError as e:
-            raise StorageDomainInvalid(sdUUID=self.sd_uuid, reason=str(e)) from None
-        if meta.sd_uuid != self.sd_uuid:
-            raise StorageDomainInvalid(sdUUID=self.sd_uuid,
-                                       reason=f"metadata belongs to {meta.sd_uuid}")
-        return meta
+        return decoded_metadata(self.sd_uuid, lvmtags.domain_from_tags, vg.tags)
 
     def update_metadata(self, changes: Mapping[str, str], *,
                         expected_generation: int | None = None) -> md.DomainMetadata:
         current = self.read_metadata()
-        if expected_generation is not None and current.generation != expected_generation:
-            raise MetadataConflict(what=f"domain {self.sd_uuid}", found=current.generation,
-                                   expected=expected_generation)
-        try:
-            new = current.updated(changes)
-        except ValueError as e:
-            raise StorageError(reason=str(e)) from None
+        new = updated_metadata(self.sd_uuid, current, changes, expected_generation)
         delete, add = lvmtags.diff(lvmtags.domain_tags(current), lvmtags.domain_tags(new))
         self.lvm.vg_tags(self.vg_name, add=add, delete=delete)
         return new

@@ -17,7 +17,7 @@ from actors.storage.command import Aborter
 from actors.storage.lvm import LvInfo, Lvm
 from actors.storage.sd import blocksize, lvmtags
 from actors.storage.sd import metadata as md
-from actors.storage.sd.filecreate import backing_name
+from actors.storage.sd.filecreate import backing_name, check_parent, parent_internal_step
 from actors.storage.sd.filedomain import delete_image_volumes, walk_chain
 from actors.storage.sd.records import (
     Legality,
@@ -31,7 +31,6 @@ from actors.storage.sd.records import (
 )
 from actors.storage.steps import Step, run_steps
 from messaging.errors import (
-    InvalidParams,
     NoSpace,
     NoSuchImage,
     NoSuchVolume,
@@ -145,11 +144,7 @@ class LvmVolumes:
                 raise VolumeExists(volUUID=vol, imgUUID=img)
             if req.parent_img is not None and req.parent_vol is not None:
                 _lv, parent = self._lv(req.parent_img, req.parent_vol)
-                if parent.legality is not Legality.LEGAL:
-                    raise StorageError(reason=f"parent volume {req.parent_vol} is ILLEGAL")
-                if parent.capacity > req.capacity:
-                    raise InvalidParams("size", f"{req.capacity} is smaller than the parent's "
-                                        f"{parent.capacity}")
+                check_parent(req, parent)
             needed, free = self._allocation(req), self.lvm.vg(vg).free
             if needed > free:
                 raise NoSpace(where=f"domain {self.sd_uuid}",
@@ -185,21 +180,13 @@ class LvmVolumes:
             finally:
                 self.lvm.deactivate(vg, [vol])
 
-        def parent_internal(_abort: Aborter) -> None:
-            if req.parent_img is not None and req.parent_vol is not None:
-                self._set_role(req.parent_img, req.parent_vol, VolumeRole.INTERNAL)
-
-        def undo_parent() -> None:
-            if req.parent_img is not None and req.parent_vol is not None:
-                self._leaf_if_childless(req.parent_img, req.parent_vol, ignore=(img, vol))
-
         def legal(_abort: Aborter) -> None:
             _lv, meta = self._lv(img, vol)
             self._rewrite(vol, meta, meta.with_legality(Legality.LEGAL))
 
         return [Step("check", check), Step("LV (ILLEGAL)", create_lv, remove_lv),
-                Step("qcow2 header", qcow2_header), Step("parent INTERNAL", parent_internal,
-                                                         undo_parent),
+                Step("qcow2 header", qcow2_header),
+                parent_internal_step(req, self._set_role, self._leaf_if_childless),
                 Step("metadata (LEGAL)", legal)]
 
     def create_volume(self, request: VolumeCreateRequest, *,

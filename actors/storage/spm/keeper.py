@@ -37,6 +37,7 @@ from actors.storage.spm.libops import LibLeaseOps
 from actors.storage.spm.renewer import HostIdState, Renewer
 from actors.storage.spm.writerconf import WriterConfig
 from actors.storage.spm.writerproc import WriterProcess
+from messaging.wakepipe import WakePipe
 
 log = logging.getLogger("vdsm-keeper")
 
@@ -59,9 +60,7 @@ class Keeper:
         self.stopping = threading.Event()
         self.exit_code = 0
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
         self.fence = fences.FenceWriter(config.fence_path, config.host_id)
         self.journal = (BackgroundJournal(Path(config.journal_dir), config.host_id)
                         if config.journal_dir else None)
@@ -75,10 +74,7 @@ class Keeper:
 
     def _post(self, *event: Any) -> None:
         self._inbox.put(event)
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
+        self._wakeup.wake()
 
     def _writer_dead(self) -> bool:
         writer = self.writer
@@ -139,15 +135,15 @@ class Keeper:
         self._sock = sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         self.renewer.begin()
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(self._poll_ms()))
                 if sock in events:
                     self._drain_socket(sock)
-                if self._wake_r in events:
-                    self._drain_wake()
+                if self._wakeup.fd in events:
+                    self._wakeup.drain()
                 self._handle_inbox()
                 self._watch_agent()
                 self._watch_parent()
@@ -163,13 +159,6 @@ class Keeper:
 
     def _poll_ms(self) -> int:
         return int(min(self.config.renew_interval, self.config.agent_timeout / 4) * 1000)
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _drain_socket(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(100):

@@ -11,7 +11,6 @@ through a queue and a wake-up pipe. Nothing here is called on an actor's thread.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import zmq
 
 from actors.storage.spm.board import UNKNOWN, LeaseState
 from actors.storage.spm.keeperconf import KeeperConfig
+from messaging.wakepipe import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ class KeeperLink:
         self.restarts = 0
         self.last_error = ""
         self._commands: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
         self._stopping = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._config: KeeperConfig | None = None
@@ -63,23 +61,19 @@ class KeeperLink:
 
     def command(self, op: str) -> None:
         self._commands.put(op)
-        self._wake()
+        self._wakeup.wake()
 
     def halt(self, timeout: float) -> None:
         """Ask the keeper to release and exit, and wait for it (bounded)."""
         self._stopping.set()
-        self._wake()
+        self._wakeup.wake()
         self._thread.join(timeout)
         proc = self._proc
         if proc is not None and proc.poll() is None:
             log.error("keeper %d did not exit: killed", proc.pid)
             proc.kill()
             proc.wait(5)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wakeup.close()
 
     @property
     def keeper_pid(self) -> int | None:
@@ -87,12 +81,6 @@ class KeeperLink:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     # --- the thread ------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     def _report(self, reason: str) -> None:
         self.on_state(LeaseState(self.sp_uuid, status=UNKNOWN, reason=reason))
@@ -138,7 +126,7 @@ class KeeperLink:
               config: KeeperConfig) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         next_hb = 0.0
         self._send(sock, "state")
         while True:
@@ -151,12 +139,8 @@ class KeeperLink:
                 self._send(sock, "hb")
                 next_hb = now + self.heartbeat
             events = dict(poller.poll(int(max(0.0, next_hb - now) * 1000) + 1))
-            if self._wake_r in events:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            if self._wakeup.fd in events:
+                self._wakeup.drain()
                 while True:
                     try:
                         self._send(sock, self._commands.get_nowait())
