@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -24,6 +25,12 @@ from tests.vm import agent as a
 pytestmark = pytest.mark.libvirt
 
 VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def vm_settings() -> dict[str, Any]:
+    """Hooks may take a while: a test holds a job with one until it lets it go."""
+    return {"hook_timeout": 120.0}
 
 
 def client(agent: Vdsmd, *args: str) -> subprocess.CompletedProcess[str]:
@@ -149,3 +156,53 @@ def test_wait_on_a_job_that_fails_or_never_starts(agent: Vdsmd, tmp_path: Path) 
     wait_for(lambda: not a.vm_actors(agent), 30, what="the actor to go")
     assert a.error(lambda: a.status(agent, restored)).code == 1
     assert junk.exists()
+
+
+@pytest.mark.timeout(180)
+def test_waiting_stops_at_the_wait_timeout_or_on_ctrl_c_and_the_job_goes_on(
+        agent: Vdsmd, hooks_dir: Path, tmp_path: Path) -> None:
+    # the hibernation's hook holds the job until the test creates ``go`` (at most 60 s)
+    go = tmp_path / "go"
+    a.hook(hooks_dir, "before_vm_hibernate", "10_hold",
+           f"for i in $(seq 600); do [ -e {go} ] && exit 0; sleep 0.1; done\nexit 1\n")
+    vm_id = a.new_id()
+    agent.call("VM.create", vmID=vm_id, vmParams=a.bare_params())
+    following: subprocess.Popen[str] | None = None
+    try:
+        a.wait_status(agent, vm_id, "Up")
+        state = a.hibernation_dir(agent) / "held.save"
+        done = client(agent, "VM", "hibernate", f"vmID={vm_id}", f"hiberVolHandle={state}",
+                      "--wait", "--wait-timeout", "1")
+        assert done.returncode == 3, done.stderr
+        [job_id] = agent.call("Host.getJobs", job_type="hibernate")
+        lines = done.stderr.splitlines()
+        assert lines[0] == f"job {job_id} hibernate of VM {vm_id}: running (saving), 0%"
+        assert lines[-1] == (f"vdsm-client: job {job_id} did not finish within 1 s (it goes "
+                             f"on: vdsm-client Job wait {job_id})")
+        assert done.stdout == ""
+        # Job wait, stopped with Ctrl-C (SIGINT): says how to follow it again; the job goes on
+        err = tmp_path / "follow.err"
+        with err.open("w") as stderr:
+            following = subprocess.Popen(
+                [str(VENV_BIN / "vdsm-client"), "--api", agent.api, "Job", "wait", job_id],
+                stdout=subprocess.PIPE, stderr=stderr, text=True)
+        wait_for(lambda: "running (saving)" in err.read_text(), 60, interval=0.1,
+                 what="Job wait to print the job")
+        following.send_signal(signal.SIGINT)
+        assert following.wait(30) == 130, err.read_text()
+        assert err.read_text().splitlines()[-1] == (
+            f"vdsm-client: stopped waiting; the job goes on: vdsm-client Job wait {job_id}")
+        assert agent.call("Host.getJobs", job_ids=[job_id])[job_id]["status"] == "running"
+        # let it go: Job wait follows it to its end
+        go.touch()
+        done = client(agent, "Job", "wait", job_id)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines()[-1] == f"job {job_id} hibernate of VM {vm_id}: done, 100%"
+        assert json.loads(done.stdout)["status"] == "done"
+        assert state.exists()
+    finally:
+        go.touch()
+        if following is not None and following.poll() is None:
+            following.kill()
+            following.wait(10)
+        destroyed(agent, vm_id)
