@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import zmq
+
 from messaging import endpoints
 from messaging.client import CallTimeout, Client, ClientError, Subscriber
 from messaging.curve import ClientCurve
@@ -234,6 +236,7 @@ def run_verb(args: argparse.Namespace, verb: Verb, words: Sequence[str]) -> int:
             params["jobID"] = str(uuid.uuid4())
         job_id = str(params["jobID"]).lower()  # canonical once the check below passed
     agent = Agent(args)
+    events = JobEvents(args, job_id) if job_id else None
     try:
         try:
             params = names.resolve_names(verb, params, agent.call)
@@ -244,10 +247,12 @@ def run_verb(args: argparse.Namespace, verb: Verb, words: Sequence[str]) -> int:
         if not args.wait:
             _print(result, args.output)
             return exitcodes.OK
-        if job_id:
-            return _follow_job(agent, job_id, args)
+        if events is not None:
+            return _follow_job(agent, job_id, args, events, started=True)
         return _follow(agent, str(result), args)
     finally:
+        if events is not None:
+            events.close()
         agent.close()
 
 
@@ -262,9 +267,43 @@ def _follow(agent: Agent, task_id: str, args: argparse.Namespace) -> int:
     return wait.outcome(status)
 
 
-def _follow_job(agent: Agent, job_id: str, args: argparse.Namespace) -> int:
+class JobEvents:
+    """The ``|jobs|status|<jobID>`` events of one job, subscribed to before it starts: a job
+    forgotten as soon as it ended (``[jobs] keep_finished = 0``) is known by its last event.
+    Nothing is received when --events names no agent (the poll alone then decides), nor
+    when it is not an endpoint at all."""
+
+    WAIT = 2.0  # s for the job's last event to arrive once the poll no longer finds the job
+
+    def __init__(self, args: argparse.Namespace, job_id: str) -> None:
+        self._sub: Subscriber | None = None
+        self._last: dict[str, Any] | None = None
+        try:
+            self._sub = Subscriber(args.events, [f"|jobs|status|{job_id}"],
+                                   curve=_curve_from(args))
+        except zmq.ZMQError:
+            pass
+
+    def last(self) -> dict[str, Any] | None:
+        if self._sub is None:
+            return None
+        deadline = time.monotonic() + self.WAIT
+        while (event := self._sub.receive(max(0.0, deadline - time.monotonic()))) is not None:
+            self._last = event[1]
+            if self._last.get("status") in wait.JOB_ENDED:
+                break
+        return self._last
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+
+
+def _follow_job(agent: Agent, job_id: str, args: argparse.Namespace, events: JobEvents,
+                *, started: bool) -> int:
     try:
-        job = wait.follow_job(agent.call, job_id, sys.stderr, timeout=args.wait_timeout)
+        job = wait.follow_job(agent.call, job_id, sys.stderr, timeout=args.wait_timeout,
+                              last_event=events.last, started=started)
     except wait.NoSuchJob as e:
         _fail(exitcodes.NOT_FOUND, str(e))
     except TimeoutError as e:
@@ -284,9 +323,11 @@ def run_job_wait(args: argparse.Namespace, words: Sequence[str]) -> int:
     except InvalidParams as e:
         _local_error(e)
     agent = Agent(args)
+    events = JobEvents(args, job_id)
     try:
-        return _follow_job(agent, job_id, args)
+        return _follow_job(agent, job_id, args, events, started=False)
     finally:
+        events.close()
         agent.close()
 
 

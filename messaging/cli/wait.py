@@ -8,6 +8,10 @@ state, step, percent or bytes is printed as one line on stderr::
     task 5d0e... Volume.create: running, step 4/6 (data), 512 MiB of 1 GiB (50%)
     job 8f1c... hibernate of VM 3b2a...: running (saving), 42%
 
+A job that ends is forgotten ``[jobs] keep_finished`` after it ended (at once when that is
+0): when the poll no longer finds it, its end is read from the ``|jobs|status|<jobID>``
+event (the caller subscribes before the job starts), else its outcome is unknown.
+
 The exit code is the outcome: 0 when it succeeded (a task's ``success``, a job's ``done``),
 else the code of its error (see :mod:`.exitcodes`; one that failed without a code: 5).
 """
@@ -25,6 +29,8 @@ POLL_MAX = 2.0
 JOB_ENDED = ("done", "failed", "aborted")
 
 Call = Callable[[str, dict[str, Any]], Any]
+#: the last ``|jobs|status|<jobID>`` event received for the job, if any
+LastEvent = Callable[[], dict[str, Any] | None]
 
 
 class NoSuchJob(LookupError):
@@ -112,22 +118,40 @@ def follow(call: Call, task_id: str, out: TextIO, *, timeout: float | None = Non
                  timeout=timeout, clock=clock, sleep=sleep)
 
 
+def job_from_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A job as ``Host.getJobs`` lists it, from its ``|jobs|status|`` event."""
+    job = {"id": event.get("jobID"), "job_type": event.get("job_type"),
+           "vmID": event.get("vmID"), "status": event.get("status"),
+           "progress": event.get("progress", 0), "description": event.get("message", "")}
+    if job["status"] in ("failed", "aborted"):
+        job["error"] = {"code": event.get("code", 0), "message": event.get("message", "")}
+    return job
+
+
 def follow_job(call: Call, job_id: str, out: TextIO, *, timeout: float | None = None,
+               last_event: LastEvent | None = None, started: bool = False,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Poll the job until it ended (its last entry of ``Host.getJobs``), printing each
-    change on ``out``; NoSuchJob when the agent does not list it, TimeoutError after
-    ``timeout`` seconds (None: no limit)."""
-    seen = False
+    """Poll the job until it ended (its last entry of ``Host.getJobs``, or its last event
+    when it was forgotten meanwhile), printing each change on ``out``; NoSuchJob when the
+    agent does not list it, TimeoutError after ``timeout`` seconds (None: no limit).
+    ``started``: the caller started the job (subscribed to its events first), so even a job
+    never listed may have ended and been forgotten before the first poll."""
+    seen = started
 
     def fetch() -> dict[str, Any]:
         nonlocal seen
         jobs = call("Host.getJobs", {"job_ids": [job_id]})
         job = jobs.get(job_id) if isinstance(jobs, dict) else None
+        event = None if isinstance(job, dict) or last_event is None or not seen \
+            else last_event()
+        if event is not None and event.get("status") in JOB_ENDED:
+            return job_from_event(event)
         if not isinstance(job, dict):
             raise NoSuchJob(
-                f"job {job_id} is no longer listed by Host.getJobs: its outcome is unknown "
-                "(a job ended is forgotten after [jobs] keep_finished)" if seen else
+                f"job {job_id} is no longer listed by Host.getJobs and no event of its end "
+                "came (--events): its outcome is unknown (a job that ended is forgotten "
+                "after [jobs] keep_finished)" if seen else
                 f"no job {job_id} on this host (Host.getJobs lists the jobs running and "
                 "those ended within [jobs] keep_finished)")
         seen = True

@@ -238,6 +238,11 @@ def test_job_progress_lines_and_outcomes() -> None:
     assert wait.describe_job(aborted) == "job j hibernate of VM v: aborted: no reason given"
     assert wait.job_outcome(aborted) == exitcodes.FAILED
     assert wait.job_outcome({**saving, "status": "failed"}) == exitcodes.FAILED  # no error
+    # a job forgotten as it ended: its |jobs|status| event says how
+    event = {"taskID": "j", "taskState": "finished", "taskResult": "failure", "code": 6,
+             "message": "hook: not now", "jobID": "j", "job_type": "hibernate", "vmID": "v",
+             "status": "failed", "progress": 0}
+    assert wait.job_from_event(event) == {**failed, "description": "hook: not now"}
 
 
 def test_which_verbs_start_a_job() -> None:

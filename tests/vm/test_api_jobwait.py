@@ -12,9 +12,11 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from messaging.client import ClientError
@@ -36,6 +38,23 @@ def vm_settings() -> dict[str, Any]:
 def client(agent: Vdsmd, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "vdsm-client"), "--api", agent.api, *args],
                           capture_output=True, text=True, timeout=150, check=False)
+
+
+@pytest.fixture
+def forgetful(tmp_path: Path, hooks_dir: Path, conn: libvirt.virConnect) -> Iterator[Vdsmd]:
+    """A vdsmd that forgets a job as soon as it ended ([jobs] keep_finished = 0)."""
+    daemon = Vdsmd(tmp_path / "forgetful", config=a.config(hooks_dir)
+                   + "[jobs]\nkeep_finished = 0.0\n")
+    try:
+        daemon.start()
+        a.wait_ready(daemon)
+        yield daemon
+    finally:
+        try:
+            daemon.stop(timeout=30)
+        finally:
+            daemon.kill()
+            a.destroy_owned(conn, a.owner(daemon))
 
 
 def followed(done: subprocess.CompletedProcess[str], job_type: str,
@@ -205,4 +224,26 @@ def test_waiting_stops_at_the_wait_timeout_or_on_ctrl_c_and_the_job_goes_on(
         if following is not None and following.poll() is None:
             following.kill()
             following.wait(10)
+        destroyed(agent, vm_id)
+
+
+@pytest.mark.timeout(120)
+def test_a_job_forgotten_as_it_ends_is_known_by_its_event(forgetful: Vdsmd) -> None:
+    agent = forgetful
+    vm_id = a.new_id()
+    agent.call("VM.create", vmID=vm_id, vmParams=a.bare_params())
+    try:
+        a.wait_status(agent, vm_id, "Up")
+        state = a.hibernation_dir(agent) / "gone.save"
+        done = client(agent, "--events", agent.events, "VM", "hibernate", f"vmID={vm_id}",
+                      f"hiberVolHandle={state}", "--wait")
+        assert done.returncode == 0, done.stderr
+        job, lines, prefix = followed(done, "hibernate", vm_id)
+        assert job["status"] == "done" and lines[-1] == f"{prefix}done, 100%"
+        assert agent.call("Host.getJobs") == {}  # forgotten: only its event told the end
+        assert a.status(agent, vm_id)["exitReason"] == "saved"
+        # Job wait on it now: not found, at once
+        gone = client(agent, "--events", agent.events, "Job", "wait", job["id"])
+        assert gone.returncode == 1 and f"no job {job['id']}" in gone.stderr
+    finally:
         destroyed(agent, vm_id)
