@@ -153,7 +153,8 @@ def follow_job(call: Call, job_id: str, out: TextIO, *, timeout: float | None = 
                 "came (--events): its outcome is unknown (a job that ended is forgotten "
                 "after [jobs] keep_finished)" if seen else
                 f"no job {job_id} on this host (Host.getJobs lists the jobs running and "
-                "those ended within [jobs] keep_finished)")
+                "those ended within [jobs] keep_finished; a storage task: vdsm-client Task "
+                "wait)")
         seen = True
         return job
 

@@ -374,7 +374,8 @@ def test_job_wait_of_an_unknown_job(vdsmd: Vdsmd) -> None:
     done = client(vdsmd, "Job", "wait", job_id)
     assert done.returncode == 1, done.stderr
     assert done.stderr == (f"vdsm-client: no job {job_id} on this host (Host.getJobs lists "
-                           "the jobs running and those ended within [jobs] keep_finished)\n")
+                           "the jobs running and those ended within [jobs] keep_finished; a "
+                           "storage task: vdsm-client Task wait)\n")
     assert done.stdout == ""
     assert client(vdsmd, "job", "wait", f"jobID={job_id}").returncode == 1  # the param form
     # what is not a job id is refused before anything is asked; a missing one is usage
