@@ -87,6 +87,15 @@ def render() -> str:
             lines.append("")
             lines.append(f"Result: {verb.result}")
             lines.append("")
+            if verb.starts_task:
+                lines.append("Starts a task: `vdsm-client --wait` follows it to its end.")
+                lines.append("")
+            if verb.job:
+                only = f", only with `{verb.job_if}`" if verb.job_if else ""
+                lines.append(f"Starts a job (`Host.getJobs` job_type `{verb.job}`{only}): "
+                             "`vdsm-client --wait` follows it to its end, `vdsm-client Job "
+                             "wait JOBID` too.")
+                lines.append("")
     lines += ["## Error codes", "", *_error_table(), ""]
     return "\n".join(lines)
 

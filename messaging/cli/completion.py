@@ -15,7 +15,7 @@ from __future__ import annotations
 from messaging.schema import SCHEMA
 from messaging.schema.types import Enum
 
-from .resolve import CLIENT_COMMANDS, TOP_COMMANDS, names_in
+from .resolve import CLIENT_COMMANDS, TOP_COMMANDS, all_namespaces, names_in
 
 #: options that take a value (the word after them is not a namespace or verb)
 VALUE_OPTIONS = ("--api", "--events", "--timeout", "-f", "--file", "--curve-secret",
@@ -29,12 +29,12 @@ def _words(items: list[str]) -> str:
 
 
 def bash() -> str:
-    top = [*SCHEMA.namespaces(), *TOP_COMMANDS]  # the 2011 aliases work, but would clutter
+    top = [*all_namespaces(), *TOP_COMMANDS]  # the 2011 aliases work, but would clutter
     ns_cases = []
     param_cases = []
     enum_cases = []
     verbs_by_key: dict[str, str] = {}
-    for ns in SCHEMA.namespaces():
+    for ns in all_namespaces():
         names = names_in(ns)
         ns_cases.append(f'        {ns}) words="{_words(list(names))}" ;;')
         for word, target in names.items():

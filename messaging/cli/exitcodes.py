@@ -3,14 +3,15 @@
 =====  ===============================================================================
 code   meaning
 =====  ===============================================================================
-0      success (with ``--wait``: the task succeeded)
+0      success (with ``--wait``: the task succeeded, the job is done)
 1      not found: no such VM, storage domain, pool, image, volume, task or actor
-       (codes 1, 103, 201-204, 401), or a VM name that names no VM
+       (codes 1, 103, 201-204, 401), a VM name that names no VM, or a job the agent does
+       not list (``Job wait``)
 2      usage: unknown namespace, verb or option, a word that is not ``name=value``
 3      no reply: no agent at the endpoint, or none answered within ``--timeout``
 4      invalid params (-32602), found by the client or by the agent
-5      any other error the agent answered (printed as JSON on stderr), or a task that
-       ended in failure
+5      any other error the agent answered (printed as JSON on stderr), or a task or job
+       that ended in failure (or aborted) with no code of the kinds above
 =====  ===============================================================================
 
 PROTOCOL.md's first contract was "1 on any error reply". Scripts written against it can set
@@ -42,14 +43,14 @@ NOT_FOUND_CODES = frozenset(
 
 HELP = """\
 exit codes:
-  0  success (with --wait: the task succeeded)
+  0  success (with --wait: the task succeeded, the job is done)
   1  not found: no such VM, domain, pool, image, volume, task or actor; a VM name that
-     names no VM
+     names no VM; a job the agent does not list (Job wait)
   2  usage: unknown namespace, verb or option; a word that is not name=value
   3  no reply: no agent at the endpoint, or no answer within --timeout
   4  invalid params (-32602), found by vdsm-client or by the agent
-  5  any other error reply (printed as JSON on stderr); a task that ended in failure
-     (another error)
+  5  any other error reply (printed as JSON on stderr); a task or job that ended in
+     failure or was aborted (another error; a failed job's error code maps as above)
   (VDSM_CLIENT_EXIT_CODES=legacy: every error reply exits 1, as PROTOCOL.md first said)"""
 
 

@@ -9,16 +9,19 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+import zmq
 
 from messaging import endpoints
 from messaging.client import CallTimeout, Client, ClientError, Subscriber
 from messaging.curve import ClientCurve
 from messaging.errors import InvalidParams, VdsmError
 from messaging.schema import SCHEMA
-from messaging.schema.types import MISSING, ListOf, Struct
+from messaging.schema.types import MISSING, ListOf, Struct, Uuid
 from messaging.schema.verbs import Verb
 
 from . import completion, exitcodes, names, output, resolve, values, vmlist, wait
@@ -33,6 +36,7 @@ Call one verb of vdsmd and print its result (JSON unless -o says otherwise):
 client commands:
   vdsm-client VM list                         a table of the VMs
   vdsm-client Task wait TASKID                follow a task until it ends
+  vdsm-client Job wait JOBID                  follow a job (VM hibernate, restore, migrate)
   vdsm-client events [TOPIC-PREFIX ...]       print one JSON line per event
   vdsm-client completion bash                 a bash completion script
 'vdsm-client Namespace --help' lists verbs ("not implemented" marks verbs the agent declares
@@ -96,6 +100,10 @@ def verb_help(verb: Verb) -> str:
     lines.append(f"  result: {verb.result}")
     if verb.starts_task:
         lines.append("  --wait: follow the task it starts until it ends")
+    if verb.job:
+        only = f" (it starts one only with {verb.job_if})" if verb.job_if else ""
+        lines.append(f"  --wait: follow the job it starts (Host.getJobs, job_type {verb.job}) "
+                     f"until it ends{only}; a jobID is made up when none is given")
     return "\n".join(lines)
 
 
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vdsm-client",
         description=DESCRIPTION,
-        epilog=f"namespaces: {', '.join(SCHEMA.namespaces())}\n\n{exitcodes.HELP}",
+        epilog=f"namespaces: {', '.join(resolve.all_namespaces())}\n\n{exitcodes.HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
@@ -118,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", choices=[*output.FORMATS, "names"],
                         help="json (default), table or yaml (VM list: table)")
     parser.add_argument("--wait", action="store_true",
-                        help="for a verb that starts a task: follow it to its end, showing "
-                        "its progress, and exit with its outcome")
+                        help="for a verb that starts a task or a job (VM hibernate, migrate, "
+                        "create with restoreState): follow it to its end, showing its "
+                        "progress, and exit with its outcome")
     parser.add_argument("--wait-timeout", type=float,
-                        help="stop waiting after this many seconds (the task goes on)")
+                        help="stop waiting after this many seconds (the task or job goes on)")
     parser.add_argument("--curve-secret", help="client key pair file (CURVE)")
     parser.add_argument("--curve-server-key", help="server public key file (CURVE)")
     parser.add_argument("--count", type=int, help="events: stop after this many")
@@ -208,8 +217,8 @@ def _print(value: Any, fmt: str | None) -> None:
 
 
 def run_verb(args: argparse.Namespace, verb: Verb, words: Sequence[str]) -> int:
-    if args.wait and not verb.starts_task:
-        _fail(exitcodes.USAGE, f"--wait: {verb.name} does not start a task")
+    if args.wait and not (verb.starts_task or verb.job):
+        _fail(exitcodes.USAGE, f"--wait: {verb.name} starts no task and no job")
     base = _read_params_file(args.file) if args.file else {}
     try:
         params = values.parse_words(verb, words, values.coerce_params(verb, base))
@@ -217,7 +226,17 @@ def run_verb(args: argparse.Namespace, verb: Verb, words: Sequence[str]) -> int:
         _fail(exitcodes.USAGE, str(e))
     except VdsmError as e:
         _local_error(e)
+    job_id = ""
+    if args.wait and verb.job:
+        if not verb.starts_job(params):
+            _fail(exitcodes.USAGE, f"--wait: {verb.name} starts a job only with "
+                  f"{verb.job_if}")
+        # the verb answers no job id: the client names the job to follow it
+        if params.get("jobID") is None:
+            params["jobID"] = str(uuid.uuid4())
+        job_id = str(params["jobID"]).lower()  # canonical once the check below passed
     agent = Agent(args)
+    events = JobEvents(args, job_id) if job_id else None
     try:
         try:
             params = names.resolve_names(verb, params, agent.call)
@@ -228,8 +247,12 @@ def run_verb(args: argparse.Namespace, verb: Verb, words: Sequence[str]) -> int:
         if not args.wait:
             _print(result, args.output)
             return exitcodes.OK
+        if events is not None:
+            return _follow_job(agent, job_id, args, events, started=True)
         return _follow(agent, str(result), args)
     finally:
+        if events is not None:
+            events.close()
         agent.close()
 
 
@@ -242,6 +265,70 @@ def _follow(agent: Agent, task_id: str, args: argparse.Namespace) -> int:
         _fail(130, f"stopped waiting; the task goes on: vdsm-client Task wait {task_id}")
     _print(status, args.output)
     return wait.outcome(status)
+
+
+class JobEvents:
+    """The ``|jobs|status|<jobID>`` events of one job, subscribed to before it starts: a job
+    forgotten as soon as it ended (``[jobs] keep_finished = 0``) is known by its last event.
+    Nothing is received when --events names no agent (the poll alone then decides), nor
+    when it is not an endpoint at all."""
+
+    WAIT = 2.0  # s for the job's last event to arrive once the poll no longer finds the job
+
+    def __init__(self, args: argparse.Namespace, job_id: str) -> None:
+        self._sub: Subscriber | None = None
+        self._last: dict[str, Any] | None = None
+        try:
+            self._sub = Subscriber(args.events, [f"|jobs|status|{job_id}"],
+                                   curve=_curve_from(args))
+        except zmq.ZMQError:
+            pass
+
+    def last(self) -> dict[str, Any] | None:
+        if self._sub is None:
+            return None
+        deadline = time.monotonic() + self.WAIT
+        while (event := self._sub.receive(max(0.0, deadline - time.monotonic()))) is not None:
+            self._last = event[1]
+            if self._last.get("status") in wait.JOB_ENDED:
+                break
+        return self._last
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+
+
+def _follow_job(agent: Agent, job_id: str, args: argparse.Namespace, events: JobEvents,
+                *, started: bool) -> int:
+    try:
+        job = wait.follow_job(agent.call, job_id, sys.stderr, timeout=args.wait_timeout,
+                              last_event=events.last, started=started)
+    except wait.NoSuchJob as e:
+        _fail(exitcodes.NOT_FOUND, str(e))
+    except TimeoutError as e:
+        _fail(exitcodes.NO_REPLY, str(e))
+    except KeyboardInterrupt:
+        _fail(130, f"stopped waiting; the job goes on: vdsm-client Job wait {job_id}")
+    _print(job, args.output)
+    return wait.job_outcome(job)
+
+
+def run_job_wait(args: argparse.Namespace, words: Sequence[str]) -> int:
+    job_ids = [w.partition("=")[2] if w.startswith("jobID=") else w for w in words]
+    if len(job_ids) != 1 or "=" in job_ids[0]:
+        _fail(exitcodes.USAGE, "usage: vdsm-client Job wait JOBID")
+    try:
+        job_id = Uuid().check(job_ids[0], "jobID")
+    except InvalidParams as e:
+        _local_error(e)
+    agent = Agent(args)
+    events = JobEvents(args, job_id)
+    try:
+        return _follow_job(agent, job_id, args, events, started=False)
+    finally:
+        events.close()
+        agent.close()
 
 
 def run_task_wait(args: argparse.Namespace, words: Sequence[str]) -> int:
@@ -336,6 +423,8 @@ def dispatch(argv: Sequence[str] | None) -> int:
         return run_verb(args, target.verb, target.rest)
     if target.command == "VM list":
         return run_vm_list(args, target.rest)
+    if target.command == "Job wait":
+        return run_job_wait(args, target.rest)
     return run_task_wait(args, target.rest)
 
 

@@ -16,7 +16,9 @@ from messaging.schema import SCHEMA
 from messaging.schema.verbs import Verb
 
 #: what vdsm-client itself adds to namespaces (not verbs of the agent)
-CLIENT_COMMANDS = {"VM": ("list",), "Task": ("wait",)}
+CLIENT_COMMANDS = {"VM": ("list",), "Task": ("wait",), "Job": ("wait",)}
+#: namespaces of vdsm-client's own (the agent has no Job verbs: Host.getJobs lists jobs)
+CLIENT_NAMESPACES = ("Job",)
 TOP_COMMANDS = ("events", "completion")
 
 
@@ -29,13 +31,18 @@ class Target:
     """What the words name: a verb, or a client command (``VM list``, ``Task wait``)."""
 
     verb: Verb | None
-    command: str  # "" for a verb, else "VM list" / "Task wait"
+    command: str  # "" for a verb, else "VM list" / "Task wait" / "Job wait"
     rest: tuple[str, ...]  # the words after the name (name=value ...)
+
+
+def all_namespaces() -> list[str]:
+    """The agent's namespaces and the client's own."""
+    return sorted({*SCHEMA.namespaces(), *CLIENT_NAMESPACES})
 
 
 def namespace(word: str) -> str | None:
     """The namespace ``word`` names, in any case."""
-    for name in SCHEMA.namespaces():
+    for name in all_namespaces():
         if name.lower() == word.lower():
             return name
     return None
@@ -96,10 +103,9 @@ def resolve(words: Sequence[str]) -> Target:
     aliases = {a for a in SCHEMA.aliases() if "." not in a}
     if first in aliases:
         return Target(SCHEMA.lookup(first), "", rest)
-    everything = [*SCHEMA.namespaces(), *aliases, *TOP_COMMANDS,
-                  *(v.name for v in SCHEMA)]
+    everything = [*all_namespaces(), *aliases, *TOP_COMMANDS, *(v.name for v in SCHEMA)]
     raise UsageError(f"no namespace or verb {first!r}{_did_you_mean(suggest(first, everything))}"
-                     f"; namespaces: {', '.join(SCHEMA.namespaces())}")
+                     f"; namespaces: {', '.join(all_namespaces())}")
 
 
 def listing(ns: str) -> str:
@@ -123,4 +129,6 @@ def listing_of(command: str) -> str:
 _COMMAND_DOCS = {
     "VM list": "A table of the VMs: name, id, status, CPU, memory, display, uptime.",
     "Task wait": "Follow a task (Task wait TASKID) until it ends; exit with its outcome.",
+    "Job wait": "Follow a job (Job wait JOBID: a VM's hibernation, restore or migration, "
+                "listed by Host.getJobs) until it ends; exit with its outcome.",
 }

@@ -34,6 +34,10 @@ class Verb:
     #: False for a verb that is declared (its params are checked) but that this agent does
     #: not implement yet: calling it answers -32601 "declared but not implemented"
     implemented: bool = True
+    #: the kind of job the verb starts (``Host.getJobs`` job_type; it takes a ``jobID``), or
+    #: "" for none; ``job_if``: the param (dotted path) without which it starts none
+    job: str = ""
+    job_if: str = ""
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +60,15 @@ class Verb:
     def starts_task(self) -> bool:
         """Whether the verb answers the id of a task it started (``vdsm-client --wait``)."""
         return self.result == "taskID"
+
+    def starts_job(self, params: Mapping[str, Any]) -> bool:
+        """Whether the verb, called with ``params``, starts a job (``vdsm-client --wait``)."""
+        if not self.job:
+            return False
+        value: Any = params
+        for name in self.job_if.split(".") if self.job_if else ():
+            value = value.get(name) if isinstance(value, Mapping) else None
+        return value is not None
 
     def check_params(self, params: Mapping[Any, Any]) -> dict[str, Any]:
         """Validate a request's params: a new dict with defaults filled in, or InvalidParams."""

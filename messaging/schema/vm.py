@@ -97,6 +97,8 @@ VERBS = (
         aliases=("create",),
         timeout=120.0,
         operation="[vm] start_timeout + the start hooks' budget",
+        job="restore",
+        job_if="vmParams.restoreState",
     ),
     Verb(
         "VM.destroy",
@@ -161,6 +163,7 @@ VERBS = (
         aliases=("hibernate",),
         timeout=30.0,
         operation="the job: [vm] save_timeout + the hibernate hooks' budget",
+        job="hibernate",
     ),
     Verb(
         "VM.migrate",
@@ -189,6 +192,7 @@ VERBS = (
         result="true: the job is recorded (Host.getJobs, job_type migrate_out)",
         aliases=("migrate",),
         operation="[migration] connect_timeout (the destination's agent must answer)",
+        job="migrate_out",
     ),
     Verb(
         "VM.getMigrationStatus",

@@ -369,6 +369,32 @@ def test_task_wait_of_an_unknown_task(vdsmd: Vdsmd) -> None:
     assert client(vdsmd, "Host", "ping", "--wait").returncode == 2  # starts no task
 
 
+def test_job_wait_of_an_unknown_job(vdsmd: Vdsmd) -> None:
+    job_id = str(uuid.uuid4())
+    done = client(vdsmd, "Job", "wait", job_id)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (f"vdsm-client: no job {job_id} on this host (Host.getJobs lists "
+                           "the jobs running and those ended within [jobs] keep_finished; a "
+                           "storage task: vdsm-client Task wait)\n")
+    assert done.stdout == ""
+    assert client(vdsmd, "job", "wait", f"jobID={job_id}").returncode == 1  # the param form
+    # what is not a job id is refused before anything is asked; a missing one is usage
+    for bad in ("../../etc/passwd", job_id.upper() + "x", "", "'; rm -rf /"):
+        refused = client(vdsmd, "Job", "wait", bad)
+        assert refused.returncode == 4, (bad, refused.stderr)
+        assert json.loads(refused.stderr)["data"] == {"param": "jobID"}
+    for words in ([], [job_id, job_id], ["vmID=x"]):
+        assert client(vdsmd, "Job", "wait", *words).returncode == 2, words
+    # --wait: a verb that starts no job and no task is refused (usage), as is VM.create
+    # without restoreState (it starts no job then): nothing is sent
+    assert client(vdsmd, "VM", "pause", f"vmID={job_id}", "--wait").returncode == 2
+    vm_id = str(uuid.uuid4())
+    done = client(vdsmd, "VM", "create", f"vmID={vm_id}",
+                  'vmParams={"vmName": "x", "memSize": 96}', "--wait")
+    assert done.returncode == 2 and "only with vmParams.restoreState" in done.stderr
+    assert vdsmd.call("Host.getVMList") == []
+
+
 def test_console_exit_status_and_closed_pipes(vdsmd: Vdsmd) -> None:
     base = [str(VENV_BIN / "vdsm-console"), "--api", vdsmd.api, "--events", vdsmd.events]
     ok = subprocess.run([*base, "-c", "tree", "-c", "inspect /host/stats"],

@@ -8,6 +8,9 @@ that keeps counting with the same boot id on the other host migrated live (no re
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,13 @@ from messaging.client import Subscriber
 from tests import guest as g
 from tests.harness import wait_for
 from tests.integration import mighelp as m
-from tests.testbed import Bed
+from tests.testbed import Bed, BedAgent
 from tests.vm import agent as a
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.slow,
               pytest.mark.xdist_group("two-hosts")]
 
+VENV_BIN = Path(sys.executable).parent
 MIB = 1 << 20
 BALLAST = 40  # MiB of guest memory that a migration really moves: 40 s at 1 MiB/s
 
@@ -122,15 +126,65 @@ def _events(sub: Subscriber) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def vdsm_client(agent: BedAgent, out: Path, *args: str) -> subprocess.Popen[str]:
+    """vdsm-client on ``agent``'s host (its network, over CURVE), started; stdout in
+    ``out``.out, stderr in ``out``.err."""
+    command = agent.host.enter_command(
+        str(VENV_BIN / "vdsm-client"), "--api", agent.api,
+        "--curve-secret", str(agent.curve.secret_file),
+        "--curve-server-key", str(agent.curve.server_public_file), *args)
+    with out.with_suffix(".out").open("w") as stdout, out.with_suffix(".err").open("w") as err:
+        return subprocess.Popen(command, stdout=stdout, stderr=err, text=True)
+
+
+def printed(proc: subprocess.Popen[str], out: Path, text: str) -> None:
+    """Until the vdsm-client started with ``out`` printed ``text`` on stderr (it must not
+    end before)."""
+    err = out.with_suffix(".err")
+
+    def found() -> bool:
+        assert proc.poll() is None, f"vdsm-client ended ({proc.returncode}): {err.read_text()}"
+        return text in err.read_text()
+
+    wait_for(found, 60, interval=0.1, what=f"vdsm-client to print {text!r} in {err}")
+
+
 @pytest.mark.timeout(240)
 def test_cancel_mid_way_leaves_the_vm_running_on_the_source(
-        bed: Bed, image: g.GuestImage) -> None:
+        bed: Bed, image: g.GuestImage, tmp_path: Path) -> None:
     a_agent, b_agent = bed.start_agents()
     vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
     m.wait_booted(a_agent, vm_id)
-    # 1 MiB/s: the migration is still moving memory when it is cancelled
-    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
-    moving = m.wait_moving(a_agent, vm_id)
+    # 1 MiB/s: the migration is still moving memory when it is cancelled. It is started
+    # by vdsm-client --wait (which names the job), and followed by Job wait too.
+    migrating = vdsm_client(a_agent, tmp_path / "migrate", "VM", "migrate", f"vmID={vm_id}",
+                            "dst=b", "maxBandwidth=1", "--wait")
+    following: subprocess.Popen[str] | None = None
+    try:
+        printed(migrating, tmp_path / "migrate", "job ")  # the verb answered: a job is recorded
+        moving = m.wait_moving(a_agent, vm_id)
+        following = vdsm_client(a_agent, tmp_path / "follow", "Job", "wait", moving["jobID"])
+        for proc, name in ((migrating, "migrate"), (following, "follow")):
+            printed(proc, tmp_path / name, " MiB to go")  # the memory still to move
+        _cancel_mid_way(bed, a_agent, b_agent, vm_id, moving)
+        prefix = f"job {moving['jobID']} migrate_out of VM {vm_id}: "
+        for proc, out in ((migrating, tmp_path / "migrate"), (following, tmp_path / "follow")):
+            assert proc.wait(60) == 5, out.with_suffix(".err").read_text()
+            job = json.loads(out.with_suffix(".out").read_text())
+            assert (job["id"], job["status"]) == (moving["jobID"], "aborted"), job
+            lines = out.with_suffix(".err").read_text().splitlines()
+            assert all(line.startswith(prefix) for line in lines), lines
+            assert lines[-1] == f"{prefix}aborted (code 12): {job['error']['message']}"
+            assert any(" MiB to go" in line for line in lines[:-1]), lines
+    finally:
+        for proc in (migrating, following):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def _cancel_mid_way(bed: Bed, a_agent: BedAgent, b_agent: BedAgent, vm_id: str,
+                    moving: dict[str, Any]) -> None:
     assert 0 <= moving["progress"] < 100 and moving["dataRemaining"] > 0
     assert m.status(a_agent, vm_id)["status"] == "Migration Source"  # type: ignore[index]
     assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]

@@ -1,6 +1,8 @@
 """docs/quickstart.md, run as a newcomer would paste it: every bash block, in order, as one
 script (``set -euo pipefail``), against a real vdsmd, libvirtd, a real guest and a local
-storage directory. A failing step fails the test with the script's output."""
+storage directory. A failing step fails the test with the script's output. The VM's name
+is unique per run (``$QS_VM``): libvirt's domain names are the host's, and two checkouts
+may run this test on one machine at once."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import libvirt
@@ -38,7 +41,8 @@ def _kill(pid_file: Path) -> None:
 
 def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     qs = tmp_path / "qs"
-    env = {**os.environ, "QS": str(qs), "PATH": f"{Path(sys.executable).parent}:"
+    vm_name = f"quickstart-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "QS": str(qs), "QS_VM": vm_name, "PATH": f"{Path(sys.executable).parent}:"
            f"{os.environ.get('PATH', '')}"}
     env.pop("VDSM_API", None)
     env.pop("VDSM_EVENTS", None)
@@ -50,14 +54,21 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         assert done.returncode == 0, (f"quickstart failed ({done.returncode}):\n"
                                       f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}\n{log}")
         out = done.stdout
-        assert "quickstart" in out and "Up" in out  # VM list
+        listed = [line.split() for line in out.splitlines() if line.startswith(f"{vm_name} ")]
+        assert listed and all("Up" in row for row in listed), out  # VM list, twice
+        assert len(listed) == 2  # after the start and after the restore
         assert "vnc" in out  # the displayInfo of getStats
         events = [json.loads(line) for line in (qs / "events.jsonl").read_text().splitlines()]
         statuses = [e["payload"]["status"] for e in events
                     if e["topic"].startswith("|virt|VM_status|")]
         assert "Up" in statuses and statuses[-1] == "Down"
         tasks = [e["payload"] for e in events if e["topic"].startswith("|jobs|status|")]
-        assert {t["verb"] for t in tasks} >= {"Volume.create", "Image.delete"}
+        assert {t.get("verb") for t in tasks} >= {"Volume.create", "Image.delete"}
+        # the hibernation and the restore: jobs, followed by --wait to their end
+        assert {t.get("job_type") for t in tasks} >= {"hibernate", "restore"}
+        for kind in ("hibernate", "restore"):
+            assert re.search(rf"^job \S+ {kind} of VM \S+: done, 100%$", done.stderr,
+                             re.MULTILINE), done.stderr
         assert "Traceback" not in done.stderr
     finally:
         for pid in ("events.pid", "vdsmd.pid"):

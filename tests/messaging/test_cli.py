@@ -1,6 +1,6 @@
 """vdsm-client's pieces without an agent: values from the schema, verbs and aliases,
-did-you-mean, output formats, exit codes, task progress lines, bash completion (run in a
-real bash)."""
+did-you-mean, output formats, exit codes, task and job progress lines, bash completion (run
+in a real bash)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,11 @@ def test_client_commands() -> None:
     assert resolve.resolve(["VM", "list"]).command == "VM list"
     target = resolve.resolve(["Task", "wait", VM_ID])
     assert (target.command, target.rest) == ("Task wait", (VM_ID,))
+    target = resolve.resolve(["job", "wait", VM_ID])  # the client's own namespace, any case
+    assert (target.command, target.rest) == ("Job wait", (VM_ID,))
+    with pytest.raises(resolve.UsageError, match="Job needs a verb"):
+        resolve.resolve(["Job"])
+    assert "Job" in resolve.all_namespaces() and "Job" not in SCHEMA.namespaces()
 
 
 @pytest.mark.parametrize(("words", "hint"), [
@@ -210,6 +215,48 @@ def test_progress_lines_and_outcomes() -> None:
     assert wait.outcome({**done, "taskResult": "cleanSuccess", "code": 0}) == exitcodes.FAILED
 
 
+def test_job_progress_lines_and_outcomes() -> None:
+    job = {"id": "j", "job_type": "migrate_out", "vmID": "v", "status": "running",
+           "progress": 42, "description": "to peer2", "dataRemaining": 96 << 20,
+           "bandwidth": 31.5}
+    assert wait.describe_job(job) == \
+        "job j migrate_out of VM v: running (to peer2), 42%, 96 MiB to go at 31.5 MiB/s"
+    saving = {"id": "j", "job_type": "hibernate", "vmID": "v", "status": "pending",
+              "progress": 0, "description": ""}
+    assert wait.describe_job(saving) == "job j hibernate of VM v: pending, 0%"
+    done = {**saving, "status": "done", "progress": 100, "description": "done"}
+    assert wait.describe_job(done) == "job j hibernate of VM v: done, 100%"
+    assert wait.job_outcome(done) == exitcodes.OK
+    failed = {**saving, "status": "failed", "error": {"code": 6, "message": "hook: not now"}}
+    assert wait.describe_job(failed) == "job j hibernate of VM v: failed (code 6): hook: not now"
+    assert wait.job_outcome(failed) == exitcodes.FAILED
+    assert wait.job_outcome({**failed, "error": {"code": 1, "message": "gone"}}) == \
+        exitcodes.NOT_FOUND
+    assert wait.job_outcome({**failed, "error": {"code": -32602, "message": "x"}}) == \
+        exitcodes.INVALID
+    aborted = {**saving, "status": "aborted", "error": {"code": 0, "message": ""}}
+    assert wait.describe_job(aborted) == "job j hibernate of VM v: aborted: no reason given"
+    assert wait.job_outcome(aborted) == exitcodes.FAILED
+    assert wait.job_outcome({**saving, "status": "failed"}) == exitcodes.FAILED  # no error
+    # a job forgotten as it ended: its |jobs|status| event says how
+    event = {"taskID": "j", "taskState": "finished", "taskResult": "failure", "code": 6,
+             "message": "hook: not now", "jobID": "j", "job_type": "hibernate", "vmID": "v",
+             "status": "failed", "progress": 0}
+    assert wait.job_from_event(event) == {**failed, "description": "hook: not now"}
+
+
+def test_which_verbs_start_a_job() -> None:
+    assert {v.name for v in SCHEMA if v.job} == {"VM.hibernate", "VM.migrate", "VM.create"}
+    assert all("jobID" in v.by_name and not v.by_name["jobID"].required
+               for v in SCHEMA if v.job)  # the client can name the job it follows
+    assert not any(v.job and v.starts_task for v in SCHEMA)
+    create = verb("VM.create")
+    assert create.starts_job({"vmParams": {"restoreState": "/x"}})
+    assert not create.starts_job({"vmParams": {"vmName": "x"}})
+    assert not create.starts_job({"vmParams": "@junk"})  # not a map: no job (the agent refuses)
+    assert verb("VM.hibernate").starts_job({}) and not verb("VM.pause").starts_job({})
+
+
 def test_vm_names_resolve_to_one_vm_or_are_refused() -> None:
     vms = [{"vmID": VM_ID, "vmName": "web1"}, {"vmID": "b", "vmName": "twin"},
            {"vmID": "a", "vmName": "twin"}]
@@ -273,5 +320,6 @@ def test_bash_completion() -> None:
     assert complete("vdsm-client ping ") == []
     assert complete("vdsm-client -o t") == ["table"]
     assert "--wait" in complete("vdsm-client --w")
+    assert complete("vdsm-client Jo") == ["Job"] and complete("vdsm-client Job ") == ["wait"]
     assert set(complete("vdsm-client Volume create storagepoolID=x s")) >= {
         "size=", "storagedomainID=", "srcImgUUID="}
