@@ -50,12 +50,16 @@ class _Connected:
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._sock: zmq.Socket[Any] = self._context.socket(kind)
-        self._sock.linger = 0
-        if curve is not None:
-            apply_client(self._sock, curve)
-        for prefix in subscribe:
-            self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        self._sock.connect(self.endpoint)
+        try:
+            self._sock.linger = 0
+            if curve is not None:
+                apply_client(self._sock, curve)
+            for prefix in subscribe:
+                self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            self._sock.connect(self.endpoint)
+        except BaseException:
+            self.close()  # a bad endpoint or key: nothing left open (socket, own context)
+            raise
 
     def close(self) -> None:
         self._sock.close(linger=0)
