@@ -35,6 +35,21 @@ def _setting_code() -> dict[int, list[str]]:
     return codes
 
 
+def test_every_class_of_the_tree_is_importable_from_messaging_errors() -> None:
+    # the docs generator (docs/api.md) and vdsm-client's exit codes read vars(errors)
+    defined = {cls for cls in _tree(errors.VdsmError)
+               if cls.__module__.startswith("messaging.errors.")}
+    assert defined <= set(_exported())
+    assert len(_exported()) > 80
+
+
+def _tree(cls: type[errors.VdsmError]) -> set[type[errors.VdsmError]]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | _tree(sub)
+    return found
+
+
 def test_each_code_is_set_by_one_class_but_the_deliberate_shares() -> None:
     shared = {code: names for code, names in _setting_code().items() if len(names) > 1}
     assert {code: sorted(names) for code, names in shared.items()} == {
