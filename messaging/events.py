@@ -153,6 +153,6 @@ class EventPublisher:
         else:
             raise RuntimeError(f"could not bind {bound} again after dropping its subscribers")
         endpoints.secure_ipc(self._endpoint)
-        self.rebinds += 1
         log.warning("dropped every event subscriber on %s: each reconnects through ZAP "
                     "(the authorised keys changed)", bound)
+        self.rebinds += 1  # after its log line: whoever sees the count sees the line too

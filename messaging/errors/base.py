@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class VdsmError(Exception):
@@ -23,6 +23,11 @@ class VdsmError(Exception):
                 message = f"{self.template} {fields!r}"
         self.message = message
         super().__init__(message)
+
+    @classmethod
+    def from_wire(cls, message: str, data: Any) -> Self:
+        """An instance rebuilt from another agent's reply (its message kept as sent)."""
+        return cls(message, data=data)
 
     def to_wire(self) -> dict[str, Any]:
         """The ``error`` member of a reply."""

@@ -3,6 +3,8 @@ asks for."""
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 from messaging.errors.base import VdsmError
 
 
@@ -35,6 +37,15 @@ class InvalidParams(VdsmError):
         super().__init__(param=param, reason=reason, data={"param": param})
         self.param = param
         self.reason = reason
+
+    @classmethod
+    def from_wire(cls, message: str, data: Any) -> Self:
+        param = data.get("param") if isinstance(data, dict) else None
+        made = cls(str(param) if param is not None else "", message)
+        made.message = message  # as sent, not re-worded
+        made.args = (message,)
+        made.data = data
+        return made
 
 
 class InternalError(VdsmError):

@@ -33,7 +33,7 @@ def error_from_wire(error: Any) -> VdsmError:
         if candidate.code == code:
             cls = candidate
             break
-    made = cls(message, data=error.get("data"))
+    made = cls.from_wire(message, error.get("data"))
     if made.code != code:  # an unknown code: keep it as it came
         made.code = code  # type: ignore[misc]
     return made

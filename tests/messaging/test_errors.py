@@ -66,12 +66,18 @@ def test_a_code_comes_back_from_the_wire_as_its_owner() -> None:
         assert (made.code, made.message, made.data) == (code, "as sent", [1])
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="InvalidParams takes (param, reason), not a message: error_from_wire "
-                          "cannot make one (left as found by the errors/ package refactor)")
 def test_invalid_params_comes_back_from_the_wire() -> None:
-    made = errors.error_from_wire({"code": -32602, "message": "invalid param 'x': bad"})
+    """-32602 (from a peer agent, the SPM's writer or the mailbox) is InvalidParams again,
+    naming the param from its data, with the message as it was sent."""
+    made = errors.error_from_wire({"code": -32602, "message": "invalid param 'x': bad",
+                                   "data": {"param": "x"}})
     assert type(made) is errors.InvalidParams
+    assert (made.param, made.message, str(made)) == ("x", "invalid param 'x': bad",
+                                                     "invalid param 'x': bad")
+    assert made.to_wire() == {"code": -32602, "message": "invalid param 'x': bad",
+                              "data": {"param": "x"}}
+    bare = errors.error_from_wire({"code": -32602, "message": "bad"})
+    assert type(bare) is errors.InvalidParams and bare.message == "bad" and bare.data is None
 
 
 def test_subclasses_elsewhere_do_not_take_over_their_parents_code() -> None:
