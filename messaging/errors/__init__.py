@@ -1,9 +1,9 @@
 """The one exception tree of the agent.
 
 Every error that can reach a client is a :class:`VdsmError` subclass with a wire ``code`` (see
-PROTOCOL.md; docs/api.md has the table) and a message template filled from keyword arguments. The API
-server turns a ``VdsmError`` into an error reply; any other exception escaping a verb is a bug
-and becomes ``-32603`` with its traceback logged.
+PROTOCOL.md; docs/api.md has the table) and a message template filled from keyword arguments.
+The API server turns a ``VdsmError`` into an error reply; any other exception escaping a verb
+is a bug and becomes ``-32603`` with its traceback logged.
 
 Errors are split into permanent ones (asking again gives the same answer) and ``retryable``
 ones (a transient condition: the agent is recovering, libvirt reconnects, a domain is being
