@@ -75,6 +75,7 @@ class _JobDone(ThinMessage):
     serial: int
     job: Job
     future: Future[Outcome]
+    checked: bool  # only the slow check asked for it
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Extender:
             log.debug("VM %s: threshold event of %s, not a thin drive", self.who, dev)
             return
         drive.threshold = 0  # one-shot: it fired
+        drive.events += 1
         drive.allocation = max(drive.allocation, int(threshold) + int(excess))
         drive.rate.sample(event.time, drive.allocation)
         self._request(drive, event.time, known=True)
@@ -312,9 +314,10 @@ class Extender:
     # --- extending -----------------------------------------------------------------------
 
     def _request(self, drive: ThinDrive, since: float, *, force: bool = False,
-                 known: bool = False) -> None:
+                 known: bool = False, check: bool = False) -> None:
         """Have a job look after ``drive``; ``known``: an event said how far the guest wrote
-        (the job need not ask qemu)."""
+        (the job need not ask qemu); ``check``: the slow check asks."""
+        drive.checked = check and drive.since is None and not drive.busy
         drive.since = since if drive.since is None else min(drive.since, since)
         drive.forced = drive.forced or force
         drive.known = drive.known or known
@@ -343,9 +346,11 @@ class Extender:
             return
         self._job_serial += 1
         serial = self._serials[drive.target] = self._job_serial
+        checked, drive.checked = drive.checked, False
         drive.busy, drive.again, drive.forced, drive.known = True, False, False, False
         target = drive.target
-        future.add_done_callback(lambda f: self._tell(_JobDone(target, serial, job, f)))
+        future.add_done_callback(
+            lambda f: self._tell(_JobDone(target, serial, job, f, checked)))
 
     def _on_job_done(self, message: _JobDone) -> None:
         drive = self._drives.get(message.target)
@@ -358,13 +363,13 @@ class Extender:
             drive.known = drive.known or message.job.known is not None
             self._failed(drive, error)
         else:
-            self._extended(drive, message.job, message.future.result())
+            self._extended(drive, message.job, message.future.result(), message.checked)
         self._publish()
         if drive.again and not drive.busy:
             self._submit(drive)
         self._maybe_resume()
 
-    def _extended(self, drive: ThinDrive, job: Job, outcome: Outcome) -> None:
+    def _extended(self, drive: ThinDrive, job: Job, outcome: Outcome, checked: bool) -> None:
         drive.failures, drive.last_error = 0, ""
         drive.allocation, drive.physical = outcome.allocation, outcome.physical
         drive.threshold = outcome.threshold
@@ -375,6 +380,11 @@ class Extender:
                 drive.latencies.append(outcome.latency)
             log.info("VM %s: %s extended to %d bytes in %.3f s (threshold %d)", self.who,
                      drive.target, outcome.physical, outcome.latency or 0.0, outcome.threshold)
+            if checked:
+                drive.missed += 1
+                log.warning("VM %s: %s was written up to %d bytes and no threshold event "
+                            "said so (lost?): the slow check extended it", self.who,
+                            drive.target, outcome.allocation)
         if not drive.again:
             drive.since = None
         if outcome.allocation < outcome.physical:
@@ -445,7 +455,7 @@ class Extender:
         now = time.monotonic()
         for drive in self._drives.values():
             if not drive.busy and (not drive.failures or now >= drive.retry_at):
-                self._request(drive, now)
+                self._request(drive, now, check=True)
         if status == VmStatus.PAUSED and code == PauseCode.EIO:
             self._eio_seen_invalid = self._eio_seen_invalid or self._any_invalid()
             self._eio_check()
