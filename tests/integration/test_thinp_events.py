@@ -176,15 +176,15 @@ def test_requests_for_a_volume_while_its_extension_waits_join_it(
         # Five requests (the slow checks too), one extension in flight: one job, one
         # request in the mailbox with one waiter, and no job refused as busy.
         detail = thin(rig, vm_id)
-        drive = detail["drives"]["vda"]
-        assert drive["events"] >= first + 3, drive
-        assert drive["busy"] and drive["again"], drive
-        assert (drive["failures"], drive["lastError"], drive["extensions"]) == (0, "", 0), drive
         jobs = [c for c in detail["calls"]["inFlight"] if c["kind"] == "thin-vda"]
         assert len(jobs) == 1, detail["calls"]
         box = inspect(rig, mailbox)
         assert [(p["volUUID"], p["waiters"]) for p in box["pending"]] == [(vol, 1)], box
         assert box["requests"] == 1, box
+        drive = detail["drives"]["vda"]
+        assert drive["events"] >= first + 3, drive
+        assert drive["busy"] and drive["again"], drive  # the follow-up, once it lands
+        assert (drive["failures"], drive["lastError"], drive["extensions"]) == (0, "", 0), drive
         assert not events.extensions(vol)
 
         # 4. An SPM comes: the extension lands, the follow-up after it, the guest resumes.
