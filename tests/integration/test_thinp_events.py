@@ -173,8 +173,9 @@ def test_requests_for_a_volume_while_its_extension_waits_join_it(
         wait_for(lambda: thin(rig, vm_id)["enospcPauses"] >= 1, 30, 0.1,
                  "the agent to see the ENOSPC pause")
 
-        # Five requests (the slow checks too), one extension in flight: one job, one
-        # request in the mailbox with one waiter, and no job refused as busy.
+        # Five requests and more (the slow checks ran meanwhile too), one extension in
+        # flight: one job of the VM, one request in the mailbox with one waiter, no job
+        # refused as busy, one follow-up due.
         detail = thin(rig, vm_id)
         jobs = [c for c in detail["calls"]["inFlight"] if c["kind"] == "thin-vda"]
         assert len(jobs) == 1, detail["calls"]
@@ -196,8 +197,6 @@ def test_requests_for_a_volume_while_its_extension_waits_join_it(
     assert sizes == sorted(set(sizes)), sizes  # one at a time, each larger
     box = inspect(rig, mailbox)
     assert (box["requests"], box["replies"], box["pending"]) == (1, 1, []), box
-    drive = vda(rig, vm_id) if thin(rig, vm_id)["drives"] else None
-    assert drive is None or drive["failures"] == 0, drive
     assert "WRITE-FAILED" not in _text(serial)
     assert rig.call("VM.destroy", vmID=vm_id) is True
     check_written(rig.call, volume, mib)
@@ -241,7 +240,7 @@ def test_a_lost_threshold_event_is_caught_by_the_slow_check(
             dom.setBlockThreshold(node, 0)  # the event is lost
             assert armed(conn, dom) is None
             dom.setMemoryFlags(BALLOON, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # open the gate
-            g.wait_for_marker(serial, f"{g.MARKER_WRITE_PROGRESS} {mib}", 25,
+            g.wait_for_marker(serial, f"{g.MARKER_WRITE_PROGRESS} {mib}", 60,
                               fail_markers=(g.MARKER_WRITE_FAILED, g.MARKER_KERNEL_PANIC))
             _capacity, allocation, physical = dom.blockInfo("vda")
             assert 48 * MiB < allocation < physical == 64 * MiB, (allocation, physical)
