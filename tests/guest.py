@@ -15,7 +15,9 @@ command line (see :func:`kernel_cmdline`):
     ``error_policy='stop'`` the domain pauses on ENOSPC and the write goes on after resume.
     With ``vdsm.below=M`` it first prints ``VDSM-GUEST READY`` and writes only once its
     ``MemTotal`` is below M MiB: the host opens this gate by shrinking the balloon
-    (``setMemory``), so a test knows that nothing was written before it said so.
+    (``setMemory``), so a test knows that nothing was written before it said so. With
+    ``vdsm.hold=1`` it stays up after ``WRITE-DONE`` (writing nothing more) instead of
+    powering off.
 ``vdsm.mode=read [vdsm.mib=N]``
     read ``/dev/vda`` (all of it, or its first N MiB) with O_DIRECT and print
     ``VDSM-GUEST READ-DONE <sha256> <bytes>`` or ``VDSM-GUEST READ-FAILED rc=<rc>``; power off.
@@ -199,6 +201,7 @@ agent=
 mnt=
 reserve=24
 below=
+hold=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdsm.mode=*) mode="${arg#vdsm.mode=}" ;;
@@ -211,6 +214,7 @@ for arg in $(cat /proc/cmdline); do
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
         vdsm.reserve=*) reserve="${arg#vdsm.reserve=}" ;;
         vdsm.below=*) below="${arg#vdsm.below=}" ;;
+        vdsm.hold=*) hold="${arg#vdsm.hold=}" ;;
     esac
 done
 hostname vdsm-guest
@@ -418,6 +422,7 @@ write)
         [ -n "$pause" ] && sleep "$pause"
     done
     say WRITE-DONE "$mib"
+    [ "$hold" = 1 ] && hang
     off
     ;;
 read)

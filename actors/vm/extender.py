@@ -371,7 +371,10 @@ class Extender:
 
     def _extended(self, drive: ThinDrive, job: Job, outcome: Outcome, checked: bool) -> None:
         drive.failures, drive.last_error = 0, ""
-        drive.allocation, drive.physical = outcome.allocation, outcome.physical
+        # What the job knew when it started, or what requests that came meanwhile said (a
+        # threshold event, ENOSPC), whichever is further: the follow-up goes by that.
+        drive.allocation = max(drive.allocation, outcome.allocation)
+        drive.physical = outcome.physical
         drive.threshold = outcome.threshold
         drive.rate.sample(outcome.sampled_at, outcome.allocation)
         if outcome.asked:
@@ -387,13 +390,13 @@ class Extender:
                             drive.target, outcome.allocation)
         if not drive.again:
             drive.since = None
-        if outcome.allocation < outcome.physical:
+        if drive.allocation < outcome.physical:
             self._starved.discard(drive.target)
         elif drive.full:
             log.error("VM %s: %s is out of space at its largest size (%d bytes)", self.who,
                       drive.target, drive.physical)
         if outcome.asked and not drive.full and \
-                needs_room(outcome.allocation, outcome.physical, job.watermark):
+                needs_room(drive.allocation, outcome.physical, job.watermark):
             drive.again = True  # the guest writes faster than one chunk per extension
 
     def _failed(self, drive: ThinDrive, error: BaseException) -> None:

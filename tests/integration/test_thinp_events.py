@@ -9,6 +9,10 @@ with O_DIRECT (tests/integration/test_thinp.py has the basic flows).
   flight by stopping the SPM role (the request waits in the mailbox until an SPM serves
   it), and the one-shot threshold is armed again by the test through libvirt, so that the
   guest's next write fires another event.
+- **The follow-up** after an extension goes by the furthest write that the requests which
+  joined it reported (here a threshold event past 40 MiB while the first extension, asked
+  before the guest wrote anything, waited for an SPM): it extends at once, and the slow
+  check finds nothing left (``missed`` in ``Actors.inspect`` stays 0).
 - **A lost event.** The agent arms the threshold; the test disarms it (libvirt
   ``setBlockThreshold(node, 0)``), as if libvirt had lost the event, and lets the guest
   write past it. No event can come, yet the slow check (``[thin] check_interval``) reads
@@ -118,6 +122,18 @@ def armed(conn: libvirt.virConnect, dom: libvirt.virDomain) -> int | None:
     return int(value) if value else None
 
 
+def heard(rig: Rig, vm_id: str) -> dict[str, Any] | None:
+    """The VM's first thin drive once the agent got a threshold event for it."""
+    drive = vda(rig, vm_id)
+    return drive if drive["events"] else None
+
+
+def sized(rig: Rig, vm_id: str, physical: int) -> dict[str, Any] | None:
+    """The VM's first thin drive once the agent knows it has ``physical`` bytes."""
+    drive = vda(rig, vm_id)
+    return drive if drive["physical"] == physical else None
+
+
 def extended(rig: Rig, vm_id: str) -> dict[str, Any] | None:
     """The VM's stats of its first disk once it was extended."""
     disk: dict[str, Any] = a.status(rig.d, vm_id)["disks"]["vda"]
@@ -129,6 +145,60 @@ def _text(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+GATE_BELOW = 75  # MiB of MemTotal: ~90 at 128 MiB of RAM, ~58 once the balloon is at 96
+BALLOON = 96 * 1024  # KiB
+
+
+def test_the_follow_up_extends_by_what_the_requests_that_joined_said(
+        tmp_path: Path, cleanup: list[Rig], conn: libvirt.virConnect) -> None:
+    """The first extension is asked for before the guest writes anything; while it waits
+    for an SPM, a threshold event says the guest wrote past 40 MiB. Once it lands, its
+    follow-up extends again at once by that event's offset, not by what the first job knew
+    when it started: the slow check finds nothing left to do (``missed`` stays 0)."""
+    rig = make_rig(tmp_path, chunk_mib=32, chunk_max_mib=32, adaptive=False,
+                   extend_timeout=120.0)
+    cleanup.append(rig)
+    image = g.build_guest()
+    rig.start().wait_ready()
+    volume = thin_volume(rig, capacity=128 * MiB, initial=64 * MiB)
+    sp, vol = volume["storagepoolID"], volume["volumeID"]
+    mailbox = f"/storage/pools/{sp}/mailbox"
+    assert rig.call("StoragePool.spmStop", storagepoolID=sp) is True
+    # thresholdMiB 64: the whole volume is the watermark, so the agent's first look at the
+    # drive asks for room (64 -> 96 MiB) while the guest waits at its gate.
+    vm_id, mib = a.new_id(), 44
+    serial = a.serial_log(rig.d, vm_id)
+    with rig.subscriber(EXTENDED) as sub:
+        events = Events(sub)
+        rig.call("VM.create", vmID=vm_id, vmParams=params_of(
+            image, volume, mib, below=GATE_BELOW, hold=True, thresholdMiB=64))
+        g.wait_for_marker(serial, g.MARKER_READY, a.BOOT_TIMEOUT)
+        wait_for(lambda: inspect(rig, mailbox)["pending"], 60, 0.1,
+                 "the first extension request in the mailbox")
+        drive = vda(rig, vm_id)
+        assert drive["busy"] and drive["allocation"] < MiB, drive
+        dom = conn.lookupByUUIDString(vm_id)
+        dom.setBlockThreshold(drive["node"], 40 * MiB)  # as if the agent had armed it there
+        dom.setMemoryFlags(BALLOON, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # write, then hold
+        g.wait_for_marker(serial, f"{g.MARKER_WRITE_DONE} {mib}", 120,
+                          fail_markers=(g.MARKER_WRITE_FAILED, g.MARKER_KERNEL_PANIC))
+        drive = wait_for(lambda: heard(rig, vm_id), 30, 0.1,
+                         "the agent to get the threshold event")
+        assert drive["allocation"] > 40 * MiB and drive["busy"] and drive["again"], drive
+        box = inspect(rig, mailbox)
+        assert [(p["volUUID"], p["waiters"]) for p in box["pending"]] == [(vol, 1)], box
+
+        rig.spm_start(sp)
+        events.drain(lambda: len(events.extensions(vol)) >= 2, 60)
+    assert [e["newSize"] for e in events.extensions(vol)] == [96 * MiB, 128 * MiB]
+    # (storage publishes an extension before the job that asked for it tells the agent)
+    drive = wait_for(lambda: sized(rig, vm_id, 128 * MiB), 30, 0.1,
+                     "the agent to see the second extension")
+    assert (drive["extensions"], drive["events"], drive["missed"]) == (2, 1, 0), drive
+    assert rig.call("VM.destroy", vmID=vm_id) is True
+    check_written(rig.call, volume, mib)
 
 
 def test_requests_for_a_volume_while_its_extension_waits_join_it(
@@ -202,8 +272,6 @@ def test_requests_for_a_volume_while_its_extension_waits_join_it(
     check_written(rig.call, volume, mib)
 
 
-GATE_BELOW = 75  # MiB of MemTotal: ~90 at 128 MiB of RAM, ~58 once the balloon is at 96
-BALLOON = 96 * 1024  # KiB
 
 
 def test_a_lost_threshold_event_is_caught_by_the_slow_check(
