@@ -13,6 +13,11 @@ command line (see :func:`kernel_cmdline`):
     allowed: a bounded write rate), then ``VDSM-GUEST WRITE-DONE N``
     or ``VDSM-GUEST WRITE-FAILED rc=<rc> at=<mib>``; then power off. With
     ``error_policy='stop'`` the domain pauses on ENOSPC and the write goes on after resume.
+    With ``vdsm.below=M`` it first prints ``VDSM-GUEST READY`` and writes only once its
+    ``MemTotal`` is below M MiB: the host opens this gate by shrinking the balloon
+    (``setMemory``), so a test knows that nothing was written before it said so. With
+    ``vdsm.hold=1`` it stays up after ``WRITE-DONE`` (writing nothing more) instead of
+    powering off.
 ``vdsm.mode=read [vdsm.mib=N]``
     read ``/dev/vda`` (all of it, or its first N MiB) with O_DIRECT and print
     ``VDSM-GUEST READ-DONE <sha256> <bytes>`` or ``VDSM-GUEST READ-FAILED rc=<rc>``; power off.
@@ -118,6 +123,7 @@ MARKER_READY = f"{MARKER_PREFIX} READY"
 MARKER_COUNT = f"{MARKER_PREFIX} COUNT"
 MARKER_WRITE_PROGRESS = f"{MARKER_PREFIX} WRITE-PROGRESS"
 MARKER_WRITE_DONE = f"{MARKER_PREFIX} WRITE-DONE"
+MARKER_WRITE_GATE = f"{MARKER_PREFIX} WRITE-GATE"
 MARKER_WRITE_FAILED = f"{MARKER_PREFIX} WRITE-FAILED"
 MARKER_READ_DONE = f"{MARKER_PREFIX} READ-DONE"
 MARKER_READ_FAILED = f"{MARKER_PREFIX} READ-FAILED"
@@ -175,6 +181,7 @@ mount -t devtmpfs devtmpfs /dev
 
 say() { echo "@PREFIX@ $*"; }
 hang() { while :; do sleep 3600; done; }
+meminfo() { awk -v k="$1:" '$1 == k { print int($2 / 1024) }' /proc/meminfo; }
 off() {
     sync
     say POWERING-OFF
@@ -194,6 +201,7 @@ agent=
 mnt=
 reserve=24
 below=
+hold=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdsm.mode=*) mode="${arg#vdsm.mode=}" ;;
@@ -206,6 +214,7 @@ for arg in $(cat /proc/cmdline); do
         vdsm.mount=*) mnt="${arg#vdsm.mount=}" ;;
         vdsm.reserve=*) reserve="${arg#vdsm.reserve=}" ;;
         vdsm.below=*) below="${arg#vdsm.below=}" ;;
+        vdsm.hold=*) hold="${arg#vdsm.hold=}" ;;
     esac
 done
 hostname vdsm-guest
@@ -346,7 +355,6 @@ alloc)
         say ALLOC-FAILED rc=badarg "mib=$mib chunk=$chunk reserve=$reserve below=$below"
         off
     fi
-    meminfo() { awk -v k="$1:" '$1 == k { print int($2 / 1024) }' /proc/meminfo; }
     mkdir -p /hog && mount -t ramfs ramfs /hog
     say READY
     if [ -n "$below" ]; then
@@ -381,6 +389,15 @@ write)
         say WRITE-FAILED rc=nodev at=0
         off
     fi
+    if [ -n "$below" ]; then
+        if ! is_number "$below"; then
+            say WRITE-FAILED rc=badarg "below=$below"
+            off
+        fi
+        say READY
+        while [ "$(meminfo MemTotal)" -ge "$below" ]; do sleep 0.2; done
+        say WRITE-GATE "$(meminfo MemTotal)"
+    fi
     done_mib=0
     while [ "$done_mib" -lt "$mib" ]; do
         n=$chunk
@@ -405,6 +422,7 @@ write)
         [ -n "$pause" ] && sleep "$pause"
     done
     say WRITE-DONE "$mib"
+    [ "$hold" = 1 ] && hang
     off
     ;;
 read)

@@ -75,6 +75,7 @@ class _JobDone(ThinMessage):
     serial: int
     job: Job
     future: Future[Outcome]
+    checked: bool  # only the slow check asked for it
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Extender:
             log.debug("VM %s: threshold event of %s, not a thin drive", self.who, dev)
             return
         drive.threshold = 0  # one-shot: it fired
+        drive.events += 1
         drive.allocation = max(drive.allocation, int(threshold) + int(excess))
         drive.rate.sample(event.time, drive.allocation)
         self._request(drive, event.time, known=True)
@@ -312,9 +314,10 @@ class Extender:
     # --- extending -----------------------------------------------------------------------
 
     def _request(self, drive: ThinDrive, since: float, *, force: bool = False,
-                 known: bool = False) -> None:
+                 known: bool = False, check: bool = False) -> None:
         """Have a job look after ``drive``; ``known``: an event said how far the guest wrote
-        (the job need not ask qemu)."""
+        (the job need not ask qemu); ``check``: the slow check asks."""
+        drive.checked = check and drive.since is None and not drive.busy
         drive.since = since if drive.since is None else min(drive.since, since)
         drive.forced = drive.forced or force
         drive.known = drive.known or known
@@ -343,9 +346,11 @@ class Extender:
             return
         self._job_serial += 1
         serial = self._serials[drive.target] = self._job_serial
+        checked, drive.checked = drive.checked, False
         drive.busy, drive.again, drive.forced, drive.known = True, False, False, False
         target = drive.target
-        future.add_done_callback(lambda f: self._tell(_JobDone(target, serial, job, f)))
+        future.add_done_callback(
+            lambda f: self._tell(_JobDone(target, serial, job, f, checked)))
 
     def _on_job_done(self, message: _JobDone) -> None:
         drive = self._drives.get(message.target)
@@ -358,15 +363,18 @@ class Extender:
             drive.known = drive.known or message.job.known is not None
             self._failed(drive, error)
         else:
-            self._extended(drive, message.job, message.future.result())
+            self._extended(drive, message.job, message.future.result(), message.checked)
         self._publish()
         if drive.again and not drive.busy:
             self._submit(drive)
         self._maybe_resume()
 
-    def _extended(self, drive: ThinDrive, job: Job, outcome: Outcome) -> None:
+    def _extended(self, drive: ThinDrive, job: Job, outcome: Outcome, checked: bool) -> None:
         drive.failures, drive.last_error = 0, ""
-        drive.allocation, drive.physical = outcome.allocation, outcome.physical
+        # What the job knew when it started, or what requests that came meanwhile said (a
+        # threshold event, ENOSPC), whichever is further: the follow-up goes by that.
+        drive.allocation = max(drive.allocation, outcome.allocation)
+        drive.physical = outcome.physical
         drive.threshold = outcome.threshold
         drive.rate.sample(outcome.sampled_at, outcome.allocation)
         if outcome.asked:
@@ -375,15 +383,20 @@ class Extender:
                 drive.latencies.append(outcome.latency)
             log.info("VM %s: %s extended to %d bytes in %.3f s (threshold %d)", self.who,
                      drive.target, outcome.physical, outcome.latency or 0.0, outcome.threshold)
+            if checked:
+                drive.missed += 1
+                log.warning("VM %s: %s was written up to %d bytes and no threshold event "
+                            "said so (lost?): the slow check extended it", self.who,
+                            drive.target, outcome.allocation)
         if not drive.again:
             drive.since = None
-        if outcome.allocation < outcome.physical:
+        if drive.allocation < outcome.physical:
             self._starved.discard(drive.target)
         elif drive.full:
             log.error("VM %s: %s is out of space at its largest size (%d bytes)", self.who,
                       drive.target, drive.physical)
         if outcome.asked and not drive.full and \
-                needs_room(outcome.allocation, outcome.physical, job.watermark):
+                needs_room(drive.allocation, outcome.physical, job.watermark):
             drive.again = True  # the guest writes faster than one chunk per extension
 
     def _failed(self, drive: ThinDrive, error: BaseException) -> None:
@@ -445,7 +458,7 @@ class Extender:
         now = time.monotonic()
         for drive in self._drives.values():
             if not drive.busy and (not drive.failures or now >= drive.retry_at):
-                self._request(drive, now)
+                self._request(drive, now, check=True)
         if status == VmStatus.PAUSED and code == PauseCode.EIO:
             self._eio_seen_invalid = self._eio_seen_invalid or self._any_invalid()
             self._eio_check()

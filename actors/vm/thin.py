@@ -108,10 +108,13 @@ class ThinDrive:
     watermark_mib: int | None = None  # the drive's thresholdMiB
     threshold: int = 0  # as last set (0: none)
     extensions: int = 0
+    events: int = 0  # threshold events received
+    missed: int = 0  # extensions the slow check found needed, no event asking (one was lost)
     busy: bool = False  # a job of this drive runs
     again: bool = False  # another was asked for meanwhile: it runs next
     forced: bool = False  # the next job extends whatever the allocation (ENOSPC)
     known: bool = False  # the next job may trust ``allocation`` (an event said it)
+    checked: bool = False  # the next job is only the slow check's (nothing else asked)
     since: float | None = None  # when the first unserved request came (latency start)
     failures: int = 0  # consecutive failed jobs
     retry_at: float = 0.0
@@ -136,6 +139,7 @@ class ThinDrive:
             **self.stats(), "node": self.node, "volumeID": self.volume.vol,
             "capacity": self.capacity, "limit": self.limit, "allocation": self.allocation,
             "rate": round(self.rate.rate), "busy": self.busy, "again": self.again,
+            "events": self.events, "missed": self.missed,
             "failures": self.failures, "lastError": self.last_error,
             "retryIn": round(max(0.0, self.retry_at - now), 3) if self.failures else 0.0,
             "latency": {"last": round(self.latencies[-1], 6),

@@ -47,12 +47,20 @@ def drive(volume: dict[str, str], **extra: Any) -> dict[str, Any]:
 
 
 def writer_params(image: g.GuestImage, volume: dict[str, str], mib: int, *, chunk: int = 4,
-                  sleep: float | None = None, **extra: Any) -> dict[str, Any]:
+                  sleep: float | None = None, below: int | None = None,
+                  hold: bool = False, **extra: Any) -> dict[str, Any]:
     """vmParams of a guest that writes ``mib`` MiB of 0xff bytes to the volume, ``chunk``
-    MiB per dd, sleeping ``sleep`` s between chunks (a bounded rate), then powers off."""
+    MiB per dd, sleeping ``sleep`` s after each chunk (a bounded rate), then powers off.
+    With ``below`` it writes nothing until the test shrinks its balloon so that its
+    ``MemTotal`` is below that many MiB (:data:`tests.guest.MARKER_WRITE_GATE`); with
+    ``hold`` it stays up once done, writing nothing more."""
     args: dict[str, Any] = {"mib": mib, "chunk": chunk, "fill": "ones"}
     if sleep is not None:
         args["sleep"] = sleep
+    if below is not None:
+        args["below"] = below
+    if hold:
+        args["hold"] = 1
     return a.guest_params(image, "write", drives=[drive(volume, **extra)],
                           kernelArgs=g.kernel_cmdline("write", **args))
 
