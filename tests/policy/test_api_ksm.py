@@ -13,10 +13,13 @@ KSM's knobs are the host's: the fixture writes back what it found, whatever happ
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import mmap
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,36 @@ from tests.harness import Vdsmd, running_vdsmd, wait_for
 from tests.vm import agent as a
 
 # one host, one KSM: these tests share a worker (never two daemons driving it at once)
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180), pytest.mark.xdist_group("host-ksm")]
+pytestmark = [pytest.mark.root, pytest.mark.timeout(270), pytest.mark.xdist_group("host-ksm")]
 KNOBS = ("run", "pages_to_scan", "sleep_millisecs")
+LOCK = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "vdsm-tests-ksm.lock"
+LOCK_WAIT = 90.0  # host-wide: see host_lock
 
 
 def knob(name: str) -> int:
     return int((SYSFS / name).read_text())
+
+
+@contextlib.contextmanager
+def host_lock(path: Path = LOCK, timeout: float = LOCK_WAIT) -> Iterator[None]:
+    """KSM is the host's: two checkouts' suites on one machine (worktrees) each ran these
+    tests, and one's restore of the knobs landed in the other's checks. One at a time per
+    host (bounded wait; the lock goes with the process if it dies)."""
+    with path.open("a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"another test run drives KSM ({path} held for "
+                                       f"{timeout:g} s)") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -41,6 +68,11 @@ def host_ksm() -> Iterator[dict[str, int]]:
     """The host's KSM knobs as found; written back after the test."""
     if not (SYSFS / "run").exists():
         pytest.skip("this kernel has no KSM (/sys/kernel/mm/ksm)")
+    with host_lock():
+        yield from _saved_and_restored()
+
+
+def _saved_and_restored() -> Iterator[dict[str, int]]:
     saved = {name: knob(name) for name in KNOBS}
     try:
         (SYSFS / "run").write_text(f"{saved['run']}\n")
