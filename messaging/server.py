@@ -272,8 +272,10 @@ class ApiServer:
             log.info("API server stopped")
 
     def _poll_timeout(self) -> int:
+        """Until the nearest deadline; none (-1) without one: a result, a stop and a request
+        each wake the poller (the pipe, the socket), so an idle server sleeps."""
         if not self._deadlines:
-            return 1000
+            return -1
         delay = self._deadlines[0][0] - time.monotonic()
         return max(0, min(1000, int(delay * 1000) + 1))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.host.blockdev import parse_lvm_label, read_lvm_label
-from tests.harness import Vdsmd, next_event, wait_for
+from tests.harness import Vdsmd, blocked_without_timeout, next_event, syscall, wait_for
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.root]
 
@@ -75,24 +75,6 @@ def test_attached_loop_device_appears_without_a_rescan(vdsmd: Vdsmd, backing: Pa
         wait_for(lambda: _device(vdsmd, name) is None, 20, what=f"{name} gone")
 
 
-def _syscall(tid: int) -> list[str]:
-    try:
-        return Path(f"/proc/self/task/{tid}/syscall").read_text().split()
-    except OSError:
-        return []
-
-
-def _blocked_without_timeout(tid: int) -> bool:
-    """The thread waits in poll(2) with an infinite timeout (or ppoll(2) with none)."""
-    fields = _syscall(tid)
-    if not fields or fields[0] not in ("7", "271"):
-        return False
-    timeout = int(fields[3], 16)
-    if fields[0] == "7":  # poll(fds, nfds, int timeout): -1, whatever the register's width
-        return timeout & 0xFFFFFFFF == 0xFFFFFFFF
-    return timeout == 0  # ppoll(fds, nfds, NULL, ...)
-
-
 def test_the_monitor_thread_sleeps_until_a_uevent_comes(backing: Path) -> None:
     """No timeout in its wait: an idle host's monitor thread never wakes for nothing, a
     uevent still reaches it, and stop() ends it at once (through its wake-up pipe)."""
@@ -108,8 +90,8 @@ def test_the_monitor_thread_sleeps_until_a_uevent_comes(backing: Path) -> None:
     try:
         tid = thread.native_id
         assert tid is not None
-        wait_for(lambda: _blocked_without_timeout(tid), 30.0,
-                 what=f"the monitor thread blocked with no timeout ({_syscall(tid)})")
+        wait_for(lambda: blocked_without_timeout(tid), 30.0,
+                 what=f"the monitor thread blocked with no timeout ({syscall(tid)})")
         dev = run("losetup", "--find", "--show", str(backing)).strip()
         try:
             name = dev.rsplit("/", 1)[-1]
@@ -117,7 +99,7 @@ def test_the_monitor_thread_sleeps_until_a_uevent_comes(backing: Path) -> None:
                      what=f"a uevent of {dev}")
         finally:
             subprocess.run(["losetup", "-d", dev], timeout=30, check=False)
-        wait_for(lambda: _blocked_without_timeout(tid), 30.0,
+        wait_for(lambda: blocked_without_timeout(tid), 30.0,
                  what="the monitor thread blocked again after the uevents")
     finally:
         thread.stop()
