@@ -529,7 +529,8 @@ def test_fuzzed_frames_get_an_answer_or_are_dropped(
 def test_an_idle_server_sleeps_until_a_request_comes(
         server: ApiServer, client: Client, handlers: Handlers) -> None:
     """With nothing in flight the socket thread waits with no timeout (a request, a result or
-    stop() wakes it); with a request in flight it still wakes for that request's deadline."""
+    stop() wakes it), also right after answering a request (whose deadline is moot then);
+    with a request in flight it still wakes for that request's deadline."""
     assert server._thread is not None
     tid = server._thread.native_id
     assert tid is not None
@@ -540,6 +541,9 @@ def test_an_idle_server_sleeps_until_a_request_comes(
         client.call("Test.timesOut")  # answered by the server's own deadline, not the result
     assert "did not finish" in info.value.message
     handlers.release.set()
-    wait_for(lambda: blocked_without_timeout(tid), 30.0,
+    # well before the answered echo's own deadline (30 s) would have left the heap
+    wait_for(lambda: blocked_without_timeout(tid), 15.0,
              what=f"the socket thread idle again ({syscall(tid)})")
     assert client.call("Test.echo", {"value": "again"}) == "again"
+    wait_for(lambda: blocked_without_timeout(tid), 15.0,
+             what=f"the socket thread idle after an answered request ({syscall(tid)})")
