@@ -47,12 +47,12 @@ class PollPace:
 
     ``poll`` while requests come (the last one less than ``burst`` seconds ago); then twice
     the last wait after each idle poll, up to ``idle_poll``. Every poll is a real O_DIRECT
-    read of shared storage plus two thread wake-ups (measured on a loaded 2-core VM: 0.3-0.5
-    ms of CPU each, most of it the wake-ups), so an idle pool polled 20 times a second costs
-    ~0.5 % of a core; at ``idle_poll`` 0.5 s it costs a tenth of that. The price is the
-    first request after a quiet spell: it waits at most ``idle_poll`` for the poll that
-    sees it (never more: the wait is capped), and the requests after it are polled at the
-    full rate again."""
+    read of shared storage and two thread wake-ups (measured on the 2-core VM of
+    docs/mailbox.md: 0.3-1 ms of CPU each in vdsmd, ~0.07 ms in a bare loop: most of it is
+    waking a cold thread), so an idle pool polled 10-20 times a second cost 0.5-0.7 % of a
+    core; at ``idle_poll`` 0.5 s it costs 0.1-0.2 %. The price is the first request after
+    a quiet spell: it waits at most ``idle_poll`` for the poll that sees it (never more: the
+    wait is capped), and the requests after it are polled at the full rate again."""
 
     def __init__(self, poll: float, idle_poll: float, *, burst: float = BURST,
                  now: float | None = None) -> None:
