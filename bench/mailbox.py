@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.storage.helpers import loop_devices_of
+from tests.storage.rig import mounts_under
 from tests.storage.spm.cluster import Cluster, new_id
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -232,6 +234,8 @@ def main() -> int:
         return 0
     finally:
         cluster.cleanup()
+        if not mounts_under(tmp) and not loop_devices_of(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)  # ~80 MiB of domain files per run
 
 
 if __name__ == "__main__":
