@@ -272,8 +272,13 @@ class ApiServer:
             log.info("API server stopped")
 
     def _poll_timeout(self) -> int:
+        """Until the nearest deadline of a request still in flight; none (-1) without one: a
+        result, a stop and a request each wake the poller (the pipe, the socket), so an idle
+        server sleeps. The deadlines of answered requests leave the heap here."""
+        while self._deadlines and self._deadlines[0][1] not in self._pending:
+            heapq.heappop(self._deadlines)
         if not self._deadlines:
-            return 1000
+            return -1
         delay = self._deadlines[0][0] - time.monotonic()
         return max(0, min(1000, int(delay * 1000) + 1))
 

@@ -175,3 +175,24 @@ def next_event(sub: Subscriber, predicate: Any, timeout: float) -> tuple[str, di
         event = sub.receive(remaining)
         if event is not None and predicate(*event):
             return event
+
+
+def syscall(tid: int) -> list[str]:
+    """/proc/self/task/<tid>/syscall of a thread of this process: the system call it is
+    blocked in and its arguments (empty when the thread is gone)."""
+    try:
+        return Path(f"/proc/self/task/{tid}/syscall").read_text().split()
+    except OSError:
+        return []
+
+
+def blocked_without_timeout(tid: int) -> bool:
+    """The thread waits in poll(2) with an infinite timeout (or in ppoll(2) with none): it
+    sleeps until a file descriptor wakes it, never on a timer (x86_64 system call numbers)."""
+    fields = syscall(tid)
+    if len(fields) < 4 or fields[0] not in ("7", "271"):
+        return False
+    timeout = int(fields[3], 16)
+    if fields[0] == "7":  # poll(fds, nfds, int timeout): -1, whatever the register's width
+        return timeout & 0xFFFFFFFF == 0xFFFFFFFF
+    return timeout == 0  # ppoll(fds, nfds, NULL, ...)

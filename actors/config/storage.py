@@ -68,10 +68,13 @@ class MailboxConfig:
     """The storage mailbox between the hosts and the SPM (docs/mailbox.md)."""
 
     poll_interval: float = 0.05  # the SPM's poll of every outbox; a waiting host's of its inbox
+    idle_poll_interval: float = 0.5  # the SPM's slowest poll, once requests stopped coming
     hosts: int = 64  # outbox slots the SPM reads (host ids 1..hosts can ask it)
 
     def __post_init__(self) -> None:
         if not 0 < self.poll_interval <= 10:
             raise ConfigError("[mailbox] poll_interval must be within (0, 10] seconds")
+        if not 0 < self.idle_poll_interval <= 10:  # below poll_interval: poll_interval
+            raise ConfigError("[mailbox] idle_poll_interval must be within (0, 10] seconds")
         if not 1 <= self.hosts <= 256:
             raise ConfigError("[mailbox] hosts must be within 1..256 (1 MiB areas)")

@@ -12,6 +12,7 @@ stuck at once), and happens once per device identity, not on every uevent.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyudev
 
 from actors.base import ActorContext, SupervisedActor
 from actors.host import blockdev
+from messaging.wakepipe import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +47,51 @@ def udevd_running() -> bool:
 
 
 class _MonitorThread:
+    """Waits, with no timeout, for the monitor's socket or the wake-up pipe that ``stop``
+    writes: an idle host's thread sleeps until a uevent comes (a timeout would wake it a few
+    times a second for nothing)."""
+
     def __init__(self, monitor: pyudev.Monitor, on_event: Any) -> None:
         self._monitor = monitor
         self._on_event = on_event
         self._stopping = threading.Event()
+        self._wake = WakePipe()
         self._thread = threading.Thread(target=self._run, name="udev-monitor", daemon=True)
+
+    @property
+    def native_id(self) -> int | None:
+        return self._thread.native_id
 
     def start(self) -> None:
         self._monitor.start()
         self._thread.start()
 
     def _run(self) -> None:
+        socket = self._monitor.fileno()
+        waiter = select.poll()
+        waiter.register(socket, select.POLLIN)
+        waiter.register(self._wake.fd, select.POLLIN)
         while not self._stopping.is_set():
             try:
-                device = self._monitor.poll(timeout=0.5)
+                ready = {fd for fd, _ in waiter.poll()}
+                if self._wake.fd in ready:
+                    self._wake.drain()
+                if socket not in ready or self._stopping.is_set():
+                    continue
+                device = self._monitor.poll(timeout=0)
             except OSError as e:
                 log.warning("udev monitor: %s", e)
+                self._stopping.wait(0.5)  # a socket error: no busy loop while it lasts
                 continue
             if device is not None:
                 self._on_event(device.action or "change", device.sys_path)
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.wake()
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._wake.close()
 
 
 class UdevActor(SupervisedActor):

@@ -174,7 +174,8 @@ class PoolTree:
             ChildSpec(MAILMON, lambda ctx: MailMonitor.start(
                 ctx, paths=self.mail_paths(record), hosts=cfg.mailbox.hosts,
                 io_timeout=cfg.spm.io_timeout, poll=cfg.mailbox.poll_interval, serve=serve,
-                active=self.lease_board.get(sp).may_write(), live=live), cls="MailMonitor"),
+                active=self.lease_board.get(sp).may_write(), live=live,
+                idle_poll=cfg.mailbox.idle_poll_interval), cls="MailMonitor"),
         ]
         return ChildSpec(
             sp, lambda ctx: Supervisor.start(ctx, policy=self.policy, children=children),

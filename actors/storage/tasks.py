@@ -202,10 +202,6 @@ class TaskManager(SupervisedActor):
 
     def setup(self) -> None:
         self._workers = Workers("storage-task", self.size)
-        # Running tasks that count bytes publish their progress once per interval.
-        me = self.actor_ref
-        self._progress_timer = self.ctx.runtime.clock.call_every(
-            PROGRESS_INTERVAL, lambda: _post(me, _ProgressTick()))
         for record in self.store.load():
             if record.state in UNFINISHED:
                 self.actor_ref.tell(_Recover(record.task_id))
@@ -226,7 +222,8 @@ class TaskManager(SupervisedActor):
             states[record.state] = states.get(record.state, 0) + 1
         busy = self._workers.busy() if self._workers else 0
         return {"tasks": states, "workers": self.size, "busy": busy,
-                "unsaved": sorted(self._unsaved)}
+                "unsaved": sorted(self._unsaved),
+                "progressTicks": self._progress_timer is not None}
 
     # --- verbs -------------------------------------------------------------------------
 
@@ -242,6 +239,7 @@ class TaskManager(SupervisedActor):
             raise
         abort = Aborter(record.task_id)
         self._aborters[record.task_id] = abort
+        self._tick_progress()
         self.store.attach_meter(record.task_id, abort.bytes)
         self._pool().submit(_run, self.actor_ref, self.store, record, self.builders[verb], abort)
         log.info("task %s (%s) queued", record.task_id, verb)
@@ -426,11 +424,23 @@ class TaskManager(SupervisedActor):
             log.info("task %s (%s) recovered by this SPM: %s", task_id, record.verb,
                      changes["message"])
 
+    def _tick_progress(self) -> None:
+        """Running tasks that count bytes publish their progress once per interval: the tick
+        runs from a submission until a tick finds no task left (an idle agent has none)."""
+        if self._progress_timer is None:
+            me = self.actor_ref
+            self._progress_timer = self.ctx.runtime.clock.call_every(
+                PROGRESS_INTERVAL, lambda: _post(me, _ProgressTick()))
+
     def _publish_progress(self) -> None:
         """``|jobs|status|<taskID>`` for each running task whose byte count moved."""
         published = self._bytes_published
         for task_id in set(published) - set(self._aborters):
             del published[task_id]
+        if not self._aborters and self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+            return
         for task_id, abort in self._aborters.items():
             count = abort.bytes.snapshot()
             if not count[1] or published.get(task_id) == count:

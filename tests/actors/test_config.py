@@ -37,6 +37,8 @@ def test_toml_file(tmp_path: Path) -> None:
         ("[api]\nworkers = 'many'\n", "expected an integer"),
         ("[debug]\nfault_injection = 1\n", "true or false"),
         ("not toml [", "not valid TOML"),
+        ("[mailbox]\nidle_poll_interval = 0\n", "idle_poll_interval must be within"),
+        ("[mailbox]\nidle_poll_interval = 11\n", "idle_poll_interval must be within"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -25,7 +25,7 @@ from messaging.ratelog import BURST
 from messaging.schema.types import Field, Int, Str
 from messaging.schema.verbs import Schema, Verb
 from messaging.server import ApiServer, Binding, ServerConfig
-from tests.harness import wait_for
+from tests.harness import blocked_without_timeout, syscall, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -524,3 +524,26 @@ def test_fuzzed_frames_get_an_answer_or_are_dropped(
     reply = raw_call(context, server.bound_endpoint or "", frame, timeout=5)
     assert reply is not None
     assert "result" in reply or reply["error"]["code"] in (-32700, -32600, -32601, -32602)
+
+
+def test_an_idle_server_sleeps_until_a_request_comes(
+        server: ApiServer, client: Client, handlers: Handlers) -> None:
+    """With nothing in flight the socket thread waits with no timeout (a request, a result or
+    stop() wakes it), also right after answering a request (whose deadline is moot then);
+    with a request in flight it still wakes for that request's deadline."""
+    assert server._thread is not None
+    tid = server._thread.native_id
+    assert tid is not None
+    wait_for(lambda: blocked_without_timeout(tid), 30.0,
+             what=f"the idle socket thread blocked with no timeout ({syscall(tid)})")
+    assert client.call("Test.echo", {"value": "hi"}) == "hi"
+    with pytest.raises(ClientError) as info:
+        client.call("Test.timesOut")  # answered by the server's own deadline, not the result
+    assert "did not finish" in info.value.message
+    handlers.release.set()
+    # well before the answered echo's own deadline (30 s) would have left the heap
+    wait_for(lambda: blocked_without_timeout(tid), 15.0,
+             what=f"the socket thread idle again ({syscall(tid)})")
+    assert client.call("Test.echo", {"value": "again"}) == "again"
+    wait_for(lambda: blocked_without_timeout(tid), 15.0,
+             what=f"the socket thread idle after an answered request ({syscall(tid)})")

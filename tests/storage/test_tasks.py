@@ -346,3 +346,19 @@ def test_a_task_that_writes_data_reports_its_bytes(tmp: Path, runtime: Runtime) 
     assert record["progress"]["bytesDone"] == 2 * MIB
     final = runtime.events.of(f"|jobs|status|{task_id}")[-1]
     assert final["taskState"] == "finished" and final["progress"]["bytesDone"] == 2 * MIB
+
+
+@pytest.mark.timeout(60)
+def test_the_progress_tick_runs_only_while_tasks_run(tmp: Path, runtime: Runtime) -> None:
+    """An idle manager has no timer waking it every second; a submission starts the tick
+    (the byte progress above relies on it) and a tick that finds no task left stops it."""
+    manager = start(runtime, tmp / "tasks")
+    assert manager.describe().get(timeout=5)["progressTicks"] is False
+    task_id = manager.submit("Test.files", {"dir": str(tmp), "sleep_at": 1}).get(timeout=5)
+    assert manager.describe().get(timeout=5)["progressTicks"] is True
+    assert manager.stop_task(task_id).get(timeout=5) is True
+    finished(manager, task_id)
+    wait_for(lambda: not manager.describe().get(timeout=5)["progressTicks"], 30, 0.05,
+             "the progress tick stopped")
+    again = manager.submit("Test.files", {"dir": str(tmp)}).get(timeout=5)
+    assert finished(manager, again)["taskResult"] == "success"

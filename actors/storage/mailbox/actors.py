@@ -61,9 +61,10 @@ class MailMonitor(SupervisedActor):
 
     def __init__(self, ctx: ActorContext, *, paths: Paths, hosts: int, io_timeout: float,
                  poll: float, serve: Serve, active: bool,
-                 live: Callable[[], int] | None = None) -> None:
+                 live: Callable[[], int] | None = None, idle_poll: float | None = None) -> None:
         super().__init__(ctx)
         self.live = live
+        self.idle_poll = idle_poll
         self.paths = paths
         self.hosts = hosts
         self.io_timeout = io_timeout
@@ -76,7 +77,7 @@ class MailMonitor(SupervisedActor):
         self._server = MailServer(paths=self.paths, hosts=self.hosts,
                                   io_timeout=self.io_timeout, poll=self.poll, serve=self.serve,
                                   name=f"mailmon-{self.ctx.path.split('/')[3][:8]}",
-                                  live=self.live)
+                                  live=self.live, idle_poll=self.idle_poll)
         if self._active:
             self._server.activate()
 

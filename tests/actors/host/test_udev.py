@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.host.blockdev import parse_lvm_label, read_lvm_label
-from tests.harness import Vdsmd, next_event, wait_for
+from tests.harness import Vdsmd, blocked_without_timeout, next_event, syscall, wait_for
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.root]
 
@@ -73,3 +73,34 @@ def test_attached_loop_device_appears_without_a_rescan(vdsmd: Vdsmd, backing: Pa
         finally:
             subprocess.run(["losetup", "-d", dev], timeout=30, check=False)
         wait_for(lambda: _device(vdsmd, name) is None, 20, what=f"{name} gone")
+
+
+def test_the_monitor_thread_sleeps_until_a_uevent_comes(backing: Path) -> None:
+    """No timeout in its wait: an idle host's monitor thread never wakes for nothing, a
+    uevent still reaches it, and stop() ends it at once (through its wake-up pipe)."""
+    import pyudev
+
+    from actors.host.udev import _MonitorThread
+
+    seen: list[tuple[str, str]] = []
+    monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
+    monitor.filter_by("block")
+    thread = _MonitorThread(monitor, lambda action, path: seen.append((action, path)))
+    thread.start()
+    try:
+        tid = thread.native_id
+        assert tid is not None
+        wait_for(lambda: blocked_without_timeout(tid), 30.0,
+                 what=f"the monitor thread blocked with no timeout ({syscall(tid)})")
+        dev = run("losetup", "--find", "--show", str(backing)).strip()
+        try:
+            name = dev.rsplit("/", 1)[-1]
+            wait_for(lambda: any(p.endswith("/" + name) for _, p in seen), 30.0,
+                     what=f"a uevent of {dev}")
+        finally:
+            subprocess.run(["losetup", "-d", dev], timeout=30, check=False)
+        wait_for(lambda: blocked_without_timeout(tid), 30.0,
+                 what="the monitor thread blocked again after the uevents")
+    finally:
+        thread.stop()
+    assert not thread._thread.is_alive()
