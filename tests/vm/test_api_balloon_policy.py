@@ -160,7 +160,12 @@ def test_an_idle_guest_is_shrunk_a_busy_one_grown_back_within_their_bounds(
                 [d["reason"] for d in grown])
     assert any("needs memory" in d["reason"] and d["outcome"] == "applied" for d in grown)
     assert watch.last["busy"] > shrunk  # the busy guest got memory back ...
-    assert watch.last["busy"] >= shrunk + 16 * MIB  # at least one step of max_change_percent
+    assert any(d["value"] >= shrunk + 16 * MIB for d in grown  # a step of max_change_percent
+               if "needs memory" in d["reason"] and d["outcome"] == "applied"), grown
+    # ... and its balloon gets there (under load, the guest may finish allocating while its
+    # balloon still deflates towards the target: seen at 131 of 144 MiB)
+    watch.until("the busy guest's balloon a step above its guarantee",
+                lambda: watch.last["busy"] >= shrunk + 16 * MIB, 60)
     assert "Out of memory" not in busy_log.read_text()  # ... before it ran out
     # the idle one was never grown: no guest needs its memory back
     assert not any("needs memory" in d["reason"] for d in balloon_decisions(agent, idle))
