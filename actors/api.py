@@ -7,7 +7,8 @@ from typing import Any
 
 import pykka
 
-from actors.base import InjectedFault, Runtime
+from actors.base import InjectedFault, InspectProxy, Runtime
+from actors.directory import typed_proxy
 from messaging.errors import Forbidden, NoSuchActor
 from messaging.server import Binding
 
@@ -33,7 +34,7 @@ def bindings(runtime: Runtime) -> dict[str, Binding]:
             result["answering"] = False
             return result
         try:
-            own = info.ref.proxy().inspect().get(timeout=INSPECT_TIMEOUT)
+            own = typed_proxy(info.ref, InspectProxy).inspect().get(timeout=INSPECT_TIMEOUT)
         except pykka.Timeout:
             result["answering"] = False
             result["note"] = f"did not answer within {INSPECT_TIMEOUT:g} s (busy or stuck)"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pykka
+from pykka.typing import proxy_method
 
 from actors.clock import Clock
 from actors.directory import ActorDirectory
@@ -199,3 +200,10 @@ class SupervisedActor(pykka.ThreadingActor):
             self.ctx.supervisor.tell(message)
         except pykka.ActorDeadError:
             log.debug("%s: supervisor gone, %r not delivered", self.ctx.path, message)
+
+
+class InspectProxy:
+    """What ``Actors.inspect`` asks of any supervised actor through its proxy (typed:
+    :func:`actors.directory.typed_proxy`)."""
+
+    inspect = proxy_method(SupervisedActor.inspect)

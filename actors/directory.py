@@ -19,6 +19,7 @@ import pykka
 from messaging.errors import ActorUnavailable
 
 A = TypeVar("A", bound=pykka.Actor)
+P = TypeVar("P")
 
 # States an entry can be in.
 STARTING = "starting"
@@ -146,8 +147,20 @@ class ServiceRef(Generic[A]):
     def ref(self) -> pykka.ActorRef[A]:
         return cast(pykka.ActorRef[A], self.directory.ref(self.path))
 
-    def proxy(self) -> pykka.ActorProxy[A]:
-        return self.ref().proxy()
+    def proxy(self, kind: type[P]) -> P:
+        """The actor's proxy, typed as ``kind`` (see :func:`typed_proxy`)."""
+        return typed_proxy(self.ref(), kind)
 
     def tell(self, message: Any) -> None:
         self.ref().tell(message)
+
+
+def typed_proxy(ref: pykka.ActorRef[Any], kind: type[P]) -> P:
+    """``ref``'s proxy, typed as ``kind``: a class that names each method callers may ask
+    for with :func:`pykka.typing.proxy_method` (``pause = proxy_method(VmActor.pause)``).
+
+    pykka's own ``ActorProxy`` resolves attributes at run time, so to mypy every proxy call
+    is ``Any``. ``kind`` is never instantiated: it only tells mypy the arguments each
+    method takes and the future it returns, and that no other attribute exists (it does not
+    inherit ``ActorProxy.__getattr__``). The actor's methods run on its thread as before."""
+    return cast(P, ref.proxy())

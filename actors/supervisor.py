@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pykka
+from pykka.typing import proxy_method
 
 from actors.base import ActorContext, ChildFailed, ChildStopped, Ping, Runtime, SupervisedActor
 from actors.directory import (
@@ -346,6 +347,15 @@ class Supervisor(SupervisedActor):
         if event in ("started", "restarted", "stopped"):
             log.info("%s %s", path, event)
         self._runtime.events.publish(f"|actors|status|{path}", payload)
+
+
+
+class SupervisorProxy:
+    """What others ask of a supervisor through its proxy (typed:
+    :func:`actors.directory.typed_proxy`)."""
+
+    start_child = proxy_method(Supervisor.start_child)
+    stop_child = proxy_method(Supervisor.stop_child)
 
 
 def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:

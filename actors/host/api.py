@@ -26,6 +26,7 @@ from actors.clock import Clock
 from actors.directory import ServiceRef
 from actors.host import caps
 from actors.host.libvirthandle import LibvirtHandle
+from actors.host.proxies import UdevProxy
 from actors.host.stats import HostStatsActor, LastSample
 from actors.host.udev import UdevActor
 from messaging.deadline import current as current_deadline
@@ -116,7 +117,7 @@ def bindings(
         return sample
 
     def get_device_list(_params: dict[str, Any]) -> list[dict[str, Any]]:
-        devices: list[dict[str, Any]] = udev.proxy().devices().get(
+        devices: list[dict[str, Any]] = udev.proxy(UdevProxy).devices().get(
             timeout=current_deadline().clamp(STATS_TIMEOUT))
         return devices
 

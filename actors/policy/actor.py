@@ -37,7 +37,7 @@ import pykka
 from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.calls import BoundedCaller
 from actors.clock import TimerHandle
-from actors.directory import ActorDirectory
+from actors.directory import ActorDirectory, typed_proxy
 from actors.host.stats import LastSample
 from actors.policy import decide
 from actors.policy.decide import Decision
@@ -48,6 +48,7 @@ from actors.policy.rules import RuleFile
 from actors.policy.state import KsmBoard, Switches, VmPolicies
 from actors.vm import qos
 from actors.vm.board import VmBoard
+from actors.vm.proxies import VmProxy
 from actors.vm.qos import CpuTune
 from messaging.errors import VdsmError
 from messaging.ratelog import RateLimitedLog
@@ -273,9 +274,11 @@ def _ask_vm(directory: ActorDirectory, vms_path: str, decision: Decision,
     """On a policy-apply thread: ask the VM's actor for the operation; its outcome is
     reported when the operation ends (the thread does not wait for it)."""
     try:
-        proxy = directory.ref(f"{vms_path}/{decision.vm_id}").proxy()
+        proxy = typed_proxy(directory.ref(f"{vms_path}/{decision.vm_id}"), VmProxy)
         if decision.kind == "balloon":
-            asked = proxy.set_balloon_target(decision.value)
+            target = decision.value
+            assert isinstance(target, int)
+            asked = proxy.set_balloon_target(target)
         else:
             tune = decision.value
             assert isinstance(tune, CpuTune)

@@ -21,6 +21,7 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.policy.actor import Decide, PolicyActor
 from actors.policy.ksm import KsmSettings
 from actors.policy.ksmactor import KsmActor
+from actors.policy.proxies import KsmProxy
 from actors.policy.state import Switches, VmPolicies
 from actors.vm.board import VmBoard
 from messaging.deadline import current as current_deadline
@@ -64,7 +65,7 @@ class PolicyApi:
             raise InvalidParams("tuningParams", "give at least one of run, pages_to_scan, "
                                                 "sleep_millisecs, merge_across_nodes")
         try:
-            written: Future[Any] = self._ksm.proxy().tune(settings).get(
+            written: Future[Any] = self._ksm.proxy(KsmProxy).tune(settings).get(
                 timeout=current_deadline().clamp(ASK_TIMEOUT))
         except (pykka.Timeout, pykka.ActorDeadError):
             raise ActorUnavailable(path=self._ksm_path, reason="it did not answer") from None

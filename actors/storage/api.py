@@ -14,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -29,11 +29,12 @@ from actors.storage.calls import (
     wait,
 )
 from actors.storage.connections import ConnectionsActor
+from actors.storage.proxies import ConnectionsProxy, DomainsProxy, TasksProxy
 from actors.storage.sd.records import check_uuid
 from actors.storage.state import PoolRecord, PoolRecords
 from actors.storage.tasks import TaskManager
 from actors.storage.volumes import VolumeApi
-from actors.supervisor import ChildExists, ChildSpec, Supervisor
+from actors.supervisor import ChildExists, ChildSpec, Supervisor, SupervisorProxy
 from messaging.errors import (
     ActorUnavailable,
     NoSuchStoragePool,
@@ -44,6 +45,8 @@ from messaging.errors import (
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CREATE_TIMEOUT = 100.0
 POOL_START_TIMEOUT = 60.0
@@ -66,13 +69,13 @@ class StorageApi(StorageCalls):
     # --- connections ---------------------------------------------------------------------
 
     def connect_storage_server(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        call = self.connections.proxy().connect(params["domainType"],
+        call = self.connections.proxy(ConnectionsProxy).connect(params["domainType"],
                                                 params["connectionParams"])
         timeout = self.mount_timeout * max(1, len(params["connectionParams"])) + 10
         return wait(ask(call, CONNECTIONS), timeout, "connectStorageServer")
 
     def disconnect_storage_server(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        call = self.connections.proxy().disconnect(params["domainType"],
+        call = self.connections.proxy(ConnectionsProxy).disconnect(params["domainType"],
                                                    params["connectionParams"])
         timeout = self.mount_timeout * 2 * max(1, len(params["connectionParams"])) + 10
         return wait(ask(call, CONNECTIONS), timeout, "disconnectStorageServer")
@@ -81,19 +84,19 @@ class StorageApi(StorageCalls):
 
     def create_domain(self, params: dict[str, Any]) -> bool:
         call: pykka.Future[concurrent.futures.Future[bool]]
-        call = self.domains.proxy().create_domain(
+        call = self.domains.proxy(DomainsProxy).create_domain(
             params["storagedomainID"], domain_type=params["domainType"],
             type_args=params["typeArgs"], name=params["name"],
             domain_class=params["domainClass"], version=params["version"])
         return self.io(call, "StorageDomain.create", CREATE_TIMEOUT)
 
     def domain_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self.io(self.domains.proxy().info(params["storagedomainID"]),
+        return self.io(self.domains.proxy(DomainsProxy).info(params["storagedomainID"]),
                         "StorageDomain.getInfo")
 
     def domain_stats(self, params: dict[str, Any]) -> dict[str, Any]:
         sd_uuid = params["storagedomainID"]
-        stats: dict[str, Any] = self.io(self.domains.proxy().stats(sd_uuid),
+        stats: dict[str, Any] = self.io(self.domains.proxy(DomainsProxy).stats(sd_uuid),
                                          "StorageDomain.getStats")
         health = self.board.get(sd_uuid)
         stats["monitored"] = health is not None
@@ -104,7 +107,7 @@ class StorageApi(StorageCalls):
     def attach(self, params: dict[str, Any]) -> str:
         sd_uuid, sp_uuid = params["storagedomainID"], params["storagepoolID"]
         pool = self.pool(sp_uuid)
-        owner = self.io(self.domains.proxy().pool_membership(sd_uuid), "attach")
+        owner = self.io(self.domains.proxy(DomainsProxy).pool_membership(sd_uuid), "attach")
         if owner:
             raise StorageDomainAttached(sdUUID=sd_uuid, spUUID=owner)
         return self.submit(pool, "StorageDomain.attach", sp_uuid, sdUUID=sd_uuid)
@@ -132,7 +135,8 @@ class StorageApi(StorageCalls):
         sp_uuid = params["storagepoolID"]
         if self.directory.get(f"{POOLS}/{sp_uuid}") is not None:
             raise StoragePoolExists(spUUID=sp_uuid)
-        call: pykka.Future[concurrent.futures.Future[bool]] = self.domains.proxy().create_pool(
+        domains = self.domains.proxy(DomainsProxy)
+        call: pykka.Future[concurrent.futures.Future[bool]] = domains.create_pool(
             sp_uuid, name=params["name"], master_sd=params["masterSdUUID"],
             master_version=params["masterVersion"], domain_list=params["domainList"])
         return self.io(call, "StoragePool.create", CREATE_TIMEOUT)
@@ -150,7 +154,7 @@ class StorageApi(StorageCalls):
                  "StoragePool.connect")
             return True
         try:
-            ask(self.pools.proxy().start_child(self.pool_tree(record)), POOLS,
+            ask(self.pools.proxy(SupervisorProxy).start_child(self.pool_tree(record)), POOLS,
                 POOL_START_TIMEOUT)
         except ChildExists:
             raise StorageError(reason=f"pool {record.sp_uuid} is being connected") from None
@@ -181,7 +185,7 @@ class StorageApi(StorageCalls):
         return True
 
     def _stop_pool(self, sp_uuid: str) -> None:
-        ask(self.pools.proxy().stop_child(sp_uuid), POOLS, POOL_START_TIMEOUT * 2)
+        ask(self.pools.proxy(SupervisorProxy).stop_child(sp_uuid), POOLS, POOL_START_TIMEOUT * 2)
 
     def pool_info(self, params: dict[str, Any]) -> dict[str, Any]:
         info: dict[str, Any] = ask(self.pool(params["storagepoolID"]).info(), "pool")
@@ -193,13 +197,14 @@ class StorageApi(StorageCalls):
         return self.board.snapshot()
 
     def task_statuses(self, _params: dict[str, Any]) -> dict[str, Any]:
-        statuses: dict[str, Any] = ask(self.tasks.proxy().task_statuses(), TASKS)
+        statuses: dict[str, Any] = ask(self.tasks.proxy(TasksProxy).task_statuses(), TASKS)
         return statuses
 
-    def _task(self, verb: str) -> Callable[[dict[str, Any]], Any]:
-        def handler(params: dict[str, Any]) -> Any:
+    def _task(self, verb: Callable[[TasksProxy, str], pykka.Future[T]],
+              ) -> Callable[[dict[str, Any]], T]:
+        def handler(params: dict[str, Any]) -> T:
             task_id = check_uuid(params["taskID"], "taskID")
-            return ask(getattr(self.tasks.proxy(), verb)(task_id), TASKS)
+            return ask(verb(self.tasks.proxy(TasksProxy), task_id), TASKS)
 
         return handler
 
@@ -220,9 +225,9 @@ class StorageApi(StorageCalls):
             "StoragePool.getInfo": Binding(self.pool_info),
             "Host.getStorageRepoStats": Binding(self.repo_stats, inline=True),
             "Host.getAllTasksStatuses": Binding(self.task_statuses),
-            "Task.getStatus": Binding(self._task("task_status")),
-            "Task.clear": Binding(self._task("clear_task")),
-            "Task.stop": Binding(self._task("stop_task")),
-            "Task.revert": Binding(self._task("revert_task")),
+            "Task.getStatus": Binding(self._task(lambda t, i: t.task_status(i))),
+            "Task.clear": Binding(self._task(lambda t, i: t.clear_task(i))),
+            "Task.stop": Binding(self._task(lambda t, i: t.stop_task(i))),
+            "Task.revert": Binding(self._task(lambda t, i: t.revert_task(i))),
             **self.volumes.bindings(),
         }

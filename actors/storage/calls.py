@@ -19,6 +19,7 @@ import pykka
 from actors.directory import ActorDirectory, ServiceRef
 from actors.storage.domains import DomainsActor
 from actors.storage.pool import POOL_CHILD, PoolActor
+from actors.storage.proxies import PoolProxy
 from messaging.deadline import current as current_deadline
 from messaging.errors import ActorUnavailable, NoSuchStoragePool, StorageTimeout
 
@@ -83,12 +84,12 @@ class StorageCalls:
         self.call_timeout = call_timeout
         self.domains: ServiceRef[DomainsActor] = ServiceRef(directory, DOMAINS)
 
-    def pool(self, sp_uuid: str) -> pykka.ActorProxy[PoolActor]:
+    def pool(self, sp_uuid: str) -> PoolProxy:
         path = f"{POOLS}/{sp_uuid}/{POOL_CHILD}"
         if self.directory.get(path) is None:
             raise NoSuchStoragePool(spUUID=sp_uuid)
         ref: ServiceRef[PoolActor] = ServiceRef(self.directory, path)
-        return ref.proxy()
+        return ref.proxy(PoolProxy)
 
     def io(self, call: pykka.Future[concurrent.futures.Future[T]], what: str,
            timeout: float | None = None) -> T:
@@ -96,13 +97,13 @@ class StorageCalls:
         return wait(ask(call, DOMAINS), timeout or self.call_timeout, what)
 
     def member(self, sp_uuid: str, sd_uuid: str, *, active: bool,
-               ) -> pykka.ActorProxy[PoolActor]:
+               ) -> PoolProxy:
         """The pool's actor, once it says ``sd_uuid`` is its member (and active)."""
         pool = self.pool(sp_uuid)
         ask(pool.check_domain(sd_uuid, active=active), "pool")
         return pool
 
-    def submit(self, pool: pykka.ActorProxy[PoolActor], verb: str, sp_uuid: str,
+    def submit(self, pool: PoolProxy, verb: str, sp_uuid: str,
                **params: Any) -> str:
         """Have the pool hand the task to the task manager; its id once it is recorded."""
         reply: concurrent.futures.Future[str] = ask(

@@ -37,7 +37,7 @@ import pykka
 
 from actors.base import ActorContext, SupervisedActor
 from actors.clock import TimerHandle
-from actors.directory import ServiceRef
+from actors.directory import ServiceRef, typed_proxy
 from actors.storage import poolmeta
 from actors.storage.board import MonitorBoard
 from actors.storage.locator import DomainLocator
@@ -47,7 +47,7 @@ from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
 from actors.storage.tasks import SubmitTask, TaskManager
 from actors.storage.workers import Workers
-from actors.supervisor import ChildExists, ChildSpec
+from actors.supervisor import ChildExists, ChildSpec, SupervisorProxy
 from messaging.errors import (
     ActorUnavailable,
     NotSPM,
@@ -143,7 +143,7 @@ class PoolActor(SupervisedActor):
         self._waiters: list[Future[PoolMetadata]] = []
         self._pending: set[Future[bool]] = set()
         self._monitors: set[str] = set()
-        self._parent: Any = None
+        self._parent: SupervisorProxy | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -369,7 +369,7 @@ class PoolActor(SupervisedActor):
             return
         wanted = {sd for sd, status in pool.domains if status == ACTIVE}
         if self._parent is None:
-            self._parent = self.ctx.supervisor.proxy()
+            self._parent = typed_proxy(self.ctx.supervisor, SupervisorProxy)
         for sd in sorted(wanted - self._monitors):
             self._watch(self._parent.start_child(self.monitor_spec(sd, self.record.host_id)),
                         sd, starting=True)

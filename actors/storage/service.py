@@ -52,6 +52,7 @@ from actors.storage.monitor import DomainMonitor
 from actors.storage.mount import Connector
 from actors.storage.pool import PoolActor, PoolChanged
 from actors.storage.pooltree import PoolTree
+from actors.storage.proxies import LeaseProxy
 from actors.storage.sd.filecreate import FilePreallocation
 from actors.storage.sd.records import VolumeSize
 from actors.storage.spm.board import LeaseBoard
@@ -177,7 +178,7 @@ class StorageSubsystem:
 
             def contend() -> None:
                 lease: ServiceRef[LeaseActor] = ServiceRef(self.deps.runtime.directory, path)
-                ask(lease.proxy().spm_start(), path)
+                ask(lease.proxy(LeaseProxy).spm_start(), path)
 
             return SpmStartWork(board=self.lease_board, sp_uuid=sp_uuid, contend=contend,
                                 timeout=acquire)

@@ -25,6 +25,7 @@ from actors.storage.calls import POOLS, StorageCalls, ask, recorded, wait
 from actors.storage.handle import VolumeHandle
 from actors.storage.mailbox.actors import MailboxActor
 from actors.storage.mailbox.format import Message
+from actors.storage.proxies import DomainsProxy, LeaseProxy, MailboxProxy, TasksProxy
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.writerclient import WriterClient
@@ -77,13 +78,13 @@ class SpmApi(StorageCalls):
     def spm_stop(self, params: dict[str, Any]) -> bool:
         sp_uuid = params["storagepoolID"]
         path = self._child(sp_uuid, LEASE)
-        running = ask(self.tasks.proxy().running(sp_uuid), "tasks")
+        running = ask(self.tasks.proxy(TasksProxy).running(sp_uuid), "tasks")
         if running:
             raise StorageError(reason=f"{len(running)} task(s) of pool {sp_uuid} still run on "
                                f"this SPM ({', '.join(running[:5])}): wait for them or stop "
                                "them first")
         lease: ServiceRef[LeaseActor] = ServiceRef(self.directory, path)
-        ask(lease.proxy().spm_stop(), path)
+        ask(lease.proxy(LeaseProxy).spm_stop(), path)
         deadline = time.monotonic() + self.stop_timeout
         while time.monotonic() < deadline:
             state = self.board.get(sp_uuid)
@@ -114,11 +115,11 @@ class SpmApi(StorageCalls):
             path = self._child(volume.sp, MAILBOX)
             mailbox: ServiceRef[MailboxActor] = ServiceRef(self.directory, path)
             reply: concurrent.futures.Future[Message] = ask(
-                mailbox.proxy().extend(volume.sd, volume.img, volume.vol, size), path)
+                mailbox.proxy(MailboxProxy).extend(volume.sd, volume.img, volume.vol, size), path)
             wait(reply, timeout, f"the SPM extending {volume.vol}")
-        physical: int = self.io(self.domains.proxy().refresh_volume(volume.sd, volume.img,
-                                                               volume.vol),
-                           "refreshing the extended volume")
+        refreshed = self.domains.proxy(DomainsProxy).refresh_volume(volume.sd, volume.img,
+                                                                    volume.vol)
+        physical: int = self.io(refreshed, "refreshing the extended volume")
         latency = time.monotonic() - started
         log.info("volume %s extended to %d bytes (asked %d) in %.3f s", volume.vol, physical,
                  size, latency)

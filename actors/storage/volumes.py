@@ -19,6 +19,7 @@ from typing import Any
 
 from actors.storage.calls import DOMAINS, StorageCalls, ask
 from actors.storage.handle import API_HOLDER, ImageHandle, VolumeHandle, check_holder
+from actors.storage.proxies import DomainsProxy
 from actors.storage.sd.records import (
     BLANK_UUID,
     Allocation,
@@ -43,7 +44,8 @@ class VolumeApi(StorageCalls):
         self.member(volume.sp, volume.sd, active=True)
         handoff = Handoff()
         future: concurrent.futures.Future[PreparedVolume] = ask(
-            self.domains.proxy().prepare(volume.sd, volume.img, volume.vol, holder, handoff),
+            self.domains.proxy(DomainsProxy).prepare(volume.sd, volume.img, volume.vol, holder,
+                                                     handoff),
             DOMAINS)
         try:
             return future.result(self.call_timeout)
@@ -57,7 +59,7 @@ class VolumeApi(StorageCalls):
         and how far it can be extended."""
         self.member(volume.sp, volume.sd, active=False)
         size: VolumeSize = self.io(
-            self.domains.proxy().volume_size(volume.sd, volume.img, volume.vol),
+            self.domains.proxy(DomainsProxy).volume_size(volume.sd, volume.img, volume.vol),
             "volume size", timeout)
         return size
 
@@ -72,7 +74,7 @@ class VolumeApi(StorageCalls):
     def _teardown(self, image: ImageHandle, vol: str | None, holder: str) -> None:
         check_holder(holder)
         self.member(image.sp, image.sd, active=False)
-        self.io(self.domains.proxy().teardown_image(image.sd, image.img, vol, holder),
+        self.io(self.domains.proxy(DomainsProxy).teardown_image(image.sd, image.img, vol, holder),
                 "Image.teardown")
 
     # --- the verbs -----------------------------------------------------------------------
@@ -92,20 +94,20 @@ class VolumeApi(StorageCalls):
             initial_size=params.get("initialSize"), parent_img=parent_img,
             parent_vol=parent_vol, description=params.get("desc", ""))
         pool = self.member(params["storagepoolID"], req.sd_uuid, active=True)
-        self.io(self.domains.proxy().check_new_volume(req), "Volume.create")
+        self.io(self.domains.proxy(DomainsProxy).check_new_volume(req), "Volume.create")
         return self.submit(pool, "Volume.create", params["storagepoolID"],
                            sdUUID=req.sd_uuid, request=req.to_json())
 
     def volume_info(self, params: dict[str, Any]) -> dict[str, Any]:
         volume = VolumeHandle.from_params(params)
         self.member(volume.sp, volume.sd, active=False)
-        return self.io(self.domains.proxy().volume_info(volume.sd, volume.img, volume.vol),
-                       "Volume.getInfo")
+        info = self.domains.proxy(DomainsProxy).volume_info(volume.sd, volume.img, volume.vol)
+        return self.io(info, "Volume.getInfo")
 
     def delete_volume(self, params: dict[str, Any]) -> str:
         volume = VolumeHandle.from_params(params)
         pool = self.member(volume.sp, volume.sd, active=True)
-        self.io(self.domains.proxy().check_deletable(volume.sd, volume.img, volume.vol),
+        self.io(self.domains.proxy(DomainsProxy).check_deletable(volume.sd, volume.img, volume.vol),
                 "Volume.delete")
         return self.submit(pool, "Volume.delete", volume.sp, sdUUID=volume.sd,
                            imgUUID=volume.img, volUUID=volume.vol)
@@ -113,7 +115,7 @@ class VolumeApi(StorageCalls):
     def delete_image(self, params: dict[str, Any]) -> str:
         image = ImageHandle.from_params(params)
         pool = self.member(image.sp, image.sd, active=True)
-        self.io(self.domains.proxy().check_deletable(image.sd, image.img, None),
+        self.io(self.domains.proxy(DomainsProxy).check_deletable(image.sd, image.img, None),
                 "Image.delete")
         return self.submit(pool, "Image.delete", image.sp, sdUUID=image.sd, imgUUID=image.img)
 

@@ -11,17 +11,22 @@ verb touches nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
+
+import pykka
 
 from actors.config import GuestAgentConfig
 from actors.vm import desktop, qosapi
 from actors.vm.params import check_plain_text
+from actors.vm.proxies import VmProxy
 from messaging.errors import InvalidParams
 from messaging.server import Binding
 
 
 class Verbs(Protocol):
-    def verb(self, params: dict[str, Any], call: Callable[[Any], Any]) -> Any: ...
+    def verb(self, params: dict[str, Any],
+             call: Callable[[VmProxy], pykka.Future[Future[Any]]]) -> Future[Any]: ...
 
 
 def bindings(api: Verbs, config: GuestAgentConfig) -> dict[str, Binding]:

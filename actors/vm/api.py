@@ -41,22 +41,29 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import pykka
 
 from actors.config import GuestAgentConfig
-from actors.directory import ActorDirectory, ServiceRef
+from actors.directory import ActorDirectory, ServiceRef, typed_proxy
 from actors.jobs.record import DONE, FAILED, HIBERNATE, RESTORE, RUNNING
 from actors.jobs.store import JobStore
-from actors.supervisor import ChildExists, ChildSpec, ChildStartError, Supervisor
+from actors.supervisor import (
+    ChildExists,
+    ChildSpec,
+    ChildStartError,
+    Supervisor,
+    SupervisorProxy,
+)
 from actors.vm import agentapi, qosapi
-from actors.vm.actor import Mode, VmActor
+from actors.vm.actor import Mode
 from actors.vm.board import VmBoard
 from actors.vm.inflight import OpFuture
 from actors.vm.ops import check_unused
 from actors.vm.params import VmParams, check_plain_text
 from actors.vm.paths import PathPolicy
+from actors.vm.proxies import VmProxy
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
 from messaging.deadline import current as current_deadline
@@ -72,12 +79,11 @@ from messaging.server import Binding
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
 SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
 FINISHERS = 2  # threads that stop the actors of destroyed VMs and of failed starts
-
-VmProxy = pykka.ActorProxy[VmActor]
-
 
 class SpecFactory(Protocol):
     def __call__(self, params: VmParams, mode: Mode = "create", *,
@@ -164,7 +170,7 @@ class VmApi:
     def start_actor(self, spec: ChildSpec) -> None:
         """Start a VM's actor under /vms (its setup is quick)."""
         try:
-            self._vms.proxy().start_child(spec).get(
+            self._vms.proxy(SupervisorProxy).start_child(spec).get(
                 timeout=current_deadline().clamp(SUPERVISOR_TIMEOUT))
         except ChildExists:
             raise VMExists(vmID=spec.name) from None
@@ -285,7 +291,7 @@ class VmApi:
         if info is None:
             raise self._absent(vm_id)
         ref = self._directory.ref(info.path)  # ActorUnavailable while it restarts
-        return ref.proxy()
+        return typed_proxy(ref, VmProxy)
 
     def _absent(self, vm_id: str) -> VdsmError:
         """The error for a VM without an actor: retryable if the agent knows the VM."""
@@ -294,7 +300,8 @@ class VmApi:
                                     reason="its actor is being restarted; try again shortly")
         return NoSuchVM(vmID=vm_id)
 
-    def verb(self, params: dict[str, Any], call: Callable[[VmProxy], Any]) -> Future[Any]:
+    def verb(self, params: dict[str, Any], call: Callable[[VmProxy], pykka.Future[Future[T]]],
+             ) -> Future[T]:
         """Ask the VM's actor for an operation; its future (the server replies from it).
         ``call`` may first check more params: the VM's existence is checked before them."""
         self.check_ready()
@@ -305,7 +312,7 @@ class VmApi:
             raise self._absent(vm_id) from None
         return self.operation(asked)
 
-    def ask(self, asked: Any) -> Any:
+    def ask(self, asked: pykka.Future[T]) -> T:
         """The answer of a proxy call that the actor answers at once (bounded)."""
         try:
             return asked.get(timeout=current_deadline().clamp(ASK_TIMEOUT))
@@ -315,11 +322,11 @@ class VmApi:
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self._vms_path, reason="the VM actor stopped") from None
 
-    def operation(self, asked: Any, *, cover: bool = True) -> Future[Any]:
+    def operation(self, asked: pykka.Future[Future[T]], *, cover: bool = True) -> Future[T]:
         """The operation's future: ``asked`` is the proxy call's pykka future, which resolves
         (at once) to it. The request's deadline is extended to cover the operation's (unless
         the verb does not wait for it: a job)."""
-        operation: Future[Any] = self.ask(asked)
+        operation = self.ask(asked)
         if cover and isinstance(operation, OpFuture):
             current_deadline().cover(operation.deadline)
         return operation
@@ -357,7 +364,7 @@ class VmApi:
     def _stop_actor(self, vm_id: str) -> None:
         """Stop and forget the VM's actor (its VM is gone or never started)."""
         try:
-            self._vms.proxy().stop_child(vm_id).get(
+            self._vms.proxy(SupervisorProxy).stop_child(vm_id).get(
                 timeout=max(1.0, current_deadline().clamp(SUPERVISOR_TIMEOUT)))
         except (pykka.Timeout, pykka.ActorDeadError, VdsmError) as e:
             log.error("cannot stop the actor of VM %s: %s", vm_id, e)

@@ -9,16 +9,21 @@ its future.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
+
+import pykka
 
 from actors.vm import qos
 from actors.vm.ops import VmOps
+from actors.vm.proxies import VmProxy
 from messaging.errors import InvalidParams
 from messaging.server import Binding
 
 
 class Verbs(Protocol):
-    def verb(self, params: dict[str, Any], call: Callable[[Any], Any]) -> Any: ...
+    def verb(self, params: dict[str, Any],
+             call: Callable[[VmProxy], pykka.Future[Future[Any]]]) -> Future[Any]: ...
 
 
 def _then_true(call: Callable[[VmOps], object]) -> Callable[[VmOps], bool]:

@@ -38,7 +38,7 @@ from actors.jobs.slots import Gates, Slots
 from actors.jobs.store import JobStore
 from actors.storage.service import StorageSubsystem
 from actors.subsystem import Deps
-from actors.supervisor import ChildExists, ChildSpec, Supervisor
+from actors.supervisor import ChildExists, ChildSpec, Supervisor, SupervisorProxy
 from actors.vm.actor import Mode, VmActor
 from actors.vm.api import VmApi
 from actors.vm.board import VmBoard
@@ -168,7 +168,7 @@ class VmSubsystem:
         spec = self.vm_spec(found.params, "recover", found.state, found.started)
         vms: ServiceRef[Supervisor] = ServiceRef(self.deps.runtime.directory, VMS)
         try:
-            vms.proxy().start_child(spec).get(timeout=START_TIMEOUT)
+            vms.proxy(SupervisorProxy).start_child(spec).get(timeout=START_TIMEOUT)
         except ChildExists:
             pass  # started meanwhile (by VM.create or by an earlier pass)
 

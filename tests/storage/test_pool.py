@@ -91,7 +91,7 @@ def test_a_monitor_that_does_not_start_is_logged_and_started_later(
                 if r.levelname == "ERROR" and "did not start" in r.getMessage()]
     assert len(failures) == 2, [r.getMessage() for r in failures]
     assert "injected" in failures[0].getMessage()
-    pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").proxy()
+    pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").ref().proxy()
     assert pool.describe().get(timeout=5)["monitors"] == [sd]
 
 
@@ -113,7 +113,7 @@ def test_a_task_for_a_stopped_task_manager_is_refused_at_once(
                           writer_endpoint="ipc:///nonexistent", writer_ready=True))
     start_pool(runtime, locator, sp, sd, board=board, monitor_spec=no_monitor,
                lease_board=leases)
-    pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").proxy()
+    pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").ref().proxy()
     wait_for(lambda: pool.describe().get(timeout=5)["state"] == "ready", 20, what="loaded")
     with pytest.raises(ActorUnavailable):
         pool.submit("Volume.delete", {"sdUUID": sd, "imgUUID": new_id(),

@@ -149,7 +149,7 @@ def test_a_prepare_its_caller_gave_up_on_is_undone_when_it_finishes(
                 volumeID=vol, size=16 << 20, volFormat="raw", preallocate="preallocated")
     wait_for(lambda: call(storage, "Task.getStatus", taskID=task)["taskResult"] == "success",
              30, what="the volume")
-    domains = ServiceRef[DomainsActor](runtime.directory, "/storage/domains").proxy()
+    domains = ServiceRef[DomainsActor](runtime.directory, "/storage/domains").ref().proxy()
     # The caller's deadline passed before the worker finished (the order a hung, then
     # recovered, storage gives): the worker undoes its prepare instead of leaving a use
     # nobody knows of.

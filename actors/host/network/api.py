@@ -20,6 +20,7 @@ from actors.host.network import legacy
 from actors.host.network.actor import NetworkActor
 from actors.host.network.model import Request, parse_request
 from actors.host.network.shared import ConnectivityWatch
+from actors.host.proxies import NetworkProxy
 from messaging.deadline import current as current_deadline
 from messaging.errors import NetworkError, VdsmError
 from messaging.server import Binding
@@ -42,7 +43,7 @@ def bindings(*, network: ServiceRef[NetworkActor], watch: ConnectivityWatch,
         # is dropped, never applied.
         start_by = max(deadline.at - budget, time.monotonic() + START_SLACK)
         deadline.cover(start_by + budget + wait)
-        future: Future[Any] = network.proxy().setup_networks(
+        future: Future[Any] = network.proxy(NetworkProxy).setup_networks(
             request, deadline.client, start_by=start_by).get(
             timeout=deadline.clamp(ASK_TIMEOUT))
         return future
@@ -52,7 +53,7 @@ def bindings(*, network: ServiceRef[NetworkActor], watch: ConnectivityWatch,
                                     params["options"]))
 
     def set_safe(_params: dict[str, Any]) -> Future[Any]:
-        written: Future[Any] = network.proxy().set_safe().get(
+        written: Future[Any] = network.proxy(NetworkProxy).set_safe().get(
             timeout=current_deadline().clamp(ASK_TIMEOUT))
         answer: Future[Any] = Future()
 
