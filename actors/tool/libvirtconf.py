@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 #: namespace would keep a copy of every mount that existed when it started)
 QEMU_SETTINGS = (("user", '"root"'), ("group", '"root"'), ("security_driver", '"none"'),
                  ("namespaces", "[ ]"))
+#: guests' serial consoles go through virtlogd, which caps and rotates each log
+#: (actors/vm/seriallog.py); "logd" is libvirt's default, so only a line that sets another
+#: handler is a problem (and is replaced): a default qemu.conf is left as it is
+LOG_HANDLER = ("stdio_handler", '"logd"')
+_LOG_HANDLER_LINE = re.compile(r"^\s*stdio_handler\s*=\s*(.*?)\s*$")
 DIRS = tuple(Path(p) for p in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt",
                                "/var/cache/libvirt"))
 URI = "qemu:///system"
@@ -68,6 +73,31 @@ def set_setting(text: str, key: str, value: str) -> str:
     return text + ("" if not text or text.endswith("\n") else "\n") + wanted + "\n"
 
 
+def log_handlers(text: str) -> list[str]:
+    """The values qemu.conf ``text`` gives ``stdio_handler`` (none: libvirt's default)."""
+    found = []
+    for line in text.splitlines():
+        match = _LOG_HANDLER_LINE.match(line)
+        if match is not None:
+            found.append(match.group(1))
+    return found
+
+
+def keep_log_handler(text: str) -> str:
+    """``text`` with every line that sets ``stdio_handler`` to something other than
+    ``"logd"`` set to ``"logd"`` (a guest writing its console without end would otherwise
+    fill the disk: qemu writes the file itself, uncapped); the rest unchanged."""
+    key, value = LOG_HANDLER
+    wanted = f"{key} = {value}"
+    lines = text.splitlines()
+    changed = False
+    for i, line in enumerate(lines):
+        match = _LOG_HANDLER_LINE.match(line)
+        if match is not None and match.group(1) != value:
+            lines[i], changed = wanted, True
+    return "\n".join(lines) + "\n" if changed else text
+
+
 def _answers() -> bool:
     try:
         done = subprocess.run(["virsh", "-c", URI, "version"], capture_output=True,
@@ -99,6 +129,9 @@ def problems(setup: LibvirtSetup) -> list[str]:
         lines = []
     found += [f"{setup.qemu_conf} does not say {k} = {v}" for k, v in setup.settings
               if f"{k} = {v}" not in lines]
+    found += [f"{setup.qemu_conf} says stdio_handler = {handler}: guests' console logs "
+              "would not be capped by virtlogd" for handler in log_handlers("\n".join(lines))
+              if handler != LOG_HANDLER[1]]
     if not _answers():
         found.append(f"libvirtd does not answer on {URI}")
     return found
@@ -124,10 +157,13 @@ def ensure(setup: LibvirtSetup) -> list[str]:
     text = before
     for key, value in setup.settings:
         text = set_setting(text, key, value)
+    keys = [k for k, _ in setup.settings]
+    if (fixed := keep_log_handler(text)) != text:
+        text, keys = fixed, [*keys, LOG_HANDLER[0]]
     if text != before:
         setup.qemu_conf.parent.mkdir(parents=True, exist_ok=True)
         setup.qemu_conf.write_text(text)
-        changed.append(f"{setup.qemu_conf} ({', '.join(k for k, _ in setup.settings)})")
+        changed.append(f"{setup.qemu_conf} ({', '.join(keys)})")
     changed += _daemons(restart=text != before)
     return changed
 

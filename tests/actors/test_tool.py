@@ -116,6 +116,26 @@ def test_qemu_conf_edits_are_idempotent_and_keep_the_rest() -> None:
     assert libvirtconf.set_setting("a = 1", "b", "2") == "a = 1\nb = 2\n"
 
 
+def test_a_console_log_handler_other_than_virtlogd_is_reported_and_replaced(
+        tmp_path: Path) -> None:
+    """Guests' serial logs are capped by virtlogd only while qemu.conf keeps libvirt's
+    default stdio_handler ("logd"); a default (commented) line is left alone."""
+    default = '# stdio_handler = "logd"\n#stdio_handler = "file"\nuser = "root"\n'
+    assert libvirtconf.log_handlers(default) == []
+    assert libvirtconf.keep_log_handler(default) == default
+    unsafe = '#stdio_handler = "logd"\nuser = "root"\n  stdio_handler="file"\n'
+    assert libvirtconf.log_handlers(unsafe) == ['"file"']
+    fixed = libvirtconf.keep_log_handler(unsafe)
+    assert fixed.splitlines() == ['#stdio_handler = "logd"', 'user = "root"',
+                                  'stdio_handler = "logd"']
+    assert libvirtconf.keep_log_handler(fixed) == fixed
+    conf = tmp_path / "qemu.conf"
+    for text, reported in ((unsafe, True), (fixed, False), (default, False)):
+        conf.write_text(text)
+        found = libvirtconf.problems(libvirtconf.LibvirtSetup(qemu_conf=conf, dirs=()))
+        assert any("stdio_handler" in p and "not be capped" in p for p in found) == reported
+
+
 @pytest.mark.root
 @pytest.mark.libvirt
 def test_this_machine_is_configured_for_libvirt() -> None:
