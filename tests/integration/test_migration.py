@@ -12,9 +12,11 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 
 from messaging.client import Subscriber
@@ -111,6 +113,39 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
     again = counting(log_a, offset, more_than=3)
     assert {b for b, _ in again} == {boot}, "the guest rebooted on a"
     assert last_b < again[0][1] <= last_b + 3, (last_b, again[:3])
+
+
+@pytest.mark.timeout(300)
+def test_a_migrated_guests_display_arrives_locked(bed: Bed, image: g.GuestImage) -> None:
+    """The destination defines the domain from its own XML, its display locked as after a
+    create or a restore: the source's ticket does not open it there, a new one does."""
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, display="vnc")
+    m.wait_booted(a_agent, vm_id)
+    assert a_agent.call("VM.setTicket", vmID=vm_id, password="on-a", ttl=3600) is True
+    assert _display(bed, "a", vm_id)[0] == "on-a"
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b") is True
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    m.wait_status(b_agent, vm_id, "Up")
+    assert m.where(bed, vm_id) == ["b"]
+    password, valid_to = _display(bed, "b", vm_id)
+    assert password and password != "on-a", "the display arrived open with the old ticket"
+    assert valid_to and valid_to < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), valid_to
+    assert b_agent.call("VM.setTicket", vmID=vm_id, password="on-b", ttl=60) is True
+    assert _display(bed, "b", vm_id)[0] == "on-b"
+    assert b_agent.call("VM.destroy", vmID=vm_id) is True
+
+
+def _display(bed: Bed, host: str, vm_id: str) -> tuple[str | None, str | None]:
+    """The password of the VM's VNC display on ``host`` and until when it is valid."""
+    conn = bed.host(host).connect()
+    try:
+        xml = conn.lookupByUUIDString(vm_id).XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+    finally:
+        conn.close()
+    graphics = ET.fromstring(xml).find("devices/graphics")
+    assert graphics is not None and graphics.get("type") == "vnc"
+    return graphics.get("passwd"), graphics.get("passwdValidTo")
 
 
 def _restarts(agent: Any, vm_id: str) -> int:
