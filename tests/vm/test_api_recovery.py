@@ -14,6 +14,7 @@ import pytest
 from tests import guest as g
 from tests.harness import Vdsmd, next_event, running_vdsmd, wait_for
 from tests.vm import agent as a
+from tests.vm.test_api_lifecycle import assert_locked, live_xml
 
 pytestmark = pytest.mark.libvirt
 
@@ -23,7 +24,7 @@ def test_a_killed_agent_recovers_its_vms_without_touching_them(
     agent: Vdsmd, guest_image: g.GuestImage, tmp_path: Path, conn: libvirt.virConnect,
 ) -> None:
     guest_id, guest = a.new_id(), a.guest_params(guest_image)
-    bare_id, bare = a.new_id(), a.bare_params(custom={"role": "db"})
+    bare_id, bare = a.new_id(), a.bare_params(custom={"role": "db"}, display="vnc")
     gone_id, gone = a.new_id(), a.bare_params()
     agent.call("VM.create", vmID=guest_id, vmParams=guest)
     agent.call("VM.create", vmID=bare_id, vmParams=bare)
@@ -53,6 +54,13 @@ def test_a_killed_agent_recovers_its_vms_without_touching_them(
     stats = wait_for(lambda: (s := a.status(agent, guest_id)).get("statsAge") is not None
                      and s, 30)
     assert stats["monitorResponse"] == 0 and stats["elapsedTime"] > 0
+
+    # A recovered VM's display is as locked as before (nothing redefined it), and a ticket
+    # opens it.
+    assert_locked(conn, bare_id)
+    assert agent.call("VM.setTicket", vmID=bare_id, password="after", ttl=60) is True
+    graphics = live_xml(conn, bare_id, libvirt.VIR_DOMAIN_XML_SECURE).find("devices/graphics")
+    assert graphics is not None and graphics.get("passwd") == "after"
 
     # Monitoring resumed: events flow and verbs act on the recovered VMs.
     with agent.subscriber(f"|virt|VM_status|{bare_id}") as sub:
