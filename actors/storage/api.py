@@ -28,7 +28,7 @@ from actors.storage.calls import (
     ask,
     wait,
 )
-from actors.storage.connections import ConnectionsActor
+from actors.storage.connections import ConnectionsActor, parse_requests
 from actors.storage.proxies import ConnectionsProxy, DomainsProxy, TasksProxy
 from actors.storage.sd.records import check_uuid
 from actors.storage.state import PoolRecord, PoolRecords
@@ -69,14 +69,14 @@ class StorageApi(StorageCalls):
     # --- connections ---------------------------------------------------------------------
 
     def connect_storage_server(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        call = self.connections.proxy(ConnectionsProxy).connect(params["domainType"],
-                                                params["connectionParams"])
+        requests = parse_requests(params["domainType"], params["connectionParams"])
+        call = self.connections.proxy(ConnectionsProxy).connect(requests)
         timeout = self.mount_timeout * max(1, len(params["connectionParams"])) + 10
         return wait(ask(call, CONNECTIONS), timeout, "connectStorageServer")
 
     def disconnect_storage_server(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        call = self.connections.proxy(ConnectionsProxy).disconnect(params["domainType"],
-                                                   params["connectionParams"])
+        requests = parse_requests(params["domainType"], params["connectionParams"])
+        call = self.connections.proxy(ConnectionsProxy).disconnect(requests)
         timeout = self.mount_timeout * 2 * max(1, len(params["connectionParams"])) + 10
         return wait(ask(call, CONNECTIONS), timeout, "disconnectStorageServer")
 

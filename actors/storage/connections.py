@@ -37,6 +37,36 @@ class _Restore:
     pass
 
 
+@dataclass(frozen=True)
+class ConnectionRequest:
+    """One ``connectionParams`` entry, checked by the verb's handler before the actor is
+    asked: its id and the connection, or why it is refused (answered for that entry
+    alone, as every entry answers for itself)."""
+
+    conn_id: str
+    connection: Connection | None
+    refused: VdsmError | None = None
+    shown: str = ""  # the connection as the client gave it (for the log)
+
+
+def parse_requests(domain_type: str, entries: Sequence[Mapping[str, Any]],
+                   ) -> list[ConnectionRequest]:
+    """The typed requests of a connect/disconnect verb's ``connectionParams``."""
+    kind = KINDS.get(domain_type)
+    requests = []
+    for entry in entries:
+        conn_id, shown = str(entry.get("id", "")), str(entry.get("connection", ""))
+        try:
+            if kind is None:
+                raise StorageNotSupported(reason=f"{domain_type} connections (iSCSI login, "
+                                          "FC zoning) are not handled by this host")
+            requests.append(ConnectionRequest(conn_id, Connection.from_params(kind, entry),
+                                              shown=shown))
+        except VdsmError as e:
+            requests.append(ConnectionRequest(conn_id, None, e, shown))
+    return requests
+
+
 class ConnectionJobs:
     """The blocking part: connect and disconnect, one connection at a time per storage."""
 
@@ -50,25 +80,24 @@ class ConnectionJobs:
         with self._guard:
             return self._locks.setdefault(spec, threading.Lock())
 
-    def run(self, domain_type: str, entries: Sequence[Mapping[str, Any]], *,
-            connect: bool) -> list[dict[str, Any]]:
+    def run(self, requests: Sequence[ConnectionRequest], *, connect: bool,
+            ) -> list[dict[str, Any]]:
         results = []
-        for entry in entries:
-            result: dict[str, Any] = {"id": entry.get("id", ""), "status": 0}
-            try:
-                kind = KINDS.get(domain_type)
-                if kind is None:
-                    raise StorageNotSupported(reason=f"{domain_type} connections (iSCSI login, "
-                                              "FC zoning) are not handled by this host")
-                conn = Connection.from_params(kind, entry)
-                if connect:
-                    self.connect(conn)
-                else:
-                    self.disconnect(conn)
-            except VdsmError as e:
+        for request in requests:
+            result: dict[str, Any] = {"id": request.conn_id, "status": 0}
+            error = request.refused
+            if error is None and request.connection is not None:
+                try:
+                    if connect:
+                        self.connect(request.connection)
+                    else:
+                        self.disconnect(request.connection)
+                except VdsmError as e:
+                    error = e
+            if error is not None:
                 log.warning("%s %s: %s", "connecting" if connect else "disconnecting",
-                            entry.get("connection"), e.message)
-                result.update(status=e.code, message=e.message)
+                            request.shown, error.message)
+                result.update(status=error.code, message=error.message)
             results.append(result)
         return results
 
@@ -112,13 +141,13 @@ class ConnectionsActor(SupervisedActor):
                                for c in self.jobs.store.load()],
                 "busy": self._workers.busy() if self._workers else 0}
 
-    def connect(self, domain_type: str, entries: list[dict[str, Any]],
+    def connect(self, requests: Sequence[ConnectionRequest],
                 ) -> Future[list[dict[str, Any]]]:
-        return self._pool().submit(self.jobs.run, domain_type, entries, connect=True)
+        return self._pool().submit(self.jobs.run, requests, connect=True)
 
-    def disconnect(self, domain_type: str, entries: list[dict[str, Any]],
+    def disconnect(self, requests: Sequence[ConnectionRequest],
                    ) -> Future[list[dict[str, Any]]]:
-        return self._pool().submit(self.jobs.run, domain_type, entries, connect=False)
+        return self._pool().submit(self.jobs.run, requests, connect=False)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Restore):
