@@ -111,7 +111,7 @@ def test_mypy_refuses_misuse_of_the_typed_proxies(tmp_path: Path) -> None:
     snippet = tmp_path / "misuse.py"
     snippet.write_text(MISUSES)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
          "--config-file", str(ROOT / "pyproject.toml"), str(snippet)],
         cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
     flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines()
