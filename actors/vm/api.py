@@ -85,6 +85,7 @@ ASK_TIMEOUT = 5.0  # an actor answers a proxy call at once: it never blocks
 SUPERVISOR_TIMEOUT = 30.0  # starting or stopping one VM actor
 FINISHERS = 2  # threads that stop the actors of destroyed VMs and of failed starts
 
+
 class SpecFactory(Protocol):
     def __call__(self, params: VmParams, mode: Mode = "create", *,
                  incoming: str | None = None) -> ChildSpec: ...
