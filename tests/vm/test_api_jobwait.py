@@ -172,6 +172,11 @@ def test_wait_on_a_job_that_fails_or_never_starts(agent: Vdsmd, tmp_path: Path) 
     assert job["status"] == "failed" and job["error"]["code"] == 5, job
     assert lines[-1] == f"{prefix}failed (code 5): {job['error']['message']}"
     assert job["error"]["message"]
+    # Task wait given this job's id: not found as a task, and pointed at Job wait
+    mistaken = client(agent, "Task", "wait", job["id"])
+    assert mistaken.returncode == 1, mistaken.stderr
+    assert mistaken.stderr == (f"vdsm-client: {job['id']} is not a task but a job (restore "
+                               f"of VM {restored}): vdsm-client Job wait {job['id']}\n")
     wait_for(lambda: not a.vm_actors(agent), 30, what="the actor to go")
     assert a.error(lambda: a.status(agent, restored)).code == 1
     assert junk.exists()
