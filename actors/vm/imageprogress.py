@@ -2,10 +2,11 @@
 memory image, sampled on a thread of its own (``imageprogress-<vm>``) while libvirt saves or
 restores.
 
-libvirt opens the image and hands QEMU the open file (its ``fd:`` migration stream), so the
-offset of QEMU's descriptor on the image, in ``/proc/<pid>/fdinfo``, is the number of bytes
-QEMU has written (a save) or read (a restore) so far. The descriptor is looked for among the
-processes named ``qemu*`` until it is found, then only its offset is read.
+libvirt opens the image and hands it to QEMU (a restore reads it through its ``fd:``
+migration stream), or to its ``libvirt_iohelper`` that writes what QEMU sends (a save), so
+the offset of that process's descriptor on the image, in ``/proc/<pid>/fdinfo``, is the
+number of bytes written or read so far. The descriptor is looked for among the processes
+with those names until it is found, then only its offset is read.
 
 The figures go into the job's details (``Host.getJobs``) as ``bytesDone`` and, for a
 restore, ``bytesTotal`` (the image's size; the percent follows it), and each change is
@@ -29,11 +30,14 @@ log = logging.getLogger(__name__)
 
 PROC = Path("/proc")
 MAX_PROCESSES = 100_000  # a bound on one scan of /proc
+#: the processes that move a memory image's bytes (their names as /proc/<pid>/comm begins)
+MOVERS = ("qemu", "libvirt_iohelp")
 
 
 def find_reader(path: str, *, proc: Path = PROC,
-                comm_prefix: str = "qemu") -> tuple[int, int] | None:
-    """(pid, fd) of a process named ``comm_prefix*`` that holds ``path`` open, if any."""
+                comm_prefix: tuple[str, ...] = MOVERS) -> tuple[int, int] | None:
+    """(pid, fd) of a process whose name begins with one of ``comm_prefix`` that holds
+    ``path`` open, if any."""
     wanted = os.path.realpath(path)
     try:
         pids = [e.name for e in os.scandir(proc) if e.name.isdigit()][:MAX_PROCESSES]
@@ -70,7 +74,7 @@ class ImageProgress:
 
     def __init__(self, vm_id: str, job_id: str, path: str, *, jobs: JobStore,
                  interval: float, reading: bool, proc: Path = PROC,
-                 comm_prefix: str = "qemu") -> None:
+                 comm_prefix: tuple[str, ...] = MOVERS) -> None:
         self.vm_id = vm_id
         self.job_id = job_id
         self.path = path

@@ -227,9 +227,10 @@ def test_waiting_stops_at_the_wait_timeout_or_on_ctrl_c_and_the_job_goes_on(
         go.touch()
         done = client(agent, "Job", "wait", job_id)
         assert done.returncode == 0, done.stderr
-        assert done.stderr.splitlines()[-1] == f"job {job_id} hibernate of VM {vm_id}: done, 100%"
+        size = wait.size(state.stat().st_size)
+        assert done.stderr.splitlines()[-1] == \
+            f"job {job_id} hibernate of VM {vm_id}: done, 100%, {size} of {size}"
         assert json.loads(done.stdout)["status"] == "done"
-        assert state.exists()
     finally:
         go.touch()
         if following is not None and following.poll() is None:
@@ -250,7 +251,8 @@ def test_a_job_forgotten_as_it_ends_is_known_by_its_event(forgetful: Vdsmd) -> N
                       f"hiberVolHandle={state}", "--wait")
         assert done.returncode == 0, done.stderr
         job, lines, prefix = followed(done, "hibernate", vm_id)
-        assert job["status"] == "done" and lines[-1] == f"{prefix}done, 100%"
+        size = wait.size(state.stat().st_size)  # the end's event has the image's bytes
+        assert job["status"] == "done" and lines[-1] == f"{prefix}done, 100%, {size} of {size}"
         assert agent.call("Host.getJobs") == {}  # forgotten: only its event told the end
         assert a.status(agent, vm_id)["exitReason"] == "saved"
         # Job wait on it now: not found, at once

@@ -1,8 +1,8 @@
 """A hibernation's or a restore's bytes: the offset of the descriptor a real process holds
 on a real file, read from /proc while it reads or writes, reported into a real job store
-(and its events). The process here is a Python child standing in for QEMU (the sampler
-looks for processes by name: ``python`` here, ``qemu`` in vdsmd); a real save and restore
-through libvirt: tests/vm/test_api_jobwait.py."""
+(and its events). The process here is a Python child standing in for QEMU or libvirt's I/O
+helper (the sampler looks for processes by name: ``python`` here); a real save and restore
+through libvirt, sampled live: tests/vm/test_api_jobwait.py."""
 
 from __future__ import annotations
 
@@ -113,9 +113,9 @@ def test_a_restore_reports_the_bytes_read_of_the_image(store: JobStore, sink: Si
     child = Child(image, "r")
     try:
         child.move(1)
-        assert find_reader(str(image), comm_prefix="python") is not None
+        assert find_reader(str(image), comm_prefix=("python",)) is not None
         progress = ImageProgress(VM, job.job_id, str(image), jobs=store, interval=0.02,
-                                 reading=True, comm_prefix="python")
+                                 reading=True, comm_prefix=("python",))
         with watching(progress):
             assert wait_bytes(store, job.job_id, MIB) == {
                 "bytesDone": MIB, "bytesTotal": 4 * MIB, "progress": 25}
@@ -140,7 +140,7 @@ def test_a_save_reports_the_bytes_written_and_its_size_once_done(store: JobStore
     child = Child(target, "w")
     try:
         progress = ImageProgress(VM, job.job_id, str(target), jobs=store, interval=0.02,
-                                 reading=False, comm_prefix="python")
+                                 reading=False, comm_prefix=("python",))
         with watching(progress):
             child.move(1)
             # its size is not known while it is written
@@ -159,7 +159,7 @@ def test_a_failed_save_records_no_size_and_other_processes_are_not_looked_at(
     child = Child(image, "r")
     try:
         child.move(1)
-        # only processes named qemu*: the Python child is not one
+        # only QEMU and libvirt's I/O helper: the Python child is neither
         assert find_reader(str(image)) is None
         progress = ImageProgress(VM, job.job_id, str(image), jobs=store, interval=0.02,
                                  reading=False)
@@ -168,7 +168,7 @@ def test_a_failed_save_records_no_size_and_other_processes_are_not_looked_at(
             raise RuntimeError("the save failed")
         assert details(store, job.job_id) == {"progress": 0}
         # a closed descriptor, a process that is gone: no offset
-        where = find_reader(str(image), comm_prefix="python")
+        where = find_reader(str(image), comm_prefix=("python",))
         assert where is not None and position(*where) == 2 * MIB
     finally:
         child.close()
