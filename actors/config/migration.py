@@ -20,7 +20,7 @@ class MigrationConfig:
     downtime: int = 500  # ms: the longest pause of the guest at the switch-over (default)
     bandwidth: int = 0  # MiB/s a migration may use (default); 0: no limit
     max_time_per_gib: float = 64.0  # s per GiB of guest memory (at least 1) before timing out
-    progress_interval: float = 1.0  # s between progress samples (VM_migration_status)
+    progress_interval: float = 1.0  # s between progress samples (migration, save, restore)
     connect_timeout: float = 10.0  # s to reach a peer's agent (connect, CURVE, answer)
     prepare_timeout: float = 60.0  # s the destination has to prepare (storage, hooks, XML)
     incoming_grace: float = 60.0  # s the destination waits beyond the migration's timeout

@@ -23,6 +23,12 @@ MIGRATE_OUT, MIGRATE_IN, HIBERNATE, RESTORE = "migrate_out", "migrate_in", "hibe
     "restore"
 TYPES = (MIGRATE_OUT, MIGRATE_IN, HIBERNATE, RESTORE)
 
+#: the verb that starts each kind of job
+VERBS = {MIGRATE_OUT: "VM.migrate", MIGRATE_IN: "VM.migrationCreate",
+         HIBERNATE: "VM.hibernate", RESTORE: "VM.create"}
+#: a job's progress in bytes (details of a hibernation or a restore), in its events too
+BYTES = ("bytesDone", "bytesTotal")
+
 _TASK_STATE = {PENDING: "queued", RUNNING: "running", ABORTING: "aborting", DONE: "finished",
                FAILED: "finished", ABORTED: "finished"}
 _TASK_RESULT = {DONE: "success", FAILED: "failure", ABORTED: "failure"}
@@ -73,6 +79,9 @@ class Job:
             "taskResult": _TASK_RESULT.get(self.status, ""), "code": self.code,
             "message": self.message, "jobID": self.job_id, "job_type": self.job_type,
             "vmID": self.vm_id, "status": self.status, "progress": self.progress,
+            # as a storage task's event: the verb that started it and what it acts on
+            "verb": VERBS[self.job_type], "objects": {"vmID": self.vm_id},
+            **{k: v for k, v in self.details.items() if k in BYTES},
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -88,10 +88,12 @@ class JobStore:
         self._publish(job)
         return job
 
-    def update(self, job_id: str, *, persist: bool = True, **changes: Any) -> Job:
-        """Change a job; its status changes are persisted (best effort) and published.
-        Details are merged into the job's. A finished job changes no more, but for details
-        learnt after its end (a migration's downtime)."""
+    def update(self, job_id: str, *, persist: bool = True, publish: bool = False,
+               **changes: Any) -> Job:
+        """Change a job; its status changes are persisted (best effort) and published, and
+        so is any change with ``publish`` (progress). Details are merged into the job's. A
+        finished job changes no more, but for details learnt after its end (a migration's
+        downtime)."""
         with self._lock:
             current = self._jobs.get(job_id)
             if current is None:
@@ -114,6 +116,8 @@ class JobStore:
             self._publish(job)
             if job.finished:
                 self._prune()
+        elif publish and job is not current:
+            self._publish(job)
         return job
 
     def _write(self, job: Job) -> None:

@@ -36,6 +36,7 @@ domain (``Attach``): state and params from libvirt and the domain's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -52,13 +53,14 @@ from actors.vm.board import VmBoard, VmView
 from actors.vm.desktop import GuestCommand
 from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
+from actors.vm.imageprogress import ImageProgress, watching
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
 from actors.vm.jobprogress import JobProgress
 from actors.vm.migcontrol import MigrationControl
 from actors.vm.migops import MigrationOps
 from actors.vm.migrate import MigrationEnded, MigrationStarted
 from actors.vm.migspec import MigrationSpec
-from actors.vm.ops import Attached, Started, VmEnv, VmOps
+from actors.vm.ops import Attached, ImageWatch, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, PauseCode, StatusTracker, Transition, VmStatus
 from actors.vm.thinwork import ThinWork
@@ -220,8 +222,9 @@ class VmActor(SupervisedActor):
 
     # --- verbs (asked through a proxy by the API workers) ----------------------------------
 
-    def launch(self) -> Future[dict[str, Any]]:
-        """Create (or restore) the domain: the verb part of VM.create."""
+    def launch(self, job_id: str | None = None) -> Future[dict[str, Any]]:
+        """Create (or restore) the domain: the verb part of VM.create; ``job_id``: the
+        restore's job, whose progress in bytes is sampled while libvirt restores."""
         if self._mode != "create" or self.ctx.generation != 1 or self._launched:
             raise VMError(reason=f"VM {self.vm_id} is already started")
         self._launched = True
@@ -229,9 +232,10 @@ class VmActor(SupervisedActor):
         hooks = ("before_vm_dehibernate", "after_vm_dehibernate") if params.restore_state \
             else ("before_vm_start", "after_vm_start")
         timeout = self._env.config.start_timeout + ops.hook_budget(*hooks)
+        watch = self._image_watch(job_id, True)
         return self._submit(CREATE, CONTROL, timeout=timeout, on_ok=self._on_started,
                             on_error=self._on_start_failed,
-                            work=lambda cancelled: ops.start(params, cancelled))
+                            work=lambda cancelled: ops.start(params, cancelled, watch))
 
     def destroy(self) -> Future[bool]:
         self._running().check_idle(DESTROY)
@@ -342,6 +346,7 @@ class VmActor(SupervisedActor):
         statistics report."""
         before = self._tracker.status
         env, vm_id, ops = self._env, self.vm_id, self._ops_impl
+        watch = self._image_watch(job_id, False)
 
         def save(params: VmParams) -> None:
             progress = None
@@ -351,7 +356,7 @@ class VmActor(SupervisedActor):
                                        interval=env.migration.config.progress_interval)
                 progress.start()
             try:
-                ops.hibernate(params, path)
+                ops.hibernate(params, path, watch)
             finally:
                 if progress is not None:
                     progress.finish()
@@ -364,6 +369,16 @@ class VmActor(SupervisedActor):
         )
         self._set(Transition(VmStatus.SAVING_STATE))
         return reply
+
+    def _image_watch(self, job_id: str | None, reading: bool) -> ImageWatch:
+        """What wraps a save (or a restore, ``reading``) of job ``job_id``: samples QEMU's
+        offset on the memory image into the job (bytes written or read)."""
+        migration, vm_id = self._env.migration, self.vm_id
+        if job_id is None or migration is None:
+            return lambda _path: contextlib.nullcontext()
+        jobs, interval = migration.jobs, migration.config.progress_interval
+        return lambda path: watching(ImageProgress(vm_id, job_id, path, jobs=jobs,
+                                                   interval=interval, reading=reading))
 
     # --- migrations (see actors/vm/migcontrol.py) -----------------------------------------
 

@@ -158,7 +158,7 @@ class VmApi:
                                  message="restoring")
         try:
             self.start_actor(self.spec(vm))
-            launched = self._launch(vm_id)
+            launched = self._launch(vm_id, None if job is None else job.job_id)
         except BaseException as e:
             if job is not None:
                 self._end_job(job.job_id, e)
@@ -181,9 +181,9 @@ class VmApi:
         except (pykka.Timeout, pykka.ActorDeadError):
             raise ActorUnavailable(path=self._vms_path, reason="it did not answer") from None
 
-    def _launch(self, vm_id: str) -> Future[Any]:
+    def _launch(self, vm_id: str, job_id: str | None = None) -> Future[Any]:
         try:
-            return self.operation(self.proxy(vm_id).launch())
+            return self.operation(self.proxy(vm_id).launch(job_id))
         except BaseException:
             # This create's own actor and board entry; the start removed what it made.
             self._stop_actor(vm_id)

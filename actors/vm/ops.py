@@ -62,6 +62,12 @@ log = logging.getLogger(__name__)
 
 LIBVIRT_JOB_WAIT = 30.0  # how long libvirt waits for a domain's job before it gives up
 UNEXPLAINED_RETRIES = 3  # a libvirt call that failed without recording an error: tries
+#: wraps a save or a restore, given the memory image's path (its progress in bytes)
+ImageWatch = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+def _unwatched(_path: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 class VolumeProvider(Protocol):
@@ -150,9 +156,11 @@ class VmOps:
 
     # --- start, restore, destroy ---------------------------------------------------------
 
-    def start(self, params: VmParams, cancelled: threading.Event) -> Started:
+    def start(self, params: VmParams, cancelled: threading.Event,
+              watch: ImageWatch = _unwatched) -> Started:
         """Create (or restore, with ``restore_state``) the domain. ``cancelled`` is set by
         the actor if it gave up waiting: a domain made after that is destroyed here.
+        ``watch``: wraps the restore (given the image's path), to sample its progress.
 
         The paths in ``params`` were checked by :class:`~actors.vm.paths.PathPolicy`. A
         failure leaves nothing behind: no registry entry, no prepared volume, no empty log
@@ -168,7 +176,8 @@ class VmOps:
             recorded = True
             self.env.logs.prepare()
             if params.restore_state is not None:
-                dom = self._restore(conn, params.restore_state, stored, paths, started)
+                dom = self._restore(conn, params.restore_state, stored, paths, started,
+                                    watch=watch)
                 after = "after_vm_dehibernate"
             else:
                 xml = domxml.build_domain_xml(
@@ -200,20 +209,20 @@ class VmOps:
 
     def _restore(
         self, conn: libvirt.virConnect, image: MemoryImage, stored: VmParams,
-        paths: dict[int, str], started: float,
+        paths: dict[int, str], started: float, *, watch: ImageWatch,
     ) -> libvirt.virDomain:
         if isinstance(image, str):
-            return self._restore_from(conn, image, stored, paths, started)
+            return self._restore_from(conn, image, stored, paths, started, watch=watch)
         self._check_unused(image)
         path = self._prepare_one(image)
         try:
-            return self._restore_from(conn, path, stored, paths, started)
+            return self._restore_from(conn, path, stored, paths, started, watch=watch)
         finally:
             self._teardown_one(image)  # libvirt has read the whole image
 
     def _restore_from(
         self, conn: libvirt.virConnect, path: str, stored: VmParams, paths: dict[int, str],
-        started: float,
+        started: float, *, watch: ImageWatch,
     ) -> libvirt.virDomain:
         with self._libvirt(f"reading the saved state {path}"):
             image_xml = conn.saveImageGetXMLDesc(path, 0)
@@ -227,7 +236,7 @@ class VmOps:
         except (ValueError, ET.ParseError) as e:
             raise VMError(reason=f"{path} cannot be restored: {e}") from None
         xml = domxml.locked_display(self._hook("before_vm_dehibernate", xml, stored))
-        with self._libvirt(f"restoring the VM from {path}"):
+        with self._libvirt(f"restoring the VM from {path}"), watch(path):
             conn.restoreFlags(path, xml, 0)
             return conn.lookupByUUIDString(self.vm_id)
 
@@ -318,11 +327,13 @@ class VmOps:
         with self._libvirt("setting the balloon target"):
             dom.setMemoryFlags(target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
-    def hibernate(self, params: VmParams, target: MemoryImage) -> None:
+    def hibernate(self, params: VmParams, target: MemoryImage,
+                  watch: ImageWatch = _unwatched) -> None:
         """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the
         save, torn down after it), or a new file of the hibernation directory (checked by
         :meth:`~actors.vm.paths.PathPolicy.new_memory_image`), created here with mode 0600
-        before libvirt writes into it and removed again if the save fails."""
+        before libvirt writes into it and removed again if the save fails. ``watch``:
+        wraps the save (given the image's path), to sample its progress."""
         dom = self._dom()
         xml = self._xml(dom)
         self._hook("before_vm_hibernate", xml, params)
@@ -330,14 +341,15 @@ class VmOps:
             self._check_unused(target)
             path = self._prepare_one(target)
             try:
-                with self._libvirt(f"saving the VM state to volume {target.volume_id}"):
+                with self._libvirt(f"saving the VM state to volume {target.volume_id}"), \
+                        watch(path):
                     dom.save(path)
             finally:
                 self._teardown_one(target)
         else:
             create_memory_image(target)
             try:
-                with self._libvirt(f"saving the VM state to {target}"):
+                with self._libvirt(f"saving the VM state to {target}"), watch(target):
                     dom.save(target)
             except BaseException:
                 with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ import zmq
 from messaging import endpoints
 from messaging.client import CallTimeout, Client, ClientError, Subscriber
 from messaging.curve import ClientCurve
-from messaging.errors import InvalidParams, VdsmError
+from messaging.errors import InvalidParams, NoSuchTask, VdsmError
 from messaging.schema import SCHEMA
 from messaging.schema.types import MISSING, ListOf, Struct, Uuid
 from messaging.schema.verbs import Verb
@@ -341,9 +341,29 @@ def run_task_wait(args: argparse.Namespace, words: Sequence[str]) -> int:
         _local_error(e)
     agent = Agent(args)
     try:
+        _not_a_job(agent, task_ids[0])
         return _follow(agent, task_ids[0], args)
     finally:
         agent.close()
+
+
+def _not_a_job(agent: Agent, task_id: str) -> None:
+    """When no task has this id but a job (a VM operation) does, say so and name the command
+    that follows it, rather than answering only "no such task"."""
+    try:
+        agent.client.call("Task.getStatus", {"taskID": task_id})
+        return
+    except ClientError as e:
+        if e.code != NoSuchTask.code:
+            return  # the poll below reports it as usual
+    except CallTimeout:
+        return
+    jobs = agent.call("Host.getJobs", {"job_ids": [task_id]})
+    job = jobs.get(task_id.lower()) if isinstance(jobs, dict) else None
+    if isinstance(job, dict):
+        _fail(exitcodes.NOT_FOUND,
+              f"{task_id} is not a task but a job ({job.get('job_type', '?')} of VM "
+              f"{job.get('vmID', '?')}): vdsm-client Job wait {task_id}")
 
 
 def run_vm_list(args: argparse.Namespace, words: Sequence[str]) -> int:

@@ -6,7 +6,8 @@ migration) with ``Host.getJobs`` (events can be lost; a poll cannot). Each chang
 state, step, percent or bytes is printed as one line on stderr::
 
     task 5d0e... Volume.create: running, step 4/6 (data), 512 MiB of 1 GiB (50%)
-    job 8f1c... hibernate of VM 3b2a...: running (saving), 42%
+    job 8f1c... hibernate of VM 3b2a...: running (saving), 42%, 12 MiB so far
+    job 9a0d... restore of VM 3b2a...: running (restoring), 50%, 24 MiB of 48 MiB
 
 A job that ends is forgotten ``[jobs] keep_finished`` after it ended (at once when that is
 0): when the poll no longer finds it, its end is read from the ``|jobs|status|<jobID>``
@@ -79,7 +80,7 @@ def describe_job(job: dict[str, Any]) -> str:
     state = str(job.get("status", "?"))
     error = job.get("error") or {}
     if state == "done":
-        return f"{line} done, {int(job.get('progress') or 100)}%"
+        return f"{line} done, {int(job.get('progress') or 100)}%{_bytes(job)}"
     if state in JOB_ENDED:
         code = error.get("code") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
@@ -87,12 +88,21 @@ def describe_job(job: dict[str, Any]) -> str:
         return f"{line} {state}: {message or job.get('description') or 'no reason given'}"
     if job.get("description"):
         state += f" ({job['description']})"
-    state += f", {int(job.get('progress') or 0)}%"
+    state += f", {int(job.get('progress') or 0)}%{_bytes(job)}"
     if job.get("dataRemaining"):
         state += f", {size(float(job['dataRemaining']))} to go"
     if job.get("bandwidth"):
         state += f" at {job['bandwidth']} MiB/s"
     return f"{line} {state}"
+
+
+def _bytes(job: dict[str, Any]) -> str:
+    """A hibernation's or a restore's bytes of its memory image written or read."""
+    if job.get("bytesDone") is None:
+        return ""
+    total = job.get("bytesTotal")
+    return f", {size(float(job['bytesDone']))}" + \
+        (f" of {size(float(total))}" if total else " so far")
 
 
 def job_outcome(job: dict[str, Any]) -> int:
@@ -120,9 +130,10 @@ def follow(call: Call, task_id: str, out: TextIO, *, timeout: float | None = Non
 
 def job_from_event(event: dict[str, Any]) -> dict[str, Any]:
     """A job as ``Host.getJobs`` lists it, from its ``|jobs|status|`` event."""
-    job = {"id": event.get("jobID"), "job_type": event.get("job_type"),
+    job: dict[str, Any] = {"id": event.get("jobID"), "job_type": event.get("job_type"),
            "vmID": event.get("vmID"), "status": event.get("status"),
-           "progress": event.get("progress", 0), "description": event.get("message", "")}
+           "progress": event.get("progress", 0), "description": event.get("message", ""),
+           **{k: event[k] for k in ("bytesDone", "bytesTotal") if k in event}}
     if job["status"] in ("failed", "aborted"):
         job["error"] = {"code": event.get("code", 0), "message": event.get("message", "")}
     return job

@@ -113,7 +113,8 @@ VERBS = (
         ),
         result="{jobID: {id, job_type, vmID, status (pending|running|done|failed|aborted), "
         "progress, description, startTime, endTime?, error? {code, message}, and by kind: "
-        "dst, timeout, maxDowntime, maxBandwidth, dataRemaining, bandwidth, downtime...}}",
+        "dst, timeout, maxDowntime, maxBandwidth, dataRemaining, bandwidth, downtime; "
+        "a hibernation's or restore's bytesDone and bytesTotal of its memory image...}}",
         timeout=5.0,
     ),
 )

@@ -101,6 +101,12 @@ def test_status_off_and_on_through_ipmi(tmp_path: Path, bmc: Bmc) -> None:
         assert (on["power"], on["operationStatus"]) == ("on", "initiated")
         assert bmc.power() == "on"
         assert fence(d, bmc, "status")["power"] == "on"
+        # reboot: off, then on again; libvirt runs the node in a new QEMU (a new domain id;
+        # a fresh lookup: a virDomain object keeps the id it was made with)
+        before = bmc.conn.lookupByName(bmc.name).ID()
+        rebooted = fence(d, bmc, "reboot")
+        assert (rebooted["power"], rebooted["operationStatus"]) == ("on", "initiated"), rebooted
+        assert bmc.power() == "on" and bmc.conn.lookupByName(bmc.name).ID() != before
         log = d.log()
     assert watch.scans > 10 and watch.seen == []
     assert PASSWORD not in log

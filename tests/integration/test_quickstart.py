@@ -67,8 +67,9 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         # the hibernation and the restore: jobs, followed by --wait to their end
         assert {t.get("job_type") for t in tasks} >= {"hibernate", "restore"}
         for kind in ("hibernate", "restore"):
-            assert re.search(rf"^job \S+ {kind} of VM \S+: done, 100%$", done.stderr,
-                             re.MULTILINE), done.stderr
+            # ... with the bytes of the memory image written, then read
+            assert re.search(rf"^job \S+ {kind} of VM \S+: done, 100%, ([\d.]+ \w+) of \1$",
+                             done.stderr, re.MULTILINE), done.stderr
         assert "Traceback" not in done.stderr
     finally:
         for pid in ("events.pid", "vdsmd.pid"):

@@ -226,6 +226,15 @@ def test_job_progress_lines_and_outcomes() -> None:
     assert wait.describe_job(saving) == "job j hibernate of VM v: pending, 0%"
     done = {**saving, "status": "done", "progress": 100, "description": "done"}
     assert wait.describe_job(done) == "job j hibernate of VM v: done, 100%"
+    # a hibernation's or a restore's bytes of its image: written so far, or of its size
+    assert wait.describe_job({**saving, "status": "running", "progress": 40,
+                              "bytesDone": 3 << 20}) == \
+        "job j hibernate of VM v: running, 40%, 3 MiB so far"
+    assert wait.describe_job({**saving, "status": "running", "progress": 50,
+                              "bytesDone": 24 << 20, "bytesTotal": 48 << 20}) == \
+        "job j hibernate of VM v: running, 50%, 24 MiB of 48 MiB"
+    assert wait.describe_job({**done, "bytesDone": 5 << 19, "bytesTotal": 5 << 19}) == \
+        "job j hibernate of VM v: done, 100%, 2.5 MiB of 2.5 MiB"
     assert wait.job_outcome(done) == exitcodes.OK
     failed = {**saving, "status": "failed", "error": {"code": 6, "message": "hook: not now"}}
     assert wait.describe_job(failed) == "job j hibernate of VM v: failed (code 6): hook: not now"
@@ -243,6 +252,9 @@ def test_job_progress_lines_and_outcomes() -> None:
              "message": "hook: not now", "jobID": "j", "job_type": "hibernate", "vmID": "v",
              "status": "failed", "progress": 0}
     assert wait.job_from_event(event) == {**failed, "description": "hook: not now"}
+    ended = {**event, "status": "done", "taskResult": "success", "code": 0,
+             "bytesDone": 7, "bytesTotal": 7}
+    assert wait.job_from_event(ended)["bytesDone"] == 7
 
 
 def test_which_verbs_start_a_job() -> None:

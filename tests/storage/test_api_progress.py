@@ -62,6 +62,13 @@ def test_wait_follows_a_task_in_bytes_and_exits_with_its_outcome(full: Rig) -> N
     assert all(line.startswith(f"task {status['taskID']} Volume.create: ") for line in lines)
     assert events and all(e["verb"] == "Volume.create" and e["objects"] == status["objects"]
                           for e in events)
+    # the bytes written, in the last event and in Host.getAllTasksStatuses (the events
+    # while a task writes: tests/storage/test_tasks.py)
+    assert events[-1]["progress"]["bytesDone"] == 64 * MIB
+    listed = rig.call("Host.getAllTasksStatuses")[status["taskID"]]
+    assert (listed["progress"]["bytesDone"], listed["progress"]["bytesTotal"]) == \
+        (64 * MIB, 64 * MIB)
+    assert listed["verb"] == "Volume.create" and listed["objects"] == status["objects"]
     info = rig.call("Volume.getInfo", storagepoolID=sp, storagedomainID=sd, imageID=img,
                     volumeID=vol)
     assert int(info["truesize"]) >= 64 * MIB  # really written

@@ -155,6 +155,14 @@ def test_guest_agent_info_desktop_freeze_memory_and_failures(
         assert 0 < info["memUsage"] < 100
         assert info["memoryStats"]["mem_total"] > 64 * 1024
         assert info["balloonInfo"]["balloon_max"] == 128 * 1024
+        # the same guest info in Host.getAllVmStats (from the same board, no guest call)
+        listed = next(s for s in agent.call("Host.getAllVmStats") if s["vmID"] == vm_id)
+        assert listed["guestAgent"] == "responsive"
+        assert (listed["guestFQDN"], listed["username"]) == ("vdsm-guest", guestfiles.USER)
+        assert listed["guestOsInfo"] == info["guestOsInfo"]
+        for key in ("guestOs", "guestUsers", "netIfaces", "guestIPs", "disksUsage",
+                    "guestTimezone", "appsList", "memoryStats", "balloonInfo"):
+            assert key in listed, key
 
         # --- desktop verbs: their commands run in the guest, argv as given ----------------
         assert agent.call("VM.desktopLock", vmID=vm_id) is True

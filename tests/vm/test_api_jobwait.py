@@ -19,6 +19,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from messaging.cli import wait
 from messaging.client import ClientError
 from tests import guest as g
 from tests.harness import Vdsmd, wait_for
@@ -27,6 +28,7 @@ from tests.vm import agent as a
 pytestmark = pytest.mark.libvirt
 
 VENV_BIN = Path(sys.executable).parent
+MIB = 1 << 20
 
 
 @pytest.fixture
@@ -103,17 +105,19 @@ def test_wait_follows_a_hibernation_and_a_restore(
         job, lines, prefix = followed(done, "hibernate", vm_id)
         assert str(uuid.UUID(job["id"])) == job["id"]
         assert (job["status"], job["progress"]) == ("done", 100)
-        assert lines[-1] == f"{prefix}done, 100%"
+        # its bytes: the image QEMU wrote, all of it once done
+        saved = state.stat().st_size
+        assert saved > MIB and job["bytesDone"] == job["bytesTotal"] == saved, job
+        assert lines[-1] == f"{prefix}done, 100%, {wait.size(saved)} of {wait.size(saved)}"
         for line in lines[:-1]:  # while it saved (if the first poll found it saving)
-            assert re.fullmatch(re.escape(prefix) + r"(pending|running) \(saving\), \d+%",
-                                line), line
+            assert re.fullmatch(re.escape(prefix) + r"(pending|running) \(saving\), \d+%"
+                                r"(, [\d.]+ (B|KiB|MiB) so far)?", line), line
         stats = a.status(agent, vm_id)
         assert (stats["status"], stats["exitReason"]) == ("Down", "saved")
-        assert state.stat().st_size > 0
         # Job wait on the ended job: its outcome at once
         again = client(agent, "Job", "wait", job["id"], "-o", "yaml")
         assert again.returncode == 0, again.stderr
-        assert again.stderr == f"{prefix}done, 100%\n" and "status: done" in again.stdout
+        assert again.stderr == f"{lines[-1]}\n" and "status: done" in again.stdout
         agent.call("VM.destroy", vmID=vm_id)
 
         # the restore, with a job id of our own (a UUID in capitals is the same id)
@@ -132,7 +136,9 @@ def test_wait_follows_a_hibernation_and_a_restore(
         assert done.returncode == 0, done.stderr
         job, lines, prefix = followed(done, "restore", vm_id)
         assert (job["id"], job["status"]) == (restoring, "done")
-        assert lines[-1] == f"{prefix}done, 100%"
+        # its bytes: the whole image read
+        assert job["bytesDone"] == job["bytesTotal"] == saved, job
+        assert lines[-1] == f"{prefix}done, 100%, {wait.size(saved)} of {wait.size(saved)}"
         a.wait_status(agent, vm_id, "Up")
         assert not state.exists()  # consumed by the restore
     finally:
@@ -172,6 +178,11 @@ def test_wait_on_a_job_that_fails_or_never_starts(agent: Vdsmd, tmp_path: Path) 
     assert job["status"] == "failed" and job["error"]["code"] == 5, job
     assert lines[-1] == f"{prefix}failed (code 5): {job['error']['message']}"
     assert job["error"]["message"]
+    # Task wait given this job's id: not found as a task, and pointed at Job wait
+    mistaken = client(agent, "Task", "wait", job["id"])
+    assert mistaken.returncode == 1, mistaken.stderr
+    assert mistaken.stderr == (f"vdsm-client: {job['id']} is not a task but a job (restore "
+                               f"of VM {restored}): vdsm-client Job wait {job['id']}\n")
     wait_for(lambda: not a.vm_actors(agent), 30, what="the actor to go")
     assert a.error(lambda: a.status(agent, restored)).code == 1
     assert junk.exists()
@@ -216,9 +227,10 @@ def test_waiting_stops_at_the_wait_timeout_or_on_ctrl_c_and_the_job_goes_on(
         go.touch()
         done = client(agent, "Job", "wait", job_id)
         assert done.returncode == 0, done.stderr
-        assert done.stderr.splitlines()[-1] == f"job {job_id} hibernate of VM {vm_id}: done, 100%"
+        size = wait.size(state.stat().st_size)
+        assert done.stderr.splitlines()[-1] == \
+            f"job {job_id} hibernate of VM {vm_id}: done, 100%, {size} of {size}"
         assert json.loads(done.stdout)["status"] == "done"
-        assert state.exists()
     finally:
         go.touch()
         if following is not None and following.poll() is None:
@@ -239,7 +251,8 @@ def test_a_job_forgotten_as_it_ends_is_known_by_its_event(forgetful: Vdsmd) -> N
                       f"hiberVolHandle={state}", "--wait")
         assert done.returncode == 0, done.stderr
         job, lines, prefix = followed(done, "hibernate", vm_id)
-        assert job["status"] == "done" and lines[-1] == f"{prefix}done, 100%"
+        size = wait.size(state.stat().st_size)  # the end's event has the image's bytes
+        assert job["status"] == "done" and lines[-1] == f"{prefix}done, 100%, {size} of {size}"
         assert agent.call("Host.getJobs") == {}  # forgotten: only its event told the end
         assert a.status(agent, vm_id)["exitReason"] == "saved"
         # Job wait on it now: not found, at once

@@ -196,6 +196,24 @@ def test_a_forced_shutdown_destroys_a_guest_that_ignores_it(agent: Vdsmd) -> Non
     assert agent.call("VM.destroy", vmID=vm_id) is True
 
 
+@pytest.mark.timeout(120)
+def test_a_forced_reboot_resets_a_guest_that_ignores_it(agent: Vdsmd) -> None:
+    vm_id = a.new_id()
+    agent.call("VM.create", vmID=vm_id, vmParams=a.bare_params())  # no OS: no ACPI
+    a.wait_status(agent, vm_id, "Up")
+    # Not forced: after the delay the guest is left as it is (no reset, so no reboot event).
+    assert agent.call("VM.reboot", vmID=vm_id, delay=1) is True
+    wait_for(lambda: f"VM {vm_id} did not reboot in time (not forced)" in agent.log(), 30,
+             what="the reboot's deadline")
+    assert f"VM {vm_id} rebooted" not in agent.log()
+    # Forced: reset at the deadline; QEMU's reset comes back as libvirt's reboot event.
+    assert agent.call("VM.reboot", vmID=vm_id, delay=1, force=True) is True
+    wait_for(lambda: f"VM {vm_id} rebooted" in agent.log(), 30, what="the reset")
+    assert f"VM {vm_id} did not reboot in time: resetting it" in agent.log()
+    assert a.status(agent, vm_id)["status"] == "Up"
+    assert agent.call("VM.destroy", vmID=vm_id) is True
+
+
 @pytest.mark.timeout(240)
 def test_hibernate_then_restore_the_same_guest(
     agent: Vdsmd, guest_image: g.GuestImage, hooks_dir: Path, tmp_path: Path,

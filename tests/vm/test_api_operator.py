@@ -6,6 +6,7 @@ vdsmd, real libvirt, VMs without an OS (SeaBIOS idles: cheap to start)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,15 @@ def test_vm_names_stats_and_logs(agent: Vdsmd) -> None:
     assert console(agent, f"inspect {twin}").returncode == 1  # ambiguous
     called = console(agent, f"call VM.getStats vmID={name}")  # typed values, names
     assert called.returncode == 0 and f'"vmID": "{web}"' in called.stdout
+    # top: each actor's message rate, mailbox depth, restarts; a VM's actor with its name
+    # and its CPU (a Down VM has none)
+    top = console(agent, "top 1.5")
+    assert top.returncode == 0, top.stdout
+    rows = top.stdout.splitlines()
+    assert any(re.fullmatch(rf"/vms/{web} \[{name}\] +running +\d+\.\d +\d+ +\d+ +"
+                            r"\d+\.\d", row) for row in rows), top.stdout
+    assert any(re.fullmatch(rf"/vms/{twin_a} \[{twin}\] +\w+ +\d+\.\d +\d+ +\d+ *", row)
+               for row in rows), top.stdout
 
     # the log names the VM (id and name) and the request that acted on it
     log = agent.log()
