@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import libvirt_qemu
 import pytest
 
 from messaging.client import Subscriber
@@ -213,6 +214,69 @@ def _cancel_mid_way(bed: Bed, a_agent: BedAgent, b_agent: BedAgent, vm_id: str,
 
 
 @pytest.mark.timeout(240)
+def test_the_limits_and_auto_converge_reach_qemu_and_change_in_flight(
+        bed: Bed, image: g.GuestImage) -> None:
+    """What VM.migrate and VM.migrateChangeParams ask is what the source's libvirt and QEMU
+    migrate with: read back from them (not from the agent) while the guest moves."""
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, downtime=250,
+                        autoConverge=True) is True
+    moving = m.wait_moving(a_agent, vm_id)
+    conn = bed.host("a").connect()
+    try:
+        dom = conn.lookupByUUIDString(vm_id)
+        assert _auto_converge(dom) is True
+        wait_for(lambda: (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (1, 250),
+                 30, interval=0.2, what="the first limits in force")
+        # in flight: both limits change; then only the downtime
+        assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                            params={"maxBandwidth": 2, "downtime": 700}) is True
+        wait_for(lambda: (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (2, 700),
+                 30, interval=0.2, what="the changed limits in force")
+        assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                            params={"downtime": 450}) is True
+        wait_for(lambda: dom.migrateGetMaxDowntime(0) == 450, 30, interval=0.2,
+                 what="the changed downtime in force")
+        assert dom.migrateGetMaxSpeed(0) == 2
+        # nonsense is refused and changes nothing
+        for params in ({}, {"downtime": 0}, {"maxBandwidth": -1}, {"downtime": "fast"}):
+            e = a.error(lambda p=params: a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                                                      params=p))
+            assert e.code == -32602, (params, e)
+        assert (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (2, 450)
+        assert m.migration(a_agent, vm_id)["jobID"] == moving["jobID"]
+        assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
+        assert m.wait_migration(a_agent, vm_id)["status"] == "aborted"
+    finally:
+        conn.close()
+    m.wait_status(a_agent, vm_id, "Up")
+    wait_for(lambda: m.status(b_agent, vm_id) is None, 30, what="b to drop its copy")
+    assert m.where(bed, vm_id) == ["a"]
+    # a migration without autoConverge leaves QEMU's capability off
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
+    m.wait_moving(a_agent, vm_id)
+    conn = bed.host("a").connect()
+    try:
+        assert _auto_converge(conn.lookupByUUIDString(vm_id)) is False
+    finally:
+        conn.close()
+    assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
+    assert m.wait_migration(a_agent, vm_id)["status"] == "aborted"
+
+
+def _auto_converge(dom: Any) -> bool:
+    """Whether the domain's QEMU has its auto-converge migration capability on (asked
+    through libvirt's QEMU monitor passthrough)."""
+    answer = json.loads(libvirt_qemu.qemuMonitorCommand(
+        dom, '{"execute": "query-migrate-capabilities"}', 0))
+    found = [c["state"] for c in answer["return"] if c["capability"] == "auto-converge"]
+    assert len(found) == 1, answer
+    return bool(found[0])
+
+
+@pytest.mark.timeout(240)
 def test_a_destination_down_or_refusing_is_a_clear_error_at_once(
         bed: Bed, image: g.GuestImage) -> None:
     fast = {"migration": {"connect_timeout": 3.0}}
@@ -321,6 +385,37 @@ def test_the_source_agent_killed_mid_migration_recovers_where_the_vm_is(
     down = m.wait_status(a_agent, vm_id, "Down")
     assert down["exitReason"] == "migrated", down
     assert m.migration(b_agent, vm_id)["status"] == "done"
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+
+
+@pytest.mark.timeout(300)
+def test_the_destination_agent_killed_mid_migration_settles_after_its_restart(
+        bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1)
+    job = m.wait_moving(a_agent, vm_id)["jobID"]
+    assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    b_agent.kill()  # SIGKILL: the libvirtds go on migrating, at 1 MiB/s
+
+    b_agent = bed.new_agent(bed.host("b"))
+    b_agent.start().wait_ready()
+    # the restarted destination found its incoming migration: the guest is arriving
+    arriving = m.migration(b_agent, vm_id)
+    assert (arriving["jobID"], arriving["job_type"]) == (job, "migrate_in"), arriving
+    assert arriving["status"] not in m.ENDED, arriving
+    assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    assert m.migration(a_agent, vm_id)["status"] == "running"
+    # the source lifts the limit; the guest arrives, and both agents say it runs on b
+    assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                        params={"maxBandwidth": 0}) is True
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert m.wait_migration(b_agent, vm_id)["status"] == "done"
+    m.wait_status(b_agent, vm_id, "Up")
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert m.where(bed, vm_id) == ["b"]
     assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
 
 
