@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +351,122 @@ def test_a_destination_that_cannot_prepare_keeps_nothing_and_the_source_keeps_th
     a_agent.call("VM.migrate", vmID=vm_id, dst="b")
     assert m.wait_migration(a_agent, vm_id)["status"] == "done"
     assert m.where(bed, vm_id) == ["b"]
+
+
+STORAGE = {"storage": {"monitor_interval": 1, "monitor_timeout": 2},
+           "spm": {"lease_time": 3, "renew_interval": 0.5, "io_timeout": 0.5,
+                   "agent_timeout": 2, "heartbeat_interval": 0.2}}
+
+
+def _connect_pool(agent: BedAgent, path: Path, sp: str, sd: str, host_id: int) -> None:
+    """The host connects the shared domain directory and the pool (as a manager does)."""
+    found = agent.call("StoragePool.connectStorageServer", storagepoolID=sp,
+                       domainType="localfs",
+                       connectionParams=[{"id": a.new_id(), "connection": str(path)}])
+    assert found[0]["status"] == 0, found
+    assert agent.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
+                      masterSdUUID=sd, masterVersion=1) is True
+
+
+def _task(agent: BedAgent, task_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = wait_for(
+        lambda: (t := agent.call("Task.getStatus", taskID=task_id))["taskState"] == "finished"
+        and t, 60, interval=0.1, what=f"task {task_id}")
+    return found
+
+
+def _disks(host: Any, vm_id: str) -> list[str]:
+    """The source files of the domain's disks on ``host``'s libvirtd."""
+    conn = host.connect()
+    try:
+        xml = conn.lookupByUUIDString(vm_id).XMLDesc(0)
+    finally:
+        conn.close()
+    return [s.get("file") for s in ET.fromstring(xml).findall("./devices/disk/source")]
+
+
+@pytest.mark.timeout(300)
+def test_a_vm_on_a_pool_volume_migrates_once_the_destination_can_prepare_it(
+        bed: Bed, image: g.GuestImage) -> None:
+    """The destination prepares the VM's storage-domain volume itself before the guest
+    comes; a destination that cannot (not connected to the pool) fails the migration with
+    nothing left there, and the VM goes on running on the source."""
+    a_agent, b_agent = bed.start_agents(a=STORAGE, b=STORAGE)
+    domain_dir = bed.shared / "sd"
+    domain_dir.mkdir()
+    sp, sd, img, vol = (a.new_id() for _ in range(4))
+    result = a_agent.call("StoragePool.connectStorageServer", storagepoolID=sp,
+                          domainType="localfs",
+                          connectionParams=[{"id": a.new_id(), "connection": str(domain_dir)}])
+    assert result[0]["status"] == 0, result
+    assert a_agent.call("StorageDomain.create", storagedomainID=sd, domainType="localfs",
+                        typeArgs=str(domain_dir), name="shared", domainClass="data") is True
+    assert a_agent.call("StoragePool.create", storagepoolID=sp, name="pool", masterSdUUID=sd,
+                        masterVersion=1, domainList=[sd]) is True
+    assert a_agent.call("StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
+                        masterVersion=1) is True
+    assert _task(a_agent, a_agent.call("StoragePool.spmStart",
+                                       storagepoolID=sp))["taskResult"] == "success"
+    created = a_agent.call("Volume.create", storagepoolID=sp, storagedomainID=sd,
+                           imageID=img, volumeID=vol, size=64 * MIB, volFormat="cow",
+                           preallocate="sparse")
+    assert _task(a_agent, created)["taskResult"] == "success"
+    vm_id = a.new_id()
+    drive = {"poolID": sp, "domainID": sd, "imageID": img, "volumeID": vol, "format": "cow",
+             "iface": "virtio"}
+    a_agent.call("VM.create", vmID=vm_id, vmParams=a.guest_params(image, "count",
+                                                                    drives=[drive]))
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    on_a = _disks(bed.host("a"), vm_id)
+    assert len(on_a) == 1 and vol in on_a[0], on_a
+
+    assert _holders(a_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+    def refused(why: str) -> None:
+        a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+        ended = m.wait_migration(a_agent, vm_id)
+        assert ended["status"] == "failed" and ended["error"]["code"] == 12, ended
+        assert why in ended["error"]["message"], ended
+        m.wait_status(a_agent, vm_id, "Up")
+        assert m.where(bed, vm_id) == ["a"]
+        m.nothing_of(bed, "b", vm_id)
+        assert m.migration(b_agent, vm_id)["status"] == "failed"
+        assert _holders(b_agent, sd, img, vol) == []  # b holds no volume for it
+        assert _holders(a_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+    # 1. b is not connected to the pool: it cannot prepare the volume
+    refused(sp)
+    # 2. connected, b prepares the volume, then its hook fails: b tears the volume down
+    _connect_pool(b_agent, domain_dir, sp, sd, 2)
+    host_b = bed.host("b")
+    marker = host_b.workdir / "hook-ran"
+    a.hook(host_b.workdir / "hooks", "before_vm_migrate_destination", "10-refuse",
+           f"touch {marker}\necho 'no room here' >&2\nexit 1\n")
+    refused("no room here")
+    assert marker.exists()
+    # 3. without the hook the guest moves with its disk: b's own path to the shared volume
+    (host_b.workdir / "hooks" / "before_vm_migrate_destination" / "10-refuse").unlink()
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert m.where(bed, vm_id) == ["b"]
+    on_b = _disks(host_b, vm_id)
+    assert len(on_b) == 1 and str(b_agent.workdir) in on_b[0], on_b
+    assert Path(on_b[0]).resolve() == Path(on_a[0]).resolve()  # the same shared volume
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+    assert _holders(b_agent, sd, img, vol) == [f"vm-{vm_id}"]
+    # the source's VM is Down (migrated) and keeps its volume until it is destroyed, as
+    # any Down VM does (vdsm likewise: the engine destroys the source's copy)
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert a_agent.call("VM.destroy", vmID=vm_id) is True
+    wait_for(lambda: _holders(a_agent, sd, img, vol) == [], 30, what="a to tear down")
+    assert _holders(b_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+
+def _holders(agent: BedAgent, sd: str, img: str, vol: str) -> list[str]:
+    """Who holds the volume prepared on the agent's host (its run dir's records)."""
+    records = agent.workdir / "run" / "storage" / "prepared" / sd / img / vol
+    return sorted(p.name for p in records.iterdir()) if records.is_dir() else []
 
 
 @pytest.mark.timeout(300)
