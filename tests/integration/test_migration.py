@@ -231,6 +231,11 @@ def test_the_limits_and_auto_converge_reach_qemu_and_change_in_flight(
         assert _auto_converge(dom) is True
         wait_for(lambda: (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (1, 250),
                  30, interval=0.2, what="the first limits in force")
+        # the progress says how fast it moves, and in which pass over the memory
+        sample = wait_for(lambda: (x := m.migration(a_agent, vm_id))["bandwidth"] > 0 and x,
+                          30, interval=0.2, what="a bandwidth in the migration's progress")
+        assert sample["iteration"] >= 1 and sample["dataRemaining"] > 0, sample
+        assert 0 <= sample["progress"] < 100 and sample["elapsed"] > 0, sample
         # in flight: both limits change; then only the downtime
         assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
                             params={"maxBandwidth": 2, "downtime": 700}) is True
