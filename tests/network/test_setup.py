@@ -108,6 +108,9 @@ def test_a_bridgeless_network_with_a_static_default_route(tmp_path: Path) -> Non
                 net["defaultRoute"]) == ("veth_h0", False, "veth_h0", "10.200.0.1", gateway,
                                          True)
         assert "ports" not in net
+        nic = d.call("Host.getNetworkCapabilities")["nics"]["veth_h0"]
+        assert (nic["ipv4addrs"], nic["addr"], nic["netmask"], nic["master"]) == \
+            (["10.200.0.1/24"], "10.200.0.1", "255.255.255.0", "")
 
         # edit: another MTU, no default route any more
         assert setup(d, {"plain": {"nic": "veth_h0", "bridged": False, "ipaddr": "10.200.0.1",
