@@ -542,6 +542,35 @@ def test_the_destination_agent_killed_mid_migration_settles_after_its_restart(
 
 
 @pytest.mark.timeout(300)
+def test_a_guest_that_arrives_while_the_destination_agent_is_down(
+        bed: Bed, image: g.GuestImage) -> None:
+    """libvirt completes the migration while the destination's agent is dead: the source
+    says the guest runs there (libvirt's peer-to-peer call returns only once it does), and
+    the destination's agent, restarted, finds the guest arrived and settles its job."""
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1)
+    job = m.wait_moving(a_agent, vm_id)["jobID"]
+    b_agent.kill()
+    assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                        params={"maxBandwidth": 0}) is True
+    ended = m.wait_migration(a_agent, vm_id)
+    assert (ended["jobID"], ended["status"]) == (job, "done"), ended
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert m.where(bed, vm_id) == ["b"]
+
+    b_agent = bed.new_agent(bed.host("b"))
+    b_agent.start().wait_ready()
+    m.wait_status(b_agent, vm_id, "Up")
+    arrived = m.wait_migration(b_agent, vm_id)
+    assert (arrived["jobID"], arrived["status"]) == (job, "done"), arrived
+    assert m.where(bed, vm_id) == ["b"]
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+
+
+@pytest.mark.timeout(300)
 def test_the_limits_queue_a_third_migration(bed: Bed, image: g.GuestImage) -> None:
     a_agent, b_agent = bed.start_agents(a={"migration": {"max_outgoing": 2}},
                                         b={"migration": {"max_incoming": 1}})
