@@ -558,6 +558,7 @@ def test_a_guest_that_arrives_while_the_destination_agent_is_down(
                         params={"maxBandwidth": 0}) is True
     ended = m.wait_migration(a_agent, vm_id)
     assert (ended["jobID"], ended["status"]) == (job, "done"), ended
+    assert (ended["progress"], ended["dataRemaining"]) == (100, 0), ended  # not the last sample's
     assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
     assert m.where(bed, vm_id) == ["b"]
 
