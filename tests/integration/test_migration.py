@@ -73,6 +73,8 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
         progress = [p for t, p in events if t.startswith("|virt|VM_migration_status|")]
         assert progress and progress[-1]["status"] == "done", progress
         assert any(0 < p["progress"] < 100 for p in progress), progress  # samples on the way
+        fields = {"dataRemaining", "bandwidth", "iteration", "elapsed"}
+        assert all(fields <= p.keys() for p in progress[:-1]), progress
         assert progress[-1]["downtime"] == done["downtime"]
         jobs = [p for t, p in events if t == f"|jobs|status|{done['jobID']}"]
         assert [j["taskState"] for j in jobs][-1] == "finished"
