@@ -351,8 +351,11 @@ class OutgoingMigration:
         message = ended.error.message if ended.error else f"the VM runs on {self.spec.peer}"
         progress = 100 if ended.status == DONE else \
             (self._monitor.progress if self._monitor else 0)
+        # done: nothing remains (the last sample may predate the end by a whole interval)
+        done: dict[str, Any] = {"details": {"dataRemaining": 0}} if ended.status == DONE else {}
         self._env.jobs.update(self.job_id, status=ended.status, message=message,
-                              code=ended.error.code if ended.error else 0, progress=progress)
+                              code=ended.error.code if ended.error else 0, progress=progress,
+                              **done)
 
     def _report(self, ended: MigrationEnded) -> None:
         """The last ``VM_migration_status``: with the downtime the destination measured."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import libvirt_qemu
 import pytest
 
 from messaging.client import Subscriber
@@ -73,6 +74,8 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
         progress = [p for t, p in events if t.startswith("|virt|VM_migration_status|")]
         assert progress and progress[-1]["status"] == "done", progress
         assert any(0 < p["progress"] < 100 for p in progress), progress  # samples on the way
+        fields = {"dataRemaining", "bandwidth", "iteration", "elapsed"}
+        assert all(fields <= p.keys() for p in progress[:-1]), progress
         assert progress[-1]["downtime"] == done["downtime"]
         jobs = [p for t, p in events if t == f"|jobs|status|{done['jobID']}"]
         assert [j["taskState"] for j in jobs][-1] == "finished"
@@ -248,6 +251,74 @@ def _cancel_mid_way(bed: Bed, a_agent: BedAgent, b_agent: BedAgent, vm_id: str,
 
 
 @pytest.mark.timeout(240)
+def test_the_limits_and_auto_converge_reach_qemu_and_change_in_flight(
+        bed: Bed, image: g.GuestImage) -> None:
+    """What VM.migrate and VM.migrateChangeParams ask is what the source's libvirt and QEMU
+    migrate with: read back from them (not from the agent) while the guest moves."""
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1, downtime=250,
+                        autoConverge=True) is True
+    moving = m.wait_moving(a_agent, vm_id)
+    conn = bed.host("a").connect()
+    try:
+        dom = conn.lookupByUUIDString(vm_id)
+        assert _auto_converge(dom) is True
+        wait_for(lambda: (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (1, 250),
+                 30, interval=0.2, what="the first limits in force")
+        # the progress says how fast it moves, and in which pass over the memory
+        sample = wait_for(lambda: (x := m.migration(a_agent, vm_id))["bandwidth"] > 0 and x,
+                          30, interval=0.2, what="a bandwidth in the migration's progress")
+        assert sample["iteration"] >= 1 and sample["dataRemaining"] > 0, sample
+        assert 0 <= sample["progress"] < 100 and sample["elapsed"] > 0, sample
+        # in flight: both limits change; then only the downtime
+        assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                            params={"maxBandwidth": 2, "downtime": 700}) is True
+        wait_for(lambda: (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (2, 700),
+                 30, interval=0.2, what="the changed limits in force")
+        assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                            params={"downtime": 450}) is True
+        wait_for(lambda: dom.migrateGetMaxDowntime(0) == 450, 30, interval=0.2,
+                 what="the changed downtime in force")
+        assert dom.migrateGetMaxSpeed(0) == 2
+        # nonsense is refused and changes nothing
+        for params in ({}, {"downtime": 0}, {"maxBandwidth": -1}, {"downtime": "fast"}):
+            e = a.error(lambda p=params: a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                                                      params=p))
+            assert e.code == -32602, (params, e)
+        assert (dom.migrateGetMaxSpeed(0), dom.migrateGetMaxDowntime(0)) == (2, 450)
+        assert m.migration(a_agent, vm_id)["jobID"] == moving["jobID"]
+        assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
+        assert m.wait_migration(a_agent, vm_id)["status"] == "aborted"
+    finally:
+        conn.close()
+    m.wait_status(a_agent, vm_id, "Up")
+    wait_for(lambda: m.status(b_agent, vm_id) is None, 30, what="b to drop its copy")
+    assert m.where(bed, vm_id) == ["a"]
+    # a migration without autoConverge leaves QEMU's capability off
+    assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1) is True
+    m.wait_moving(a_agent, vm_id)
+    conn = bed.host("a").connect()
+    try:
+        assert _auto_converge(conn.lookupByUUIDString(vm_id)) is False
+    finally:
+        conn.close()
+    assert a_agent.call("VM.migrateCancel", vmID=vm_id) is True
+    assert m.wait_migration(a_agent, vm_id)["status"] == "aborted"
+
+
+def _auto_converge(dom: Any) -> bool:
+    """Whether the domain's QEMU has its auto-converge migration capability on (asked
+    through libvirt's QEMU monitor passthrough)."""
+    answer = json.loads(libvirt_qemu.qemuMonitorCommand(
+        dom, '{"execute": "query-migrate-capabilities"}', 0))
+    found = [c["state"] for c in answer["return"] if c["capability"] == "auto-converge"]
+    assert len(found) == 1, answer
+    return bool(found[0])
+
+
+@pytest.mark.timeout(240)
 def test_a_destination_down_or_refusing_is_a_clear_error_at_once(
         bed: Bed, image: g.GuestImage) -> None:
     fast = {"migration": {"connect_timeout": 3.0}}
@@ -323,6 +394,122 @@ def test_a_destination_that_cannot_prepare_keeps_nothing_and_the_source_keeps_th
     assert m.where(bed, vm_id) == ["b"]
 
 
+STORAGE = {"storage": {"monitor_interval": 1, "monitor_timeout": 2},
+           "spm": {"lease_time": 3, "renew_interval": 0.5, "io_timeout": 0.5,
+                   "agent_timeout": 2, "heartbeat_interval": 0.2}}
+
+
+def _connect_pool(agent: BedAgent, path: Path, sp: str, sd: str, host_id: int) -> None:
+    """The host connects the shared domain directory and the pool (as a manager does)."""
+    found = agent.call("StoragePool.connectStorageServer", storagepoolID=sp,
+                       domainType="localfs",
+                       connectionParams=[{"id": a.new_id(), "connection": str(path)}])
+    assert found[0]["status"] == 0, found
+    assert agent.call("StoragePool.connect", storagepoolID=sp, hostID=host_id,
+                      masterSdUUID=sd, masterVersion=1) is True
+
+
+def _task(agent: BedAgent, task_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = wait_for(
+        lambda: (t := agent.call("Task.getStatus", taskID=task_id))["taskState"] == "finished"
+        and t, 60, interval=0.1, what=f"task {task_id}")
+    return found
+
+
+def _disks(host: Any, vm_id: str) -> list[str]:
+    """The source files of the domain's disks on ``host``'s libvirtd."""
+    conn = host.connect()
+    try:
+        xml = conn.lookupByUUIDString(vm_id).XMLDesc(0)
+    finally:
+        conn.close()
+    return [s.get("file") for s in ET.fromstring(xml).findall("./devices/disk/source")]
+
+
+@pytest.mark.timeout(300)
+def test_a_vm_on_a_pool_volume_migrates_once_the_destination_can_prepare_it(
+        bed: Bed, image: g.GuestImage) -> None:
+    """The destination prepares the VM's storage-domain volume itself before the guest
+    comes; a destination that cannot (not connected to the pool) fails the migration with
+    nothing left there, and the VM goes on running on the source."""
+    a_agent, b_agent = bed.start_agents(a=STORAGE, b=STORAGE)
+    domain_dir = bed.shared / "sd"
+    domain_dir.mkdir()
+    sp, sd, img, vol = (a.new_id() for _ in range(4))
+    result = a_agent.call("StoragePool.connectStorageServer", storagepoolID=sp,
+                          domainType="localfs",
+                          connectionParams=[{"id": a.new_id(), "connection": str(domain_dir)}])
+    assert result[0]["status"] == 0, result
+    assert a_agent.call("StorageDomain.create", storagedomainID=sd, domainType="localfs",
+                        typeArgs=str(domain_dir), name="shared", domainClass="data") is True
+    assert a_agent.call("StoragePool.create", storagepoolID=sp, name="pool", masterSdUUID=sd,
+                        masterVersion=1, domainList=[sd]) is True
+    assert a_agent.call("StoragePool.connect", storagepoolID=sp, hostID=1, masterSdUUID=sd,
+                        masterVersion=1) is True
+    assert _task(a_agent, a_agent.call("StoragePool.spmStart",
+                                       storagepoolID=sp))["taskResult"] == "success"
+    created = a_agent.call("Volume.create", storagepoolID=sp, storagedomainID=sd,
+                           imageID=img, volumeID=vol, size=64 * MIB, volFormat="cow",
+                           preallocate="sparse")
+    assert _task(a_agent, created)["taskResult"] == "success"
+    vm_id = a.new_id()
+    drive = {"poolID": sp, "domainID": sd, "imageID": img, "volumeID": vol, "format": "cow",
+             "iface": "virtio"}
+    a_agent.call("VM.create", vmID=vm_id, vmParams=a.guest_params(image, "count",
+                                                                    drives=[drive]))
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    on_a = _disks(bed.host("a"), vm_id)
+    assert len(on_a) == 1 and vol in on_a[0], on_a
+
+    assert _holders(a_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+    def refused(why: str) -> None:
+        a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+        ended = m.wait_migration(a_agent, vm_id)
+        assert ended["status"] == "failed" and ended["error"]["code"] == 12, ended
+        assert why in ended["error"]["message"], ended
+        m.wait_status(a_agent, vm_id, "Up")
+        assert m.where(bed, vm_id) == ["a"]
+        m.nothing_of(bed, "b", vm_id)
+        assert m.migration(b_agent, vm_id)["status"] == "failed"
+        assert _holders(b_agent, sd, img, vol) == []  # b holds no volume for it
+        assert _holders(a_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+    # 1. b is not connected to the pool: it cannot prepare the volume
+    refused(sp)
+    # 2. connected, b prepares the volume, then its hook fails: b tears the volume down
+    _connect_pool(b_agent, domain_dir, sp, sd, 2)
+    host_b = bed.host("b")
+    marker = host_b.workdir / "hook-ran"
+    a.hook(host_b.workdir / "hooks", "before_vm_migrate_destination", "10-refuse",
+           f"touch {marker}\necho 'no room here' >&2\nexit 1\n")
+    refused("no room here")
+    assert marker.exists()
+    # 3. without the hook the guest moves with its disk: b's own path to the shared volume
+    (host_b.workdir / "hooks" / "before_vm_migrate_destination" / "10-refuse").unlink()
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b")
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert m.where(bed, vm_id) == ["b"]
+    on_b = _disks(host_b, vm_id)
+    assert len(on_b) == 1 and str(b_agent.workdir) in on_b[0], on_b
+    assert Path(on_b[0]).resolve() == Path(on_a[0]).resolve()  # the same shared volume
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+    assert _holders(b_agent, sd, img, vol) == [f"vm-{vm_id}"]
+    # the source's VM is Down (migrated) and keeps its volume until it is destroyed, as
+    # any Down VM does (vdsm likewise: the engine destroys the source's copy)
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert a_agent.call("VM.destroy", vmID=vm_id) is True
+    wait_for(lambda: _holders(a_agent, sd, img, vol) == [], 30, what="a to tear down")
+    assert _holders(b_agent, sd, img, vol) == [f"vm-{vm_id}"]
+
+
+def _holders(agent: BedAgent, sd: str, img: str, vol: str) -> list[str]:
+    """Who holds the volume prepared on the agent's host (its run dir's records)."""
+    records = agent.workdir / "run" / "storage" / "prepared" / sd / img / vol
+    return sorted(p.name for p in records.iterdir()) if records.is_dir() else []
+
+
 @pytest.mark.timeout(300)
 def test_the_source_agent_killed_mid_migration_recovers_where_the_vm_is(
         bed: Bed, image: g.GuestImage) -> None:
@@ -356,6 +543,67 @@ def test_the_source_agent_killed_mid_migration_recovers_where_the_vm_is(
     down = m.wait_status(a_agent, vm_id, "Down")
     assert down["exitReason"] == "migrated", down
     assert m.migration(b_agent, vm_id)["status"] == "done"
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+
+
+@pytest.mark.timeout(300)
+def test_the_destination_agent_killed_mid_migration_settles_after_its_restart(
+        bed: Bed, image: g.GuestImage) -> None:
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1)
+    job = m.wait_moving(a_agent, vm_id)["jobID"]
+    assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    b_agent.kill()  # SIGKILL: the libvirtds go on migrating, at 1 MiB/s
+
+    b_agent = bed.new_agent(bed.host("b"))
+    b_agent.start().wait_ready()
+    # the restarted destination found its incoming migration: the guest is arriving
+    arriving = m.migration(b_agent, vm_id)
+    assert (arriving["jobID"], arriving["job_type"]) == (job, "migrate_in"), arriving
+    assert arriving["status"] not in m.ENDED, arriving
+    assert m.status(b_agent, vm_id)["status"] == "Migration Destination"  # type: ignore[index]
+    assert m.migration(a_agent, vm_id)["status"] == "running"
+    # the source lifts the limit; the guest arrives, and both agents say it runs on b
+    assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                        params={"maxBandwidth": 0}) is True
+    assert m.wait_migration(a_agent, vm_id)["status"] == "done"
+    assert m.wait_migration(b_agent, vm_id)["status"] == "done"
+    m.wait_status(b_agent, vm_id, "Up")
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert m.where(bed, vm_id) == ["b"]
+    assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
+
+
+@pytest.mark.timeout(300)
+def test_a_guest_that_arrives_while_the_destination_agent_is_down(
+        bed: Bed, image: g.GuestImage) -> None:
+    """libvirt completes the migration while the destination's agent is dead: the source
+    says the guest runs there (libvirt's peer-to-peer call returns only once it does), and
+    the destination's agent, restarted, finds the guest arrived and settles its job."""
+    a_agent, b_agent = bed.start_agents()
+    vm_id = m.start_guest(a_agent, image, ballast=BALLAST)
+    m.wait_booted(a_agent, vm_id)
+    boot = counting(m.serial_log(a_agent, vm_id))[-1][0]
+    a_agent.call("VM.migrate", vmID=vm_id, dst="b", maxBandwidth=1)
+    job = m.wait_moving(a_agent, vm_id)["jobID"]
+    b_agent.kill()
+    assert a_agent.call("VM.migrateChangeParams", vmID=vm_id,
+                        params={"maxBandwidth": 0}) is True
+    ended = m.wait_migration(a_agent, vm_id)
+    assert (ended["jobID"], ended["status"]) == (job, "done"), ended
+    assert (ended["progress"], ended["dataRemaining"]) == (100, 0), ended  # not the last sample's
+    assert m.wait_status(a_agent, vm_id, "Down")["exitReason"] == "migrated"
+    assert m.where(bed, vm_id) == ["b"]
+
+    b_agent = bed.new_agent(bed.host("b"))
+    b_agent.start().wait_ready()
+    m.wait_status(b_agent, vm_id, "Up")
+    arrived = m.wait_migration(b_agent, vm_id)
+    assert (arrived["jobID"], arrived["status"]) == (job, "done"), arrived
+    assert m.where(bed, vm_id) == ["b"]
     assert {b for b, _ in counting(m.serial_log(b_agent, vm_id), more_than=2)} == {boot}
 
 

@@ -17,7 +17,7 @@ from actors.host.network.api import START_SLACK
 from messaging.client import ClientError
 from messaging.deadline import REPLY_MARGIN
 from tests.harness import Vdsmd, next_event, wait_for
-from tests.network.bed import bed, error_of
+from tests.network.bed import bed, error_of, peer_address
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -82,6 +82,53 @@ def test_a_bridged_network_is_made_reached_edited_and_removed(tmp_path: Path) ->
         nic_after = b.host.link("veth_h0")
         assert nic_after is not None and "master" not in nic_after and nic_after["mtu"] == 1500
         assert d.call("Host.getNetworkCapabilities")["networks"] == {}
+
+
+def test_a_bridgeless_network_with_a_static_default_route(tmp_path: Path) -> None:
+    with bed(tmp_path) as b:
+        d = b.vdsmd().start()
+        before = b.host.state()
+        gateway = peer_address(0)  # P's end of veth_h0
+        with d.subscriber(TOPIC) as sub:
+            assert setup(d, {"plain": {"nic": "veth_h0", "bridged": False,
+                                       "ipaddr": "10.200.0.1", "prefix": 24,
+                                       "gateway": gateway, "defaultRoute": True}}) is True
+            next_event(sub, lambda t, p: t == TOPIC, 10)
+        # no bridge: the address is on the NIC itself, and so is the default route
+        assert b.host.link("plain") is None
+        assert "master" not in b.host.link("veth_h0")  # type: ignore[operator]
+        assert b.host.addrs("veth_h0") == ["10.200.0.1/24"]
+        assert _defaults(b) == [(gateway, "veth_h0")]
+        wait_for(lambda: b.peer.ping("10.200.0.1"), 20, interval=0.2, what="ping from P")
+        # the default route is used: P's other address is reached through the gateway
+        b.peer.ip("addr", "add", "10.77.0.1/32", "dev", "lo")
+        assert b.host.ping("10.77.0.1")
+        net = d.call("Host.getNetworkCapabilities")["networks"]["plain"]
+        assert (net["iface"], net["bridged"], net["nic"], net["addr"], net["gateway"],
+                net["defaultRoute"]) == ("veth_h0", False, "veth_h0", "10.200.0.1", gateway,
+                                         True)
+        assert "ports" not in net
+        nic = d.call("Host.getNetworkCapabilities")["nics"]["veth_h0"]
+        assert (nic["ipv4addrs"], nic["addr"], nic["netmask"], nic["master"]) == \
+            (["10.200.0.1/24"], "10.200.0.1", "255.255.255.0", "")
+
+        # edit: another MTU, no default route any more
+        assert setup(d, {"plain": {"nic": "veth_h0", "bridged": False, "ipaddr": "10.200.0.1",
+                                   "prefix": 24, "mtu": 1400}}) is True
+        assert b.host.link("veth_h0")["mtu"] == 1400  # type: ignore[index]
+        assert _defaults(b) == [] and not b.host.ping("10.77.0.1", timeout=1)
+        # then bridged, with the route back: the address moves from the NIC to the bridge
+        assert setup(d, {"plain": {"nic": "veth_h0", "ipaddr": "10.200.0.1", "prefix": 24,
+                                   "gateway": gateway, "defaultRoute": True}}) is True
+        assert b.host.ports("plain") == ["veth_h0"] and b.host.addrs("veth_h0") == []
+        assert b.host.addrs("plain") == ["10.200.0.1/24"]
+        assert _defaults(b) == [(gateway, "plain")]
+        assert setup(d, {"plain": {"remove": True}}) is True
+        assert b.host.state() == before
+
+
+def _defaults(b: Any) -> list[tuple[str, str]]:
+    return [(r["gateway"], r["dev"]) for r in b.host.routes() if r["dst"] == "default"]
 
 
 def test_a_failure_midway_restores_exactly_the_previous_state(tmp_path: Path) -> None:

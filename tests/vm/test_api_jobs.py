@@ -120,8 +120,19 @@ def test_migration_verbs_without_a_migration(agent: Vdsmd) -> None:
         assert e.code == -32602 and e.data == {"param": "dst"}, (dst, e)
     e = a.error(lambda: agent.call("VM.migrate", vmID=vm_id, dst="b;rm -rf /"))
     assert e.code == -32602
+    # the options are checked before the destination: only a live migration, sane limits
+    for bad in ({"method": "offline"}, {"downtime": 0}, {"maxBandwidth": -1},
+                {"timeout": 0}, {"autoConverge": "yes"}, {"postCopy": 1}, {"jobID": "x"}):
+        e = a.error(lambda b=bad: _call(agent, "VM.migrate", {"vmID": vm_id, "dst": "b", **b}))
+        assert e.code == -32602 and e.data == {"param": next(iter(bad))}, (bad, e)
     assert agent.call("Host.getJobs") == {}
     assert a.status(agent, vm_id)["status"] == "Up"
+
+
+def _call(agent: Vdsmd, method: str, params: dict[str, Any]) -> Any:
+    """A verb with any params (``Vdsmd.call`` takes ``method`` for itself)."""
+    with agent.client() as client:
+        return client.call(method, params)
 
 
 @pytest.mark.timeout(180)
