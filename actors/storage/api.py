@@ -32,6 +32,7 @@ from actors.storage.connections import ConnectionsActor, parse_requests
 from actors.storage.proxies import ConnectionsProxy, DomainsProxy, TasksProxy
 from actors.storage.sd.records import check_uuid
 from actors.storage.state import PoolRecord, PoolRecords
+from actors.storage.taskrequest import AttachDomain, DetachDomain
 from actors.storage.tasks import TaskManager
 from actors.storage.volumes import VolumeApi
 from actors.supervisor import ChildExists, ChildSpec, Supervisor, SupervisorProxy
@@ -110,12 +111,12 @@ class StorageApi(StorageCalls):
         owner = self.io(self.domains.proxy(DomainsProxy).pool_membership(sd_uuid), "attach")
         if owner:
             raise StorageDomainAttached(sdUUID=sd_uuid, spUUID=owner)
-        return self.submit(pool, "StorageDomain.attach", sp_uuid, sdUUID=sd_uuid)
+        return self.submit(pool, AttachDomain(sp_uuid, sd_uuid))
 
     def detach(self, params: dict[str, Any]) -> str:
         pool = self.pool(params["storagepoolID"])
-        return self.submit(pool, "StorageDomain.detach", params["storagepoolID"],
-                            sdUUID=params["storagedomainID"])
+        return self.submit(pool, DetachDomain(params["storagepoolID"],
+                                              params["storagedomainID"]))
 
     def activate(self, params: dict[str, Any]) -> bool:
         pool = self.pool(params["storagepoolID"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pykka
 
@@ -20,6 +20,7 @@ from actors.directory import ActorDirectory, ServiceRef
 from actors.storage.domains import DomainsActor
 from actors.storage.pool import POOL_CHILD, PoolActor
 from actors.storage.proxies import PoolProxy
+from actors.storage.taskrequest import TaskRequest
 from messaging.deadline import current as current_deadline
 from messaging.errors import ActorUnavailable, NoSuchStoragePool, StorageTimeout
 
@@ -103,9 +104,7 @@ class StorageCalls:
         ask(pool.check_domain(sd_uuid, active=active), "pool")
         return pool
 
-    def submit(self, pool: PoolProxy, verb: str, sp_uuid: str,
-               **params: Any) -> str:
+    def submit(self, pool: PoolProxy, request: TaskRequest) -> str:
         """Have the pool hand the task to the task manager; its id once it is recorded."""
-        reply: concurrent.futures.Future[str] = ask(
-            pool.submit(verb, {"spUUID": sp_uuid, **params}), "pool")
-        return recorded(reply, self.call_timeout, verb)
+        reply: concurrent.futures.Future[str] = ask(pool.submit(request), "pool")
+        return recorded(reply, self.call_timeout, request.verb)

@@ -45,6 +45,7 @@ from actors.storage.poolmeta import ACTIVE, PoolMetadata
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
+from actors.storage.taskrequest import AttachDomain, DetachDomain, TaskRequest
 from actors.storage.tasks import SubmitTask, TaskManager
 from actors.storage.workers import Workers
 from actors.supervisor import ChildExists, ChildSpec, SupervisorProxy
@@ -332,16 +333,19 @@ class PoolActor(SupervisedActor):
 
     # --- SPM-side tasks ------------------------------------------------------------------
 
-    def submit(self, verb: str, params: dict[str, Any]) -> Future[str]:
+    def submit(self, request: TaskRequest) -> Future[str]:
         """Check that the task may run on this pool now and hand it to the task manager;
         the future gets its task id once it is recorded (or why it was not)."""
         pool = self._ready()
-        sd_uuid = params["sdUUID"]
+        sd_uuid = request.sd_uuid
         status = pool.statuses.get(sd_uuid)
-        if verb == "StorageDomain.attach":
+        if request.sp_uuid != self.sp_uuid:
+            raise StorageError(reason=f"a task of pool {request.sp_uuid} was handed to pool "
+                               f"{self.sp_uuid}")
+        if isinstance(request, AttachDomain):
             if status is not None:
                 raise StorageDomainAttached(sdUUID=sd_uuid, spUUID=self.sp_uuid)
-        elif verb == "StorageDomain.detach":
+        elif isinstance(request, DetachDomain):
             self.check_domain(sd_uuid, active=False)
             if sd_uuid == pool.master or status == ACTIVE:
                 raise StorageError(reason=f"domain {sd_uuid} is "
@@ -355,7 +359,8 @@ class PoolActor(SupervisedActor):
         reply: Future[str] = Future()
         task_id = str(uuid.uuid4())
         try:
-            self.tasks.tell(SubmitTask(verb, {**params, "taskID": task_id}, task_id, reply))
+            self.tasks.tell(SubmitTask(request.verb, {**request.to_params(), "taskID": task_id},
+                                        task_id, reply))
         except pykka.ActorDeadError:
             raise ActorUnavailable(path=self.tasks.path, reason="stopped") from None
         return reply

@@ -28,6 +28,7 @@ from actors.storage.sd.records import (
     VolumeFormat,
     VolumeSize,
 )
+from actors.storage.taskrequest import CreateVolume, DeleteImage, DeleteVolume
 from actors.storage.workers import Handoff
 from messaging.errors import StorageTimeout
 from messaging.server import Binding
@@ -95,8 +96,7 @@ class VolumeApi(StorageCalls):
             parent_vol=parent_vol, description=params.get("desc", ""))
         pool = self.member(params["storagepoolID"], req.sd_uuid, active=True)
         self.io(self.domains.proxy(DomainsProxy).check_new_volume(req), "Volume.create")
-        return self.submit(pool, "Volume.create", params["storagepoolID"],
-                           sdUUID=req.sd_uuid, request=req.to_json())
+        return self.submit(pool, CreateVolume(params["storagepoolID"], req))
 
     def volume_info(self, params: dict[str, Any]) -> dict[str, Any]:
         volume = VolumeHandle.from_params(params)
@@ -109,15 +109,14 @@ class VolumeApi(StorageCalls):
         pool = self.member(volume.sp, volume.sd, active=True)
         self.io(self.domains.proxy(DomainsProxy).check_deletable(volume.sd, volume.img, volume.vol),
                 "Volume.delete")
-        return self.submit(pool, "Volume.delete", volume.sp, sdUUID=volume.sd,
-                           imgUUID=volume.img, volUUID=volume.vol)
+        return self.submit(pool, DeleteVolume(volume))
 
     def delete_image(self, params: dict[str, Any]) -> str:
         image = ImageHandle.from_params(params)
         pool = self.member(image.sp, image.sd, active=True)
         self.io(self.domains.proxy(DomainsProxy).check_deletable(image.sd, image.img, None),
                 "Image.delete")
-        return self.submit(pool, "Image.delete", image.sp, sdUUID=image.sd, imgUUID=image.img)
+        return self.submit(pool, DeleteImage(image))
 
     def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.prepare_volume(VolumeHandle.from_params(params), API_HOLDER).to_wire()

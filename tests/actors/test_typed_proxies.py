@@ -87,11 +87,13 @@ from typing import Any
 import pykka
 
 from actors.directory import typed_proxy
+from actors.storage.handle import ImageHandle
 from actors.storage.proxies import DomainsProxy, PoolProxy
+from actors.storage.taskrequest import DeleteImage
 from actors.vm.proxies import VmProxy
 
 
-def misuse(ref: pykka.ActorRef[Any]) -> None:
+def misuse(ref: pykka.ActorRef[Any], sp: str, sd: str, img: str) -> None:
     vm = typed_proxy(ref, VmProxy)
     vm.shutdown("now", 5)  # error: wrong argument types
     vm.set_ticket("pw")  # error: ttl missing
@@ -100,8 +102,10 @@ def misuse(ref: pykka.ActorRef[Any]) -> None:
     typed_proxy(ref, DomainsProxy).prepare("sd", "img")  # error: arguments missing
     typed_proxy(ref, PoolProxy).check_domain("sd", active="yes")  # error: not a bool
     typed_proxy(ref, PoolProxy).record.get().host_id.upper()  # error: host_id is an int
+    typed_proxy(ref, PoolProxy).submit("Volume.delete", {})  # error: a task record, not a dict
     typed_proxy(ref, VmProxy).set_ticket("pw", 10).get().result(5)
     typed_proxy(ref, PoolProxy).record.get().sp_uuid.upper()
+    typed_proxy(ref, PoolProxy).submit(DeleteImage(ImageHandle(sp, sd, img))).get().result(5)
 """
 
 
@@ -117,5 +121,5 @@ def test_mypy_refuses_misuse_of_the_typed_proxies(tmp_path: Path) -> None:
     flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines()
                if line.startswith(str(snippet)) and ": error:" in line}
     expected = {n for n, line in enumerate(MISUSES.splitlines(), 1) if "# error" in line}
-    assert len(expected) == 7
+    assert len(expected) == 8
     assert flagged == expected, textwrap.indent(result.stdout, "  ")

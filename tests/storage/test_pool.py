@@ -16,6 +16,7 @@ from actors.directory import ServiceRef
 from actors.storage import pool as pool_module
 from actors.storage import poolmeta
 from actors.storage.board import MonitorBoard
+from actors.storage.handle import VolumeHandle
 from actors.storage.locator import DomainLocator
 from actors.storage.monitor import DomainMonitor
 from actors.storage.pool import PoolActor
@@ -23,6 +24,7 @@ from actors.storage.sd.filedomain import FileDomain
 from actors.storage.spm.board import LeaseBoard, LeaseState
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.state import PoolRecord
+from actors.storage.taskrequest import DeleteVolume
 from actors.supervisor import ChildSpec, RestartPolicy, Supervisor
 from messaging.errors import ActorUnavailable
 from tests.harness import wait_for
@@ -116,5 +118,4 @@ def test_a_task_for_a_stopped_task_manager_is_refused_at_once(
     pool = ServiceRef[PoolActor](runtime.directory, f"/storage/pools/{sp}/pool").ref().proxy()
     wait_for(lambda: pool.describe().get(timeout=5)["state"] == "ready", 20, what="loaded")
     with pytest.raises(ActorUnavailable):
-        pool.submit("Volume.delete", {"sdUUID": sd, "imgUUID": new_id(),
-                                      "volUUID": new_id()}).get(timeout=5)
+        pool.submit(DeleteVolume(VolumeHandle(sp, sd, new_id(), new_id()))).get(timeout=5)
