@@ -66,7 +66,7 @@ UNEXPLAINED_RETRIES = 3  # a libvirt call that failed without recording an error
 ImageWatch = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-def _unwatched(_path: str) -> contextlib.AbstractContextManager[None]:
+def unwatched(_path: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -157,7 +157,7 @@ class VmOps:
     # --- start, restore, destroy ---------------------------------------------------------
 
     def start(self, params: VmParams, cancelled: threading.Event,
-              watch: ImageWatch = _unwatched) -> Started:
+              watch: ImageWatch = unwatched) -> Started:
         """Create (or restore, with ``restore_state``) the domain. ``cancelled`` is set by
         the actor if it gave up waiting: a domain made after that is destroyed here.
         ``watch``: wraps the restore (given the image's path), to sample its progress.
@@ -328,7 +328,7 @@ class VmOps:
             dom.setMemoryFlags(target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     def hibernate(self, params: VmParams, target: MemoryImage,
-                  watch: ImageWatch = _unwatched) -> None:
+                  watch: ImageWatch = unwatched) -> None:
         """Save the VM's memory to ``target``: a volume that no VM uses (prepared for the
         save, torn down after it), or a new file of the hibernation directory (checked by
         :meth:`~actors.vm.paths.PathPolicy.new_memory_image`), created here with mode 0600

@@ -30,8 +30,8 @@ from actors.vm import desktop
 from actors.vm.actor import Attach, VmActor
 from actors.vm.board import VmBoard
 from actors.vm.hooks import HookRunner
-from actors.vm.ops import Attached, Started, VmEnv, VmOps
-from actors.vm.params import VmParams
+from actors.vm.ops import Attached, ImageWatch, Started, VmEnv, VmOps, unwatched
+from actors.vm.params import MemoryImage, VmParams
 from actors.vm.registry import VmRegistry
 from actors.vm.seriallog import SerialLogs
 from actors.vm.status import ExitReason, Transition, VmStatus
@@ -106,7 +106,8 @@ class FakeOps(VmOps):
     def hook_budget(self, *hooks: str) -> float:
         return 0.0
 
-    def start(self, params: VmParams, cancelled: threading.Event) -> Started:
+    def start(self, params: VmParams, cancelled: threading.Event,
+              watch: ImageWatch = unwatched) -> Started:
         self._do("start")
         return Started(params.without_restore_state(), 1000.0, Transition(VmStatus.UP))
 
@@ -129,7 +130,8 @@ class FakeOps(VmOps):
     def reset(self) -> None:
         self._do("reset")
 
-    def hibernate(self, params: VmParams, path: str) -> None:
+    def hibernate(self, params: VmParams, path: MemoryImage,
+                  watch: ImageWatch = unwatched) -> None:
         self._do("hibernate")
 
     def attach(self) -> Attached | None:
