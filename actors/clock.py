@@ -15,8 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M")
 
 
 @dataclass(eq=False)
@@ -97,3 +100,47 @@ class Clock:
                 log.exception("timer callback %r failed", handle.callback)
             if handle.interval is not None and not handle.cancelled:
                 self._schedule(time.monotonic() + handle.interval, handle)
+
+
+class NamedTimers(Generic[M]):
+    """One actor's one-shot timers, by name: each tells the actor a message when it fires.
+
+    Setting a name again replaces its timer. A timer's message can still arrive after the
+    timer was cancelled or replaced (it was already on its way): :meth:`fired` tells the
+    live one's message (the very object) from a stale one. Used only on the actor's thread.
+    """
+
+    def __init__(self, clock: Clock, tell: Callable[[M], None]) -> None:
+        self._clock = clock
+        self._tell = tell
+        self._live: dict[str, tuple[TimerHandle, M]] = {}
+
+    def set(self, name: str, delay: float, message: M) -> None:
+        """Tell ``message`` after ``delay`` s, replacing the timer named ``name``."""
+        self.cancel(name)
+        tell = self._tell
+        self._live[name] = (self._clock.call_later(delay, lambda: tell(message)), message)
+
+    def cancel(self, name: str) -> None:
+        live = self._live.pop(name, None)
+        if live is not None:
+            live[0].cancel()
+
+    def cancel_all(self) -> None:
+        for handle, _message in self._live.values():
+            handle.cancel()
+        self._live.clear()
+
+    def fired(self, name: str, message: M) -> bool:
+        """Whether ``message`` is the live timer ``name``'s (it then is no longer live)."""
+        live = self._live.get(name)
+        if live is None or live[1] is not message:
+            return False
+        del self._live[name]
+        return True
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._live
+
+    def names(self) -> list[str]:
+        return sorted(self._live)

@@ -36,8 +36,6 @@ domain (``Attach``): state and params from libvirt and the domain's metadata.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -47,20 +45,19 @@ from typing import Any, Literal
 import pykka
 
 from actors.base import ActorContext, SupervisedActor, tell_or_drop
-from actors.clock import TimerHandle
+from actors.clock import NamedTimers
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard, VmView
 from actors.vm.desktop import GuestCommand
 from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
-from actors.vm.imageprogress import ImageProgress, watching
 from actors.vm.inflight import CREATE, InFlight, Op, OpDone
-from actors.vm.jobprogress import JobProgress
+from actors.vm.jobwatch import image_watch, save_statistics
 from actors.vm.migcontrol import MigrationControl
 from actors.vm.migops import MigrationOps
 from actors.vm.migrate import MigrationEnded, MigrationStarted
 from actors.vm.migspec import MigrationSpec
-from actors.vm.ops import Attached, ImageWatch, Started, VmEnv, VmOps
+from actors.vm.ops import Attached, Started, VmEnv, VmOps
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import ExitReason, PauseCode, StatusTracker, Transition, VmStatus
 from actors.vm.thinwork import ThinWork
@@ -80,10 +77,11 @@ class Attach:
     """Re-read the domain's state and params from libvirt (recovery, resync, restart)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Timer:
+    """A timer of the actor fired (:class:`NamedTimers` tells it from a stale one)."""
+
     what: TimerKind
-    serial: int
     force: bool = False
     reboots: int = 0  # reboot events seen when a reboot was asked for
 
@@ -119,9 +117,9 @@ class VmActor(SupervisedActor):
         self._inflight: InFlight | None = None
         self._tracker = StatusTracker()
         self._published: tuple[Any, ...] | None = None
-        self._timers: dict[str, TimerHandle] = {}
-        self._serial = itertools.count(1)
-        self._timer_serials: dict[str, int] = {}
+        me = self.actor_ref
+        self._timers: NamedTimers[_Timer] = NamedTimers(ctx.runtime.clock,
+                                                      lambda message: _tell(me, message))
         self._attach_delay = 1.0
         self._events = 0
         self._lifecycle_events = 0
@@ -191,9 +189,7 @@ class VmActor(SupervisedActor):
         self.actor_ref.tell(Attach())
 
     def teardown(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._timers.cancel_all()
         if self._migrations is not None:
             self._migrations.teardown()
         if self._inflight is not None:
@@ -214,7 +210,7 @@ class VmActor(SupervisedActor):
             "mode": self._mode,
             **(self._inflight.describe() if self._inflight else {}),
             **(self._migrations.describe() if self._migrations else {}),
-            "timers": sorted(self._timers),
+            "timers": self._timers.names(),
             "domainEvents": self._events,
             "guestAgent": self._guest().describe(),
             "thin": self._thin.describe() if self._thin is not None else {},
@@ -232,7 +228,7 @@ class VmActor(SupervisedActor):
         hooks = ("before_vm_dehibernate", "after_vm_dehibernate") if params.restore_state \
             else ("before_vm_start", "after_vm_start")
         timeout = self._env.config.start_timeout + ops.hook_budget(*hooks)
-        watch = self._image_watch(job_id, True)
+        watch = image_watch(self._env.migration, self.vm_id, job_id, reading=True)
         return self._submit(CREATE, CONTROL, timeout=timeout, on_ok=self._on_started,
                             on_error=self._on_start_failed,
                             work=lambda cancelled: ops.start(params, cancelled, watch))
@@ -346,20 +342,11 @@ class VmActor(SupervisedActor):
         statistics report."""
         before = self._tracker.status
         env, vm_id, ops = self._env, self.vm_id, self._ops_impl
-        watch = self._image_watch(job_id, False)
+        watch = image_watch(env.migration, vm_id, job_id, reading=False)
 
         def save(params: VmParams) -> None:
-            progress = None
-            if job_id is not None and env.migration is not None:
-                progress = JobProgress(vm_id, job_id, libvirt_handle=env.libvirt,
-                                       jobs=env.migration.jobs,
-                                       interval=env.migration.config.progress_interval)
-                progress.start()
-            try:
+            with save_statistics(env.libvirt, env.migration, vm_id, job_id):
                 ops.hibernate(params, path, watch)
-            finally:
-                if progress is not None:
-                    progress.finish()
 
         reply = self._control(
             "VM.hibernate", ("before_vm_hibernate", "after_vm_hibernate"), save,
@@ -369,16 +356,6 @@ class VmActor(SupervisedActor):
         )
         self._set(Transition(VmStatus.SAVING_STATE))
         return reply
-
-    def _image_watch(self, job_id: str | None, reading: bool) -> ImageWatch:
-        """What wraps a save (or a restore, ``reading``) of job ``job_id``: samples QEMU's
-        offset on the memory image into the job (bytes written or read)."""
-        migration, vm_id = self._env.migration, self.vm_id
-        if job_id is None or migration is None:
-            return lambda _path: contextlib.nullcontext()
-        jobs, interval = migration.jobs, migration.config.progress_interval
-        return lambda path: watching(ImageProgress(vm_id, job_id, path, jobs=jobs,
-                                                   interval=interval, reading=reading))
 
     # --- migrations (see actors/vm/migcontrol.py) -----------------------------------------
 
@@ -496,9 +473,8 @@ class VmActor(SupervisedActor):
         self._stale = op.events_at_start != self._lifecycle_events
 
     def _on_timer(self, timer: _Timer) -> None:
-        if self._timer_serials.get(timer.what) != timer.serial:
+        if not self._timers.fired(timer.what, timer):
             return  # cancelled or replaced
-        self._timers.pop(timer.what, None)
         if timer.what == "powered-up" and self._tracker.status == VmStatus.POWERING_UP:
             self._set(Transition(VmStatus.UP))
         elif timer.what == "shutdown-deadline" and self._tracker.status != VmStatus.DOWN:
@@ -747,18 +723,10 @@ class VmActor(SupervisedActor):
 
     def _schedule(self, what: TimerKind, delay: float, *, force: bool = False,
                   reboots: int = 0) -> None:
-        self._cancel(what)
-        serial = next(self._serial)
-        self._timer_serials[what] = serial
-        me, message = self.actor_ref, _Timer(what, serial, force, reboots)
-        self._timers[what] = self.ctx.runtime.clock.call_later(delay,
-                                                               lambda: _tell(me, message))
+        self._timers.set(what, delay, _Timer(what, force, reboots))
 
     def _cancel(self, what: str) -> None:
-        handle = self._timers.pop(what, None)
-        self._timer_serials.pop(what, None)
-        if handle is not None:
-            handle.cancel()
+        self._timers.cancel(what)
 
 
 def _true(_result: Any) -> bool:

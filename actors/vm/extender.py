@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from actors.clock import Clock, TimerHandle
+from actors.clock import Clock, NamedTimers, TimerHandle
 from actors.config import ThinConfig
 from actors.host.libvirtconn import DomainEvent
 from actors.storage.handle import VolumeHandle
@@ -140,7 +140,8 @@ class Extender:
         self._job_serial = 0
         self._serials: dict[str, int] = {}
         self._ticker: TimerHandle | None = None
-        self._timers: dict[str, TimerHandle] = {}  # a drive's retry, the resume check
+        # a drive's retry, the resume check
+        self._timers: NamedTimers[ThinMessage] = NamedTimers(clock, tell)
         self._starved: set[str] = set()  # thin drives that ran out (ENOSPC), until they have room
         self._foreign_enospc = False  # an ENOSPC on something that is not a thin drive
         self._eio_seen_invalid = False
@@ -248,11 +249,10 @@ class Extender:
 
     def _forget(self) -> None:
         """Stop watching (the VM is down, or the actor stops); jobs in flight finish alone."""
-        for handle in (self._ticker, *self._timers.values()):
-            if handle is not None:
-                handle.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
         self._ticker = None
-        self._timers.clear()
+        self._timers.cancel_all()
         self._drives.clear()
         self._serials.clear()
         self._wanted, self._domains = (), frozenset()
@@ -468,11 +468,7 @@ class Extender:
 
     def _later(self, name: str, delay: float, message: ThinMessage) -> None:
         """Tell ``message`` after ``delay`` s (replacing the timer of that name)."""
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        tell = self._tell
-        self._timers[name] = self._clock.call_later(delay, lambda: tell(message))
+        self._timers.set(name, delay, message)
 
     def _publish(self) -> None:
         self._board.set_part(self.vm_id, PART, {

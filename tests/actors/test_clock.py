@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors.clock import Clock
+from actors.clock import Clock, NamedTimers, TimerHandle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,3 +64,33 @@ def test_a_failing_callback_does_not_stop_the_clock(clock: Clock) -> None:
 def test_invalid_interval(clock: Clock) -> None:
     with pytest.raises(ValueError):
         clock.call_every(0, lambda: None)
+
+
+def test_named_timers_replace_cancel_and_tell_stale_messages_apart() -> None:
+    """NamedTimers on a clock that is not running: the test fires the callbacks itself."""
+    clock = Clock()  # not started: call_later only queues, nothing fires by itself
+    told: list[object] = []
+    timers: NamedTimers[object] = NamedTimers(clock, told.append)
+
+    def queued() -> list[TimerHandle]:
+        return [handle for _when, _seq, handle in clock._heap]
+
+    first, second, other = object(), object(), object()
+    timers.set("a", 10, first)
+    timers.set("a", 10, second)  # replaces the first
+    timers.set("b", 10, other)
+    assert timers.names() == ["a", "b"] and "a" in timers
+    handles = queued()
+    assert [h.cancelled for h in handles] == [True, False, False]
+    for handle in handles:  # the clock would skip a cancelled one; a stale message can be
+        handle.callback()   # on its way anyway: here every callback runs
+    assert told == [first, second, other]
+    assert not timers.fired("a", first)  # replaced: stale
+    assert timers.fired("a", second)
+    assert not timers.fired("a", second)  # once only
+    timers.cancel("b")
+    assert not timers.fired("b", other) and timers.names() == []
+    timers.set("c", 10, first)
+    timers.set("d", 10, second)
+    timers.cancel_all()
+    assert [h.cancelled for h in queued()[-2:]] == [True, True] and timers.names() == []
