@@ -250,3 +250,54 @@ def test_a_frozen_lease_area_fences_the_spm_and_a_thaw_lets_one_host_take_over(
             made.check_journal()
         finally:
             made.cleanup()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies excluded)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.timeout(240)
+def test_a_storage_command_of_the_writer_dies_with_it(tmp_path: Path) -> None:
+    """The writer's storage commands stay in its process group and die with it: here the
+    qemu-img of a Volume.create is held in a write on the shared storage when the keeper
+    is SIGKILLed (its writer dies with it); the qemu-img must not live on, orphaned, to
+    write into the volume while another host may already be SPM."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=1, shared=fs.mountpoint)
+        try:
+            made.start()
+            sp, sd = made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+            img, vol = new_id(), new_id()
+            # the volume's data file: only qemu-img writes it (killable, as an NFS wait is)
+            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+            made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                      volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
+            commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer],
+                                30, what="the writer's qemu-img to hang in its write")
+            os.kill(keeper, signal.SIGKILL)
+            wait_for(lambda: procutil.start_time(writer) is None, 10,
+                     what="the writer to die with its keeper")
+            wait_for(lambda: all(procutil.start_time(p) is None for p in commands), 10,
+                     what="the writer's command to die with it")
+        finally:
+            fs.control.clear()
+            made.cleanup()
