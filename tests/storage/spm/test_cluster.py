@@ -8,17 +8,23 @@ an expired lease.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from actors.storage.spm import procutil
-from tests.harness import wait_for
-from tests.storage.spm.cluster import IO, LEASE, RENEW, Cluster, new_id
+from tests.harness import Vdsmd, next_event, wait_for
+from tests.storage.helpers import detach, sh, sparse_file
+from tests.storage.rig import CONFIRM, ConfirmedSubscriber
+from tests.storage.spm.cluster import CONFIG, IO, LEASE, RENEW, Cluster, new_id
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow,
               pytest.mark.xdist_group("spm-cluster")]
@@ -301,3 +307,68 @@ def test_a_storage_command_of_the_writer_dies_with_it(tmp_path: Path) -> None:
         finally:
             fs.control.clear()
             made.cleanup()
+
+
+@contextlib.contextmanager
+def _spm_events(host: Vdsmd, tmp: Path) -> Iterator[ConfirmedSubscriber]:
+    """``|storage|spm_status|`` events of ``host`` from the moment this returns (confirmed
+    receiving by a loop device's uevent, which every host's udev actor reports)."""
+    image = sparse_file(tmp / f"confirm-{uuid.uuid4().hex[:8]}.img", 1 << 20)
+    try:
+        with ConfirmedSubscriber(host.events, ("|storage|spm_status|", CONFIRM)) as sub:
+            for _attempt in range(30):
+                device = sh("losetup", "--find", "--show", str(image)).strip()
+                detach(device)
+                if sub.confirmed(2.0):
+                    break
+            else:
+                raise TimeoutError("the subscription was never seen receiving")
+            yield sub
+    finally:
+        image.unlink()
+
+
+def test_auto_contend_elects_an_spm_and_replaces_a_dead_one(tmp_path: Path) -> None:
+    """``[spm] auto_contend``: with no spmStart from anyone, exactly one host becomes SPM once
+    the pool is connected, and when it dies another takes the role by itself after its lease
+    ran out. Each host publishes its view as ``|storage|spm_status|<spUUID>`` events, and
+    vdsm-console shows the SPM's keeper (owner, lver, renewal age, deadline, writer pid)."""
+    made = Cluster(tmp_path, hosts=2,
+                   config=CONFIG.replace("[spm]\n", "[spm]\nauto_contend = true\n", 1))
+    try:
+        made.start()
+        with _spm_events(made.host(1), tmp_path) as sub1, \
+                _spm_events(made.host(2), tmp_path) as sub2:
+            sp, _sd = made.pool()  # nobody calls spmStart in this test
+            spm = wait_for(lambda: made.spms() or None, 60, what="a host to contend by itself")
+            assert len(spm) == 1, spm
+            first = spm[0]
+            other = 2 if first == 1 else 1
+            wait_for(lambda: made.spm_status(other)["spmId"] == first, 20,
+                     what="the other host to name the SPM")
+            topic = f"|storage|spm_status|{sp}"
+            _t, event = next_event(sub1 if first == 1 else sub2, lambda t, p: t == topic and
+                                   p["spmStatus"] == "SPM" and p["spmId"] == first, 20)
+            assert event["spUUID"] == sp and event["spmLver"] >= 1
+
+            lease = made.call(first, "Actors.inspect", path=f"/storage/pools/{sp}/lease")
+            writer = lease["detail"]["writer"]["pid"]
+            host = made.host(first)
+            shown = subprocess.run(
+                [str(Path(sys.executable).parent / "vdsm-console"), "--api", host.api,
+                 "--events", host.events],
+                input=f"inspect /storage/pools/{sp}/lease\nquit\n",
+                capture_output=True, text=True, timeout=60, check=False)
+            assert shown.returncode == 0, shown.stderr
+            for name in ("keeperPid", "lastRenewalAge", "deadlineIn", "lver", str(writer)):
+                assert name in shown.stdout, (name, shown.stdout)
+
+            made.kill(first)
+            # the survivor contends by itself once the dead SPM's lease ran out
+            _t, event = next_event(sub2 if first == 1 else sub1, lambda t, p: t == topic and
+                                   p["spmStatus"] == "SPM" and p["spmId"] == other, 60)
+            assert event["spmLver"] > lease["detail"]["lver"]
+        assert made.spm_status(other)["spmStatus"] == "SPM"
+        made.check_journal()
+    finally:
+        made.cleanup()
