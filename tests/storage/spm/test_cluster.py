@@ -372,3 +372,69 @@ def test_auto_contend_elects_an_spm_and_replaces_a_dead_one(tmp_path: Path) -> N
         made.check_journal()
     finally:
         made.cleanup()
+
+
+def test_a_stopped_host_gives_the_role_up_and_writes_nothing_after(cluster: Cluster) -> None:
+    """SIGSTOP of the SPM's vdsmd *with* its keeper (their process group: the whole agent
+    but the writer, which has a session of its own) past the lease: no keeper renews or
+    kills, the writer stops by its own deadline check, another host takes over; after
+    SIGCONT the old SPM knows it lost the role and writes nothing."""
+    sp, sd = cluster.pool()
+    assert cluster.spm_start(1)["taskResult"] == "success"
+    writer = cluster.writer_pid(1)
+    group = os.getpgid(cluster.host(1).pid)
+    assert os.getpgid(cluster.keeper_pid(1)) == group != os.getpgid(writer)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                 what="host 1's writer to stop by its own deadline")
+        cluster.take_over(2, timeout=60)
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    wait_for(lambda: cluster.spm_status(1)["spmStatus"] == "Free", 20,
+             what="host 1 to know it is not the SPM")
+    ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
+           "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow", "preallocate": "sparse"}
+    assert cluster.error(1, "Volume.create", **ids).code == 209
+    assert cluster.spms() == [2]
+    writes = cluster.check_journal()
+    assert all(w.host == 1 for w in writes if w.lver == 1)
+
+
+@pytest.mark.timeout(240)
+def test_slow_lease_io_fences_the_spm_within_the_bound_and_only_its_writer(
+        tmp_path: Path) -> None:
+    """Every ids I/O of the SPM's keeper takes 3 x io_timeout (a slow, not failing, lease
+    area): no renewal is confirmed in time, so the keeper kills its writer before its lease
+    could run out for another host. Fencing kills only the writer: vdsmd and the keeper
+    keep running, and another host becomes SPM."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
+        try:
+            made.start()
+            made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            writer, keeper = made.writer_pid(1), made.keeper_pid(1)
+            vdsmd = made.host(1).pid
+            fs.control.delay("*/dom_md/ids", 3 * IO, "any", pid=keeper)
+            slowed = time.monotonic()
+            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                     what="host 1 to fence its writer")
+            # killed before the lease (from its last renewal, before the fault) ran out,
+            # plus this test's polling on a loaded machine
+            assert time.monotonic() - slowed < LEASE + 5.0
+            wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
+                     what="host 1 to report it lost the role")
+            assert made.host(1).proc is not None and made.host(1).proc.poll() is None
+            assert made.host(1).pid == vdsmd and made.keeper_pid(1) == keeper
+            made.take_over(2, timeout=60)
+            made.check_journal()
+        finally:
+            fs.control.clear()
+            made.cleanup()
