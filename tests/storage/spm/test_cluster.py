@@ -438,3 +438,48 @@ def test_slow_lease_io_fences_the_spm_within_the_bound_and_only_its_writer(
         finally:
             fs.control.clear()
             made.cleanup()
+
+
+@pytest.mark.timeout(240)
+def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: Path) -> None:
+    """A Volume.create running on the SPM's writer (its qemu-img held in a write) when the
+    SPM is fenced (EIO on its keeper's lease I/O): the task fails on that host, its journal
+    stays on the master domain, and the next SPM's writer finds it there and undoes the
+    half-made volume."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
+        try:
+            made.start()
+            sp, sd = made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+            img, vol = new_id(), new_id()
+            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+            task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                             imageID=img, volumeID=vol, size=16 * MiB, volFormat="cow",
+                             preallocate="sparse")
+            journals = made.shared / sd / "master" / "tasks"
+            wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
+                     what="the task's qemu-img to hang in its write")
+            assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
+            fs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1 loses its lease
+            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                     what="host 1 to fence its writer")
+            status = made.task(1, task, timeout=30)
+            assert status["taskResult"] == "failure", status
+            assert (made.shared / sd / "images" / img).exists()  # left half made
+            fs.control.clear()
+            made.take_over(2, timeout=60)
+            wait_for(lambda: not list(journals.glob("*.json")), 30,
+                     what="the next SPM to recover the task's journal")
+            assert not (made.shared / sd / "images" / img / vol).exists()
+            made.check_journal()
+        finally:
+            fs.control.clear()
+            made.cleanup()
