@@ -483,3 +483,30 @@ def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: P
         finally:
             fs.control.clear()
             made.cleanup()
+
+
+def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> None:
+    """spmStop: the SPM's writer is gone, the host reports Free and writes nothing; its
+    lease record is released, so another host's first spmStart wins although the old SPM is
+    alive and renews its host id (a held lease of a live owner would be refused)."""
+    made = Cluster(tmp_path, hosts=2)
+    try:
+        made.start()
+        sp, sd = made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        writer = made.writer_pid(1)
+        lver = made.spm_status(1)["spmLver"]
+        assert made.call(1, "StoragePool.spmStop", storagepoolID=sp) is True
+        assert made.spm_status(1)["spmStatus"] == "Free"
+        wait_for(lambda: procutil.start_time(writer) is None, 10, what="the writer to end")
+        ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
+               "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow",
+               "preallocate": "sparse"}
+        assert made.error(1, "Volume.create", **ids).code == 209
+        status = made.spm_start(2)
+        assert status["taskResult"] == "success", status
+        assert made.spm_status(2)["spmLver"] > lver
+        wait_for(lambda: made.spm_status(1)["spmId"] == 2, 10, what="host 1 to see host 2")
+        made.check_journal()
+    finally:
+        made.cleanup()
