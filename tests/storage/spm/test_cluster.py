@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from actors.storage.spm import procutil
+from messaging.errors import StorageError
 from tests.harness import Vdsmd, next_event, wait_for
 from tests.storage.helpers import detach, sh, sparse_file
 from tests.storage.rig import CONFIRM, ConfirmedSubscriber
@@ -442,10 +443,10 @@ def test_slow_lease_io_fences_the_spm_within_the_bound_and_only_its_writer(
 
 @pytest.mark.timeout(240)
 def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: Path) -> None:
-    """A Volume.create running on the SPM's writer (its qemu-img held in a write) when the
-    SPM is fenced (EIO on its keeper's lease I/O): the task fails on that host, its journal
-    stays on the master domain, and the next SPM's writer finds it there and undoes the
-    half-made volume."""
+    """A Volume.create running on the SPM's writer (its qemu-img held in a write): spmStop
+    refuses while it runs; then the SPM is fenced (EIO on its keeper's lease I/O): the task
+    fails on that host, its journal stays on the master domain, and the next SPM's writer
+    finds it there and undoes the half-made volume."""
     from tests.faultfs import faultfs_mount
     from tests.faultfs.plugin import fuse_missing
 
@@ -468,6 +469,9 @@ def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: P
             wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
                      what="the task's qemu-img to hang in its write")
             assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
+            refused = made.error(1, "StoragePool.spmStop", storagepoolID=sp)
+            assert refused.code == StorageError.code and task in refused.message, refused
+            assert made.spm_status(1)["spmStatus"] == "SPM"  # spmStop gave nothing up
             fs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1 loses its lease
             wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
                      what="host 1 to fence its writer")
