@@ -226,3 +226,18 @@ def test_each_request_is_served_once_also_by_the_next_spm(areas: tuple[Path, Pat
         assert serve.seqs() == [2]
     finally:
         server.close()
+
+
+def test_a_fast_writers_requests_a_few_seconds_apart_find_the_full_rate() -> None:
+    """A thin VM writing fast asks for an extension every few seconds: each of its requests
+    must be seen at the full rate, not after an idle poll (its headroom is running out)."""
+    pace = PollPace(POLL, IDLE_POLL, now=0.0)
+    now = 0.0
+    for _ in range(20):  # a request every 5 s, polls at the pace in between
+        seen = now
+        pace.request(seen)
+        wait = 0.0
+        while now < seen + 5.0:
+            wait = pace.next(now)
+            now += wait
+        assert wait == POLL, (seen, now)  # the wait before the poll that sees the next one
