@@ -25,11 +25,12 @@ from actors.storage.calls import POOLS, StorageCalls, ask, recorded, wait
 from actors.storage.handle import VolumeHandle
 from actors.storage.mailbox.actors import MailboxActor
 from actors.storage.mailbox.format import Message
+from actors.storage.sd.records import VolumeFormat
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.tasks import SubmitTask, TaskManager
-from messaging.errors import ActorUnavailable, StorageError
+from messaging.errors import ActorUnavailable, StorageError, StorageTimeout, VdsmError
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,12 @@ class SpmApi(StorageCalls):
             mailbox: ServiceRef[MailboxActor] = ServiceRef(self.directory, path)
             reply: concurrent.futures.Future[Message] = ask(
                 mailbox.proxy().extend(volume.sd, volume.img, volume.vol, size), path)
-            wait(reply, timeout, f"the SPM extending {volume.vol}")
+            try:
+                wait(reply, timeout, f"the SPM extending {volume.vol}")
+            except VdsmError as e:
+                if e.code != StorageTimeout.code:
+                    self._explain_refusal(volume)
+                raise
         physical: int = self.io(self.domains.proxy().refresh_volume(volume.sd, volume.img,
                                                                volume.vol),
                            "refreshing the extended volume")
@@ -126,6 +132,16 @@ class SpmApi(StorageCalls):
             "sdUUID": volume.sd, "imgUUID": volume.img, "volUUID": volume.vol,
             "newSize": physical, "latency": round(latency, 6)})
         return physical
+
+    def _explain_refusal(self, volume: VolumeHandle) -> None:
+        """The SPM refused an extension through the mailbox, whose replies carry an error's
+        code and only 48 bytes of its text: read the volume here (reads only) and raise the
+        whole error when this host sees why (no such volume, a raw volume); else return."""
+        info: dict[str, Any] = self.io(self.domains.proxy().volume_info(
+            volume.sd, volume.img, volume.vol), "reading the volume the SPM refused to extend")
+        if VolumeFormat.parse(str(info["format"])) is VolumeFormat.RAW:
+            raise StorageError(reason=f"raw volume {volume.vol} has a fixed allocation: "
+                               "change its virtual size instead")
 
     def extend_volume(self, params: dict[str, Any]) -> bool:
         self.extend(VolumeHandle.from_params(params), params["size"])

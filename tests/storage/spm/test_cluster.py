@@ -514,3 +514,53 @@ def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> N
         made.check_journal()
     finally:
         made.cleanup()
+
+
+def test_bad_extensions_are_clear_errors_on_the_spm_and_through_the_mailbox(
+        tmp_path: Path) -> None:
+    """extendVolume as a careless client sends it, on the SPM (its writer) and on another
+    host (through the mailbox): a volume that does not exist, a raw volume (fixed size), a
+    domain outside the pool, a negative size. Each is a clear error with its code, the same
+    on both hosts (a refusal through the mailbox carries only 48 bytes of text: the asking
+    host reads the volume and gives the whole error), and nothing is written; a size past a
+    full qcow2 is capped, not refused."""
+    made = Cluster(tmp_path, hosts=2)
+    try:
+        made.start()
+        sp, sd = made.pool("loop")
+        assert made.spm_start(1)["taskResult"] == "success"
+        img, vol, raw = new_id(), new_id(), new_id()
+        for volume, fmt, prealloc in ((vol, "cow", "sparse"), (raw, "raw", "preallocated")):
+            task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                             imageID=img if volume == vol else new_id(), volumeID=volume,
+                             size=16 * MiB, volFormat=fmt, preallocate=prealloc,
+                             **({"initialSize": 4 * MiB} if fmt == "cow" else {}))
+            assert made.task(1, task)["taskResult"] == "success"
+        raw_path = next((made.shared / sd / "images").glob(f"*/{raw}"))
+        raw_img, raw_size = raw_path.parent.name, raw_path.stat().st_size
+        names = [p.name for p in (made.shared / sd / "images" / img).iterdir()]
+        for host in (1, 2):
+            base = {"storagepoolID": sp, "storagedomainID": sd}
+            missing = made.error(host, "StoragePool.extendVolume", imageID=img,
+                                 volumeID=new_id(), size=32 * MiB, **base)
+            fixed = made.error(host, "StoragePool.extendVolume", imageID=raw_img,
+                               volumeID=raw, size=32 * MiB, **base)
+            outside = made.error(host, "StoragePool.extendVolume", storagepoolID=sp,
+                                 storagedomainID=new_id(), imageID=img, volumeID=vol,
+                                 size=32 * MiB)
+            negative = made.error(host, "StoragePool.extendVolume", imageID=img,
+                                  volumeID=vol, size=-1, **base)
+            assert missing.code == 204 and img in missing.message, missing
+            assert fixed.code == 200 and "fixed allocation" in fixed.message, fixed
+            assert outside.code == 213 and "not attached" in outside.message, outside
+            assert negative.code == -32602 and "size" in negative.message, negative
+        assert raw_path.stat().st_size == raw_size  # nothing changed
+        assert sorted(p.name for p in (made.shared / sd / "images" / img).iterdir()) == \
+            sorted(names)
+        path = made.shared / sd / "images" / img / vol
+        assert made.call(2, "StoragePool.extendVolume", storagepoolID=sp, storagedomainID=sd,
+                         imageID=img, volumeID=vol, size=1 << 40) is True
+        assert 16 * MiB < path.stat().st_size < 32 * MiB  # a full qcow2 of 16 MiB
+        made.check_journal()
+    finally:
+        made.cleanup()
