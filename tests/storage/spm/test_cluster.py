@@ -557,6 +557,10 @@ def test_bad_extensions_are_clear_errors_on_the_spm_and_through_the_mailbox(
         assert raw_path.stat().st_size == raw_size  # nothing changed
         assert sorted(p.name for p in (made.shared / sd / "images" / img).iterdir()) == \
             sorted(names)
+        for bad in ({"prevID": "x"}, {"prevID": -2}, {"prevLVER": 1.5}):
+            refused = made.error(2, "StoragePool.spmStart", storagepoolID=sp, **bad)
+            assert refused.code == -32602, (bad, refused)
+        assert made.spms() == [1]
         path = made.shared / sd / "images" / img / vol
         assert made.call(2, "StoragePool.extendVolume", storagepoolID=sp, storagedomainID=sd,
                          imageID=img, volumeID=vol, size=1 << 40) is True
