@@ -30,7 +30,13 @@ from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.tasks import SubmitTask, TaskManager
-from messaging.errors import ActorUnavailable, StorageError, StorageTimeout, VdsmError
+from messaging.errors import (
+    ActorUnavailable,
+    NoSuchVolume,
+    StorageError,
+    StorageTimeout,
+    VdsmError,
+)
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
@@ -136,9 +142,17 @@ class SpmApi(StorageCalls):
     def _explain_refusal(self, volume: VolumeHandle) -> None:
         """The SPM refused an extension through the mailbox, whose replies carry an error's
         code and only 48 bytes of its text: read the volume here (reads only) and raise the
-        whole error when this host sees why (no such volume, a raw volume); else return."""
-        info: dict[str, Any] = self.io(self.domains.proxy().volume_info(
-            volume.sd, volume.img, volume.vol), "reading the volume the SPM refused to extend")
+        whole error when this host sees why (no such volume, a raw volume); else return, and
+        the SPM's error stands (also when this read fails otherwise)."""
+        try:
+            info: dict[str, Any] = self.io(self.domains.proxy().volume_info(
+                volume.sd, volume.img, volume.vol), "reading the volume the SPM refused to extend")
+        except NoSuchVolume:
+            raise
+        except VdsmError as e:
+            log.info("cannot read volume %s to explain the SPM's refusal: %s", volume.vol,
+                     e.message)
+            return
         if VolumeFormat.parse(str(info["format"])) is VolumeFormat.RAW:
             raise StorageError(reason=f"raw volume {volume.vol} has a fixed allocation: "
                                "change its virtual size instead")
