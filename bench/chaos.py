@@ -24,7 +24,9 @@ to check. Each round applies one fault to the current SPM host, chosen at random
 
 Then it waits until every host runs again and some host is SPM. It prints the safety
 checker's verdict over the whole journal (violations must be 0: writes of different lvers
-never overlap, lvers grow, no write ends after its lease's deadline) and the failover time
+never overlap, lvers grow, no write ends after its lease's deadline), how near the writes
+came to that bound (the least time a write began before its cutoff and ended before its
+lease's end: the windows docs/spm.md says remain), and the failover time
 (from the fault to a new lver's SPM) min/median/max beside the bound
 lease + 3 x io_timeout (+ the renewal interval). Run as root.
 """
@@ -315,6 +317,15 @@ def report(args: argparse.Namespace, counts: dict[str, int], chaos: Chaos,
     print(f"violations: {len(violations)}")
     for v in violations[:10]:
         print(f"  {v.kind}: {v.detail}")
+    ended = [w for w in writes if w.end is not None and w.expiry != float("inf")]
+    if ended:
+        # how near the writes came to the bound: the windows the checker guards
+        began = min(w.deadline - w.start for w in ended)
+        landed = min(w.expiry - w.end for w in ended if w.end is not None)
+        longest = max(w.end - w.start for w in ended if w.end is not None)
+        print(f"closest calls over {len(ended)} writes: began {began * 1000:.0f} ms before "
+              f"its cutoff, ended {landed * 1000:.0f} ms before its lease's end; longest "
+              f"write {longest * 1000:.0f} ms (a killed one: until its kill)")
     if f:
         print(f"failover (fault -> SPM of a newer lver), {len(f)} rounds: "
               f"min {f[0]:.2f} s, median {statistics.median(f):.2f} s, max {f[-1]:.2f} s; "

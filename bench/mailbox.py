@@ -10,9 +10,10 @@ SPM. A thin volume grows 1 MiB at a time by ``StoragePool.extendVolume``:
 - from host 1 (the SPM itself): straight to its writer, the floor of the same verb.
 
 It prints the round-trip p50/p99/max of both, and each host's CPU use while idle over
-``--idle`` seconds (vdsmd with its keeper and writer: utime + stime from /proc), as a share of
-one core, with the threads that used most of it (``--top``; their Python names and functions
-when py-spy is installed in the venv, else thread ids only), and the round trip of one
+``--idle`` seconds (from 2 s after the SPM's full-rate burst after the last request ended;
+vdsmd with its keeper and writer: utime + stime from /proc), as a share of one core, with the
+threads that used most of it (``--top``; their Python names and functions when py-spy is
+installed in the venv, else thread ids only), and the round trip of one
 request from host 2 after that idle spell (the SPM polls at its slowest then). vdsm's anchor:
 0.5-1.0 s per extension through its mailbox (2-4 s before its event mechanism). Goal: p50 at
 most 100 ms at an idle cost below 1 % of one core per host. Run as root.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from actors.storage.mailbox.server import BURST
 from tests.storage.helpers import loop_devices_of
 from tests.storage.rig import mounts_under
 from tests.storage.spm.cluster import Cluster, new_id
@@ -196,7 +198,9 @@ def main() -> int:
             timings[host].append(time.monotonic() - started)
         assert path.stat().st_size >= size
         cluster.call(2, "Image.teardown", **ids)
-        time.sleep(2.0)  # let the last replies' polling end
+        # the SPM's full-rate burst after the last request ends, and it backs off to its idle
+        # pace (a few doubling polls): the idle window starts then
+        time.sleep(BURST + 2.0)
         pids = {h: processes(cluster.host(h).pid) for h in (1, 2)}
         threads_before = {pid: thread_cpu(pid) for h in (1, 2) for pid in pids[h].values()
                           if pid}

@@ -40,12 +40,20 @@ COUNT_INTERVAL = 0.5
 
 _new_session = True
 
+DIE_WITH_CALLER = ("setpriv", "--pdeathsig", "KILL", "--")
+"""The prefix of a command that must die with the process that runs it (util-linux's setpriv
+sets ``PR_SET_PDEATHSIG`` and execs the command: no Python runs in the forked child)."""
+
 
 def set_new_session(new_session: bool) -> None:
     """Whether commands run in a session of their own (the default, so that they survive
     vdsmd: a VM's helper, a task that the next start recovers) or in the caller's process
-    group. The SPM's writer process sets False once at start: its commands must die with it
-    when the keeper kills its group (a property of the process, hence process-wide)."""
+    group, and die with the caller. The SPM's writer process sets False once at start: its
+    commands must die with it, when the keeper kills its group and also when the writer is
+    killed alone (its keeper died: the writer's parent-death signal kills only the writer,
+    and a command left running would write on after the lease passed to another host).
+    The death signal fires when the thread that started the command ends: every caller
+    waits for its command on that thread (a process property, hence process-wide)."""
     global _new_session  # noqa: PLW0603 - one setting per process, set once at its start
     _new_session = new_session
 
@@ -210,7 +218,7 @@ def run(
         abort.check()
     started = time.monotonic()
     proc = subprocess.Popen(
-        argv,
+        argv if _new_session else DIE_WITH_CALLER + argv,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -26,11 +26,18 @@ from actors.storage.handle import VolumeHandle
 from actors.storage.mailbox.actors import MailboxActor
 from actors.storage.mailbox.format import Message
 from actors.storage.proxies import DomainsProxy, LeaseProxy, MailboxProxy, TasksProxy
+from actors.storage.sd.records import VolumeFormat
 from actors.storage.spm.board import LeaseBoard
 from actors.storage.spm.leaseactor import LeaseActor
 from actors.storage.spm.writerclient import WriterClient
 from actors.storage.tasks import SubmitTask, TaskManager
-from messaging.errors import ActorUnavailable, StorageError
+from messaging.errors import (
+    ActorUnavailable,
+    NoSuchVolume,
+    StorageError,
+    StorageTimeout,
+    VdsmError,
+)
 from messaging.server import Binding
 
 log = logging.getLogger(__name__)
@@ -116,7 +123,12 @@ class SpmApi(StorageCalls):
             mailbox: ServiceRef[MailboxActor] = ServiceRef(self.directory, path)
             reply: concurrent.futures.Future[Message] = ask(
                 mailbox.proxy(MailboxProxy).extend(volume.sd, volume.img, volume.vol, size), path)
-            wait(reply, timeout, f"the SPM extending {volume.vol}")
+            try:
+                wait(reply, timeout, f"the SPM extending {volume.vol}")
+            except VdsmError as e:
+                if e.code != StorageTimeout.code:
+                    self._explain_refusal(volume)
+                raise
         refreshed = self.domains.proxy(DomainsProxy).refresh_volume(volume.sd, volume.img,
                                                                     volume.vol)
         physical: int = self.io(refreshed, "refreshing the extended volume")
@@ -127,6 +139,24 @@ class SpmApi(StorageCalls):
             "sdUUID": volume.sd, "imgUUID": volume.img, "volUUID": volume.vol,
             "newSize": physical, "latency": round(latency, 6)})
         return physical
+
+    def _explain_refusal(self, volume: VolumeHandle) -> None:
+        """The SPM refused an extension through the mailbox, whose replies carry an error's
+        code and only 48 bytes of its text: read the volume here (reads only) and raise the
+        whole error when this host sees why (no such volume, a raw volume); else return, and
+        the SPM's error stands (also when this read fails otherwise)."""
+        try:
+            info: dict[str, Any] = self.io(self.domains.proxy(DomainsProxy).volume_info(
+                volume.sd, volume.img, volume.vol), "reading the volume the SPM refused to extend")
+        except NoSuchVolume:
+            raise
+        except VdsmError as e:
+            log.info("cannot read volume %s to explain the SPM's refusal: %s", volume.vol,
+                     e.message)
+            return
+        if VolumeFormat.parse(str(info["format"])) is VolumeFormat.RAW:
+            raise StorageError(reason=f"raw volume {volume.vol} has a fixed allocation: "
+                               "change its virtual size instead")
 
     def extend_volume(self, params: dict[str, Any]) -> bool:
         self.extend(VolumeHandle.from_params(params), params["size"])

@@ -39,6 +39,13 @@ def test_toml_file(tmp_path: Path) -> None:
         ("not toml [", "not valid TOML"),
         ("[mailbox]\nidle_poll_interval = 0\n", "idle_poll_interval must be within"),
         ("[mailbox]\nidle_poll_interval = 11\n", "idle_poll_interval must be within"),
+        ("[spm]\nio_timeout = 0\n", r"\[spm\] io_timeout must be positive"),
+        ("[spm]\nlease_time = -3\n", r"\[spm\] lease_time must be positive"),
+        ("[spm]\nlease_time = 10\n", "lease_time must exceed renew_interval"),
+        ("[spm]\nheartbeat_interval = 5\n", "agent_timeout must be more than two"),
+        ("[spm]\nmax_hosts = 0\n", "max_hosts must be within"),
+        ("[spm]\nwriter_workers = 0\n", "writer_workers must be at least 1"),
+        ("[spm]\nauto_contend = 'yes'\n", "true or false"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

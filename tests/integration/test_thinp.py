@@ -122,6 +122,8 @@ def test_thin_drive_shows_its_sizes_in_stats_and_inspect(tmp_path: Path,
     detail = rig.call("Actors.inspect", path=f"/vms/{vm_id}")["detail"]["thin"]
     drive = detail["drives"]["vda"]
     assert drive["node"].startswith("vda[") and drive["volumeID"] == volume["volumeID"]
+    assert (drive["physical"], drive["threshold"], drive["extensions"]) == (16 * MiB,
+                                                                            10 * MiB, 0)
     assert drive["limit"] > 256 * MiB and drive["capacity"] == 256 * MiB
     assert rig.call("VM.destroy", vmID=vm_id) is True
 

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -7,7 +11,7 @@ import pytest
 
 from actors.storage.command import Aborter, display, run, stderr_tail
 from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
-from tests.harness import wait_for
+from tests.harness import TOP, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -97,3 +101,41 @@ def test_stderr_tail_and_display() -> None:
     assert stderr_tail(b"x" * 1000, limit=10) == "x" * 10
     assert display(["a b", "c"]) == "'a b' c"
     assert display(["x" * 500], limit=20).endswith("...")
+
+
+CALLER = """
+import sys
+from actors.storage import command
+command.set_new_session(False)  # as the SPM's writer does
+command.run(["sleep", "60"], timeout=60)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.timeout(30)
+def test_a_command_in_the_callers_group_dies_with_its_caller() -> None:
+    """The writer's mode: the command shares the caller's process group and dies when the
+    caller is killed alone (not its group), so it never outlives the writer."""
+    caller = subprocess.Popen([sys.executable, "-c", CALLER], start_new_session=True,
+                              cwd=TOP, env={**os.environ, "PYTHONPATH": str(TOP)})
+    try:
+        sleep = wait_for(lambda: _children(caller.pid), 20, what="the command to start")[0]
+        assert os.getpgid(sleep) == caller.pid  # in the caller's group, not a new session
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait(10)
+        wait_for(lambda: not alive(sleep), 10, what="the command to die with its caller")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait(10)
+        try:
+            os.killpg(caller.pid, signal.SIGKILL)  # anything left in its group
+        except ProcessLookupError:
+            pass

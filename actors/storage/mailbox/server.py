@@ -38,21 +38,28 @@ Serve = Callable[[int, list[Message], list[Message]], list[Message]]
 """``(host, new requests, replies to keep) -> the replies written`` (the writer's job)."""
 Paths = Callable[[], tuple[Path, Path]]
 
-BURST = 2.0
-"""Seconds after the last request during which the server polls at its full rate."""
+BURST = 10.0
+"""Seconds after the last request during which the server polls at its full rate. A thin VM
+writing fast asks for an extension every few seconds, and it is then that an extension's
+latency matters (a chunk's headroom is running out): its requests keep finding the full rate
+(bench/thinp.py --mib 256, extensions through the mailbox 2-4 s apart: p50 430-520 ms with a
+2 s burst, each request waiting for an idle poll; 73-130 ms with 10 s). A slow writer's
+requests, further apart, may wait for an idle poll, which its headroom covers; an idle pool
+is polled at the idle pace."""
 
 
 class PollPace:
     """How long the server waits between two polls.
 
-    ``poll`` while requests come (the last one less than ``burst`` seconds ago); then twice
-    the last wait after each idle poll, up to ``idle_poll``. Every poll is a real O_DIRECT
-    read of shared storage and two thread wake-ups (measured on the 2-core VM of
-    docs/mailbox.md: 0.3-1 ms of CPU each in vdsmd, ~0.07 ms in a bare loop: most of it is
-    waking a cold thread), so an idle pool polled 10-20 times a second cost 0.5-0.7 % of a
-    core; at ``idle_poll`` 0.5 s it costs 0.1-0.2 %. The price is the first request after
-    a quiet spell: it waits at most ``idle_poll`` for the poll that sees it (never more: the
-    wait is capped), and the requests after it are polled at the full rate again."""
+    ``poll`` while requests come (the last one less than ``burst`` seconds ago:
+    :data:`BURST`); then twice the last wait after each idle poll, up to ``idle_poll``. Every
+    poll is a real O_DIRECT read of shared storage and two thread wake-ups (measured on the
+    2-core VM of docs/mailbox.md: 0.3-1 ms of CPU each in vdsmd, ~0.07 ms in a bare loop:
+    most of it is waking a cold thread), so an idle pool polled 10-20 times a second cost
+    0.5-0.7 % of a core; at ``idle_poll`` 0.5 s it costs 0.1-0.2 %. The price is the first
+    request after a quiet spell: it waits at most ``idle_poll`` for the poll that sees it
+    (never more: the wait is capped), and the requests after it are polled at the full rate
+    again."""
 
     def __init__(self, poll: float, idle_poll: float, *, burst: float = BURST,
                  now: float | None = None) -> None:

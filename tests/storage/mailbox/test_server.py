@@ -1,6 +1,6 @@
 """The SPM's mail server backs off while idle, never past its cap, and is back at its full rate
 as soon as a request comes: the pace on its own (a given clock), and a real server polling real
-O_DIRECT area files."""
+O_DIRECT area files. It serves each request once, also when a new SPM takes over."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from actors.storage.mailbox.areas import MailArea
-from actors.storage.mailbox.format import REQUESTS, SLOT, Message, Slot
+from actors.storage.mailbox.format import REPLIES, REQUESTS, SLOT, Message, Slot
 from actors.storage.mailbox.server import BURST, MailServer, PollPace
 from tests.harness import wait_for
 
@@ -131,3 +131,113 @@ def test_a_request_after_a_long_idle_spell_is_served_and_polled_at_full_rate_aga
     finally:
         server.close()
 
+
+
+class WritingServe:
+    """What the SPM's writer does for a host's batch: extend (here: count each request it
+    is given) and write that host's inbox slot with the replies kept plus the new ones."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self.done: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, host: int, new: list[Message], keep: list[Message]) -> list[Message]:
+        replies = [m.reply(size=m.size, latency_us=1) for m in new]
+        area = MailArea(self.inbox, kind=REPLIES, slots=4, io_timeout=5.0, write=True)
+        try:
+            area.write_slot(Slot(host, REPLIES, tuple(keep + replies), epoch=1))
+        finally:
+            area.close()
+        with self.lock:
+            self.done.extend(m.seq for m in new)
+        return replies
+
+    def seqs(self) -> list[int]:
+        with self.lock:
+            return sorted(self.done)
+
+
+def _ask(outbox: Path, host: int, *messages: Message) -> None:
+    area = MailArea(outbox, kind=REQUESTS, slots=4, io_timeout=5.0, write=True)
+    try:
+        area.write_slot(Slot(host, REQUESTS, messages))
+    finally:
+        area.close()
+
+
+def _polls_after(server: MailServer, count: int) -> None:
+    """Wait until the server polled ``count`` more times (each poll re-reads the outbox)."""
+    start = int(server.describe()["polls"])
+    wait_for(lambda: int(server.describe()["polls"]) >= start + count, 30.0,
+             what=f"{count} more polls")
+
+
+def test_each_request_is_served_once_also_by_the_next_spm(areas: tuple[Path, Path]) -> None:
+    """Requests carry ids: one still in its host's outbox after its reply (a retry, or the
+    host not yet having read the reply) is not done again, neither by this SPM nor by the
+    next one, which learns what was served from the inbox on the shared storage; a request
+    whose reply never landed (a fenced SPM) is served by the next SPM."""
+    inbox, outbox = areas
+    first, second = _request(1), _request(2)
+
+    def server_with(serve: WritingServe, name: str) -> MailServer:
+        return MailServer(paths=lambda: (inbox, outbox), hosts=4, io_timeout=5.0, poll=0.01,
+                          idle_poll=0.02, serve=serve, name=name)
+
+    serve = WritingServe(inbox)
+    server = server_with(serve, "spm-a")
+    try:
+        server.activate()
+        _ask(outbox, 2, first)
+        wait_for(lambda: serve.seqs() == [1], 30.0, what="the request served")
+        _polls_after(server, 5)  # it stays in the outbox: read again, not done again
+        _ask(outbox, 2, first, second)  # the host asks again, and for more
+        wait_for(lambda: serve.seqs() == [1, 2], 30.0, what="the new request served")
+        _polls_after(server, 5)
+        assert serve.seqs() == [1, 2]
+    finally:
+        server.close()
+
+    # the next SPM: both replies are in the inbox, both requests still in the outbox
+    serve = WritingServe(inbox)
+    server = server_with(serve, "spm-b")
+    try:
+        server.activate()
+        _polls_after(server, 10)
+        assert serve.seqs() == []
+        assert server.describe()["repliesKept"] == {2: 2}
+    finally:
+        server.close()
+
+    # an SPM fenced before its reply write landed: the next one serves what is unanswered
+    area = MailArea(inbox, kind=REPLIES, slots=4, io_timeout=5.0, write=True)
+    try:
+        area.write_slot(Slot(2, REPLIES, (first.reply(size=first.size, latency_us=1),),
+                             epoch=1))
+    finally:
+        area.close()
+    serve = WritingServe(inbox)
+    server = server_with(serve, "spm-c")
+    try:
+        server.activate()
+        wait_for(lambda: serve.seqs() == [2], 30.0, what="the unanswered request served")
+        _polls_after(server, 5)
+        assert serve.seqs() == [2]
+    finally:
+        server.close()
+
+
+def test_a_fast_writers_requests_a_few_seconds_apart_find_the_full_rate() -> None:
+    """A thin VM writing fast asks for an extension every few seconds: each of its requests
+    must be seen at the full rate, not after an idle poll (its headroom is running out)."""
+    pace = PollPace(POLL, IDLE_POLL, now=0.0)
+    now = 0.0
+    for _ in range(20):  # a request every 5 s, polls at the pace in between
+        seen = now
+        pace.request(seen)
+        wait = 0.0
+        while now < seen + 5.0:
+            wait = pace.next(now)
+            now += wait
+        assert wait == POLL, (seen, now)  # the wait before the poll that sees the next one

@@ -172,6 +172,6 @@ class Cluster:
             except Exception:  # noqa: BLE001 - kill what does not stop; cleanup goes on
                 h.kill()
         for target in reversed(mounts_under(self.tmp)):
-            unmount(target)
+            unmount(Path(target))
         for device in loop_devices_of(self.tmp):
             detach(device)

@@ -8,17 +8,24 @@ an expired lease.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from actors.storage.spm import procutil
-from tests.harness import wait_for
-from tests.storage.spm.cluster import IO, LEASE, RENEW, Cluster, new_id
+from messaging.errors import StorageError
+from tests.harness import Vdsmd, next_event, wait_for
+from tests.storage.helpers import detach, sh, sparse_file
+from tests.storage.rig import CONFIRM, ConfirmedSubscriber
+from tests.storage.spm.cluster import CONFIG, IO, LEASE, RENEW, Cluster, new_id
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow,
               pytest.mark.xdist_group("spm-cluster")]
@@ -250,3 +257,314 @@ def test_a_frozen_lease_area_fences_the_spm_and_a_thaw_lets_one_host_take_over(
             made.check_journal()
         finally:
             made.cleanup()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies excluded)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.timeout(240)
+def test_a_storage_command_of_the_writer_dies_with_it(tmp_path: Path) -> None:
+    """The writer's storage commands stay in its process group and die with it: here the
+    qemu-img of a Volume.create is held in a write on the shared storage when the keeper
+    is SIGKILLed (its writer dies with it); the qemu-img must not live on, orphaned, to
+    write into the volume while another host may already be SPM."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=1, shared=fs.mountpoint)
+        try:
+            made.start()
+            sp, sd = made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+            img, vol = new_id(), new_id()
+            # the volume's data file: only qemu-img writes it (killable, as an NFS wait is)
+            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+            made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                      volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
+            commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer],
+                                30, what="the writer's qemu-img to hang in its write")
+            os.kill(keeper, signal.SIGKILL)
+            wait_for(lambda: procutil.start_time(writer) is None, 10,
+                     what="the writer to die with its keeper")
+            wait_for(lambda: all(procutil.start_time(p) is None for p in commands), 10,
+                     what="the writer's command to die with it")
+        finally:
+            fs.control.clear()
+            made.cleanup()
+
+
+@contextlib.contextmanager
+def _spm_events(host: Vdsmd, tmp: Path) -> Iterator[ConfirmedSubscriber]:
+    """``|storage|spm_status|`` events of ``host`` from the moment this returns (confirmed
+    receiving by a loop device's uevent, which every host's udev actor reports)."""
+    image = sparse_file(tmp / f"confirm-{uuid.uuid4().hex[:8]}.img", 1 << 20)
+    try:
+        with ConfirmedSubscriber(host.events, ("|storage|spm_status|", CONFIRM)) as sub:
+            for _attempt in range(30):
+                device = sh("losetup", "--find", "--show", str(image)).strip()
+                detach(device)
+                if sub.confirmed(2.0):
+                    break
+            else:
+                raise TimeoutError("the subscription was never seen receiving")
+            yield sub
+    finally:
+        image.unlink()
+
+
+def test_auto_contend_elects_an_spm_and_replaces_a_dead_one(tmp_path: Path) -> None:
+    """``[spm] auto_contend``: with no spmStart from anyone, exactly one host becomes SPM once
+    the pool is connected, and when it dies another takes the role by itself after its lease
+    ran out. Each host publishes its view as ``|storage|spm_status|<spUUID>`` events, and
+    vdsm-console shows the SPM's keeper (owner, lver, renewal age, deadline, writer pid)."""
+    made = Cluster(tmp_path, hosts=2,
+                   config=CONFIG.replace("[spm]\n", "[spm]\nauto_contend = true\n", 1))
+    try:
+        made.start()
+        with _spm_events(made.host(1), tmp_path) as sub1, \
+                _spm_events(made.host(2), tmp_path) as sub2:
+            sp, _sd = made.pool()  # nobody calls spmStart in this test
+            spm = wait_for(lambda: made.spms() or None, 60, what="a host to contend by itself")
+            assert len(spm) == 1, spm
+            first = spm[0]
+            other = 2 if first == 1 else 1
+            wait_for(lambda: made.spm_status(other)["spmId"] == first, 20,
+                     what="the other host to name the SPM")
+            topic = f"|storage|spm_status|{sp}"
+            _t, event = next_event(sub1 if first == 1 else sub2, lambda t, p: t == topic and
+                                   p["spmStatus"] == "SPM" and p["spmId"] == first, 20)
+            assert event["spUUID"] == sp and event["spmLver"] >= 1
+
+            lease = made.call(first, "Actors.inspect", path=f"/storage/pools/{sp}/lease")
+            writer = lease["detail"]["writer"]["pid"]
+            host = made.host(first)
+            shown = subprocess.run(
+                [str(Path(sys.executable).parent / "vdsm-console"), "--api", host.api,
+                 "--events", host.events],
+                input=f"inspect /storage/pools/{sp}/lease\nquit\n",
+                capture_output=True, text=True, timeout=60, check=False)
+            assert shown.returncode == 0, shown.stderr
+            for name in ("keeperPid", "lastRenewalAge", "deadlineIn", "lver", str(writer)):
+                assert name in shown.stdout, (name, shown.stdout)
+
+            made.kill(first)
+            # the survivor contends by itself once the dead SPM's lease ran out
+            _t, event = next_event(sub2 if first == 1 else sub1, lambda t, p: t == topic and
+                                   p["spmStatus"] == "SPM" and p["spmId"] == other, 60)
+            assert event["spmLver"] > lease["detail"]["lver"]
+        assert made.spm_status(other)["spmStatus"] == "SPM"
+        made.check_journal()
+    finally:
+        made.cleanup()
+
+
+def test_a_stopped_host_gives_the_role_up_and_writes_nothing_after(cluster: Cluster) -> None:
+    """SIGSTOP of the SPM's vdsmd *with* its keeper (their process group: the whole agent
+    but the writer, which has a session of its own) past the lease: no keeper renews or
+    kills, the writer stops by its own deadline check, another host takes over; after
+    SIGCONT the old SPM knows it lost the role and writes nothing."""
+    sp, sd = cluster.pool()
+    assert cluster.spm_start(1)["taskResult"] == "success"
+    writer = cluster.writer_pid(1)
+    group = os.getpgid(cluster.host(1).pid)
+    assert os.getpgid(cluster.keeper_pid(1)) == group != os.getpgid(writer)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                 what="host 1's writer to stop by its own deadline")
+        cluster.take_over(2, timeout=60)
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    wait_for(lambda: cluster.spm_status(1)["spmStatus"] == "Free", 20,
+             what="host 1 to know it is not the SPM")
+    ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
+           "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow", "preallocate": "sparse"}
+    assert cluster.error(1, "Volume.create", **ids).code == 209
+    assert cluster.spms() == [2]
+    writes = cluster.check_journal()
+    assert all(w.host == 1 for w in writes if w.lver == 1)
+
+
+@pytest.mark.timeout(240)
+def test_slow_lease_io_fences_the_spm_within_the_bound_and_only_its_writer(
+        tmp_path: Path) -> None:
+    """Every ids I/O of the SPM's keeper takes 3 x io_timeout (a slow, not failing, lease
+    area): no renewal is confirmed in time, so the keeper kills its writer before its lease
+    could run out for another host. Fencing kills only the writer: vdsmd and the keeper
+    keep running, and another host becomes SPM."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
+        try:
+            made.start()
+            made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            writer, keeper = made.writer_pid(1), made.keeper_pid(1)
+            vdsmd = made.host(1).pid
+            fs.control.delay("*/dom_md/ids", 3 * IO, "any", pid=keeper)
+            slowed = time.monotonic()
+            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                     what="host 1 to fence its writer")
+            # killed before the lease (from its last renewal, before the fault) ran out,
+            # plus this test's polling on a loaded machine
+            assert time.monotonic() - slowed < LEASE + 5.0
+            wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
+                     what="host 1 to report it lost the role")
+            assert made.host(1).proc is not None and made.host(1).proc.poll() is None
+            assert made.host(1).pid == vdsmd and made.keeper_pid(1) == keeper
+            made.take_over(2, timeout=60)
+            made.check_journal()
+        finally:
+            fs.control.clear()
+            made.cleanup()
+
+
+@pytest.mark.timeout(240)
+def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: Path) -> None:
+    """A Volume.create running on the SPM's writer (its qemu-img held in a write): spmStop
+    refuses while it runs; then the SPM is fenced (EIO on its keeper's lease I/O): the task
+    fails on that host, its journal stays on the master domain, and the next SPM's writer
+    finds it there and undoes the half-made volume."""
+    from tests.faultfs import faultfs_mount
+    from tests.faultfs.plugin import fuse_missing
+
+    reason = fuse_missing()
+    if reason:
+        pytest.skip(reason)
+    with faultfs_mount(tmp_path / "fs") as fs:
+        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
+        try:
+            made.start()
+            sp, sd = made.pool()
+            assert made.spm_start(1)["taskResult"] == "success"
+            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+            img, vol = new_id(), new_id()
+            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+            task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                             imageID=img, volumeID=vol, size=16 * MiB, volFormat="cow",
+                             preallocate="sparse")
+            journals = made.shared / sd / "master" / "tasks"
+            wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
+                     what="the task's qemu-img to hang in its write")
+            assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
+            refused = made.error(1, "StoragePool.spmStop", storagepoolID=sp)
+            assert refused.code == StorageError.code and task in refused.message, refused
+            assert made.spm_status(1)["spmStatus"] == "SPM"  # spmStop gave nothing up
+            fs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1 loses its lease
+            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                     what="host 1 to fence its writer")
+            status = made.task(1, task, timeout=30)
+            assert status["taskResult"] == "failure", status
+            assert (made.shared / sd / "images" / img).exists()  # left half made
+            fs.control.clear()
+            made.take_over(2, timeout=60)
+            wait_for(lambda: not list(journals.glob("*.json")), 30,
+                     what="the next SPM to recover the task's journal")
+            assert not (made.shared / sd / "images" / img / vol).exists()
+            made.check_journal()
+        finally:
+            fs.control.clear()
+            made.cleanup()
+
+
+def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> None:
+    """spmStop: the SPM's writer is gone, the host reports Free and writes nothing; its
+    lease record is released, so another host's first spmStart wins although the old SPM is
+    alive and renews its host id (a held lease of a live owner would be refused)."""
+    made = Cluster(tmp_path, hosts=2)
+    try:
+        made.start()
+        sp, sd = made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        writer = made.writer_pid(1)
+        lver = made.spm_status(1)["spmLver"]
+        assert made.call(1, "StoragePool.spmStop", storagepoolID=sp) is True
+        assert made.spm_status(1)["spmStatus"] == "Free"
+        wait_for(lambda: procutil.start_time(writer) is None, 10, what="the writer to end")
+        ids = {"storagepoolID": sp, "storagedomainID": sd, "imageID": new_id(),
+               "volumeID": new_id(), "size": 16 * MiB, "volFormat": "cow",
+               "preallocate": "sparse"}
+        assert made.error(1, "Volume.create", **ids).code == 209
+        status = made.spm_start(2)
+        assert status["taskResult"] == "success", status
+        assert made.spm_status(2)["spmLver"] > lver
+        wait_for(lambda: made.spm_status(1)["spmId"] == 2, 10, what="host 1 to see host 2")
+        made.check_journal()
+    finally:
+        made.cleanup()
+
+
+def test_bad_extensions_are_clear_errors_on_the_spm_and_through_the_mailbox(
+        tmp_path: Path) -> None:
+    """extendVolume as a careless client sends it, on the SPM (its writer) and on another
+    host (through the mailbox): a volume that does not exist, a raw volume (fixed size), a
+    domain outside the pool, a negative size. Each is a clear error with its code, the same
+    on both hosts (a refusal through the mailbox carries only 48 bytes of text: the asking
+    host reads the volume and gives the whole error), and nothing is written; a size past a
+    full qcow2 is capped, not refused."""
+    made = Cluster(tmp_path, hosts=2)
+    try:
+        made.start()
+        sp, sd = made.pool("loop")
+        assert made.spm_start(1)["taskResult"] == "success"
+        img, vol, raw = new_id(), new_id(), new_id()
+        for volume, fmt, prealloc in ((vol, "cow", "sparse"), (raw, "raw", "preallocated")):
+            task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                             imageID=img if volume == vol else new_id(), volumeID=volume,
+                             size=16 * MiB, volFormat=fmt, preallocate=prealloc,
+                             **({"initialSize": 4 * MiB} if fmt == "cow" else {}))
+            assert made.task(1, task)["taskResult"] == "success"
+        raw_path = next((made.shared / sd / "images").glob(f"*/{raw}"))
+        raw_img, raw_size = raw_path.parent.name, raw_path.stat().st_size
+        names = [p.name for p in (made.shared / sd / "images" / img).iterdir()]
+        for host in (1, 2):
+            base = {"storagepoolID": sp, "storagedomainID": sd}
+            missing = made.error(host, "StoragePool.extendVolume", imageID=img,
+                                 volumeID=new_id(), size=32 * MiB, **base)
+            fixed = made.error(host, "StoragePool.extendVolume", imageID=raw_img,
+                               volumeID=raw, size=32 * MiB, **base)
+            outside = made.error(host, "StoragePool.extendVolume", storagepoolID=sp,
+                                 storagedomainID=new_id(), imageID=img, volumeID=vol,
+                                 size=32 * MiB)
+            negative = made.error(host, "StoragePool.extendVolume", imageID=img,
+                                  volumeID=vol, size=-1, **base)
+            assert missing.code == 204 and img in missing.message, missing
+            assert fixed.code == 200 and "fixed allocation" in fixed.message, fixed
+            assert outside.code == 213 and "not attached" in outside.message, outside
+            assert negative.code == -32602 and "size" in negative.message, negative
+        assert raw_path.stat().st_size == raw_size  # nothing changed
+        assert sorted(p.name for p in (made.shared / sd / "images" / img).iterdir()) == \
+            sorted(names)
+        for bad in ({"prevID": "x"}, {"prevID": -2}, {"prevLVER": 1.5}):
+            refused = made.error(2, "StoragePool.spmStart", storagepoolID=sp, **bad)
+            assert refused.code == -32602, (bad, refused)
+        assert made.spms() == [1]
+        path = made.shared / sd / "images" / img / vol
+        assert made.call(2, "StoragePool.extendVolume", storagepoolID=sp, storagedomainID=sd,
+                         imageID=img, volumeID=vol, size=1 << 40) is True
+        assert 16 * MiB < path.stat().st_size < 32 * MiB  # a full qcow2 of 16 MiB
+        made.check_journal()
+    finally:
+        made.cleanup()
