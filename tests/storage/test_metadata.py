@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from actors.storage.sd import lvmtags
+from actors.storage.sd import lvmtags, stamp
 from actors.storage.sd import metadata as md
 from actors.storage.sd.records import (
     BLANK_UUID,
@@ -120,6 +120,12 @@ def test_lvm_tags_round_trip() -> None:
                                   allocation=Allocation.PREALLOCATED, capacity=5,
                                   parent_img=None, parent_vol=None, description="x y")
     assert lvmtags.volume_from_tags(lvmtags.volume_tags(short)) == short
+    stamped = short.with_legality(short.legality)
+    assert stamped.lver == 0  # no guarded write in progress: the version it had
+    with stamp.stamping(12):
+        stamped = short.with_legality(short.legality)
+    assert stamped.lver == 12 and "LVER=12" in ",".join(lvmtags.volume_tags(stamped))
+    assert lvmtags.volume_from_tags(lvmtags.volume_tags(stamped)) == stamped
     assert lvmtags.diff(["a", "b"], ["b", "c"]) == (["a"], ["c"])
 
 

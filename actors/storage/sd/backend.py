@@ -34,6 +34,7 @@ from actors.storage.sd.records import (
     VolumeCreateRequest,
     VolumeInfo,
 )
+from actors.storage.sd.stamp import DOMAIN_KEY, current_lver
 from actors.storage.steps import Step
 from messaging.errors import MetadataConflict, StorageDomainInvalid, StorageError
 
@@ -123,11 +124,15 @@ class StorageDomainBackend(Protocol):
 def updated_metadata(sd_uuid: str, current: DomainMetadata, changes: Mapping[str, str],
                      expected_generation: int | None) -> DomainMetadata:
     """What ``update_metadata`` writes: ``current`` with ``changes`` applied and the
-    generation bumped. :class:`MetadataConflict` when ``expected_generation`` is given and
+    generation bumped (and, under the SPM lease, its version stamped: ``SPM_LVER``).
+    :class:`MetadataConflict` when ``expected_generation`` is given and
     ``current`` is not of it; :class:`StorageError` for a change that is not allowed."""
     if expected_generation is not None and current.generation != expected_generation:
         raise MetadataConflict(what=f"domain {sd_uuid}", found=current.generation,
                                expected=expected_generation)
+    lver = current_lver()
+    if lver is not None:  # a write of the SPM's writer carries its lease version
+        changes = {**changes, DOMAIN_KEY: str(lver)}
     try:
         return current.updated(changes)
     except ValueError as e:

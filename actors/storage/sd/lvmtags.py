@@ -30,7 +30,8 @@ _SAFE = re.compile(r"[A-Za-z0-9_+.\-/:#!]")
 _ESCAPE = re.compile(r"&([0-9A-F]{2})")
 _VOLUME_KEYS = {"image": "IMAGE", "format": "FORMAT", "type": "TYPE", "capacity": "CAPACITY",
                 "legality": "LEGALITY", "voltype": "VOLTYPE", "parent_image": "PARENT_IMAGE",
-                "parent": "PARENT", "description": "DESCRIPTION", "ctime": "CTIME"}
+                "parent": "PARENT", "description": "DESCRIPTION", "ctime": "CTIME",
+                "lver": "LVER"}
 _BY_TAG_KEY = {v: k for k, v in _VOLUME_KEYS.items()}
 
 

@@ -29,6 +29,7 @@ from actors.storage.sd.records import (
     VolumeRole,
     check_uuid,
 )
+from actors.storage.sd.stamp import current_lver
 from messaging.errors import InvalidParams
 
 KEY_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -165,6 +166,8 @@ class VolumeMetadata:
     parent_vol: str = BLANK_UUID
     description: str = ""
     ctime: int = 0
+    lver: int = 0
+    """The SPM lease version of the write that last changed it (0: none recorded)."""
 
     @classmethod
     def new(cls, *, img_uuid: str, format: VolumeFormat, allocation: Allocation,
@@ -173,24 +176,30 @@ class VolumeMetadata:
         """The metadata of a volume being created: ILLEGAL until its data is complete."""
         return cls(img_uuid=img_uuid, format=format, allocation=allocation, capacity=capacity,
                    parent_img=parent_img or BLANK_UUID, parent_vol=parent_vol or BLANK_UUID,
-                   description=description, ctime=int(time.time()))
+                   description=description, ctime=int(time.time()),
+                   lver=current_lver() or 0)
 
     @property
     def has_parent(self) -> bool:
         return self.parent_vol != BLANK_UUID
 
     def with_legality(self, legality: Legality) -> VolumeMetadata:
-        return replace(self, legality=legality)
+        return replace(self, legality=legality, lver=self._stamp())
 
     def with_role(self, role: VolumeRole) -> VolumeMetadata:
-        return replace(self, role=role)
+        return replace(self, role=role, lver=self._stamp())
+
+    def _stamp(self) -> int:
+        """The lease version a change made now carries (see :mod:`actors.storage.sd.stamp`)."""
+        lver = current_lver()
+        return self.lver if lver is None else lver
 
     def to_json(self) -> dict[str, Any]:
         return {"image": self.img_uuid, "format": self.format.value,
                 "type": self.allocation.value, "capacity": self.capacity,
                 "legality": self.legality.value, "voltype": self.role.value,
                 "parent_image": self.parent_img, "parent": self.parent_vol,
-                "description": self.description, "ctime": self.ctime}
+                "description": self.description, "ctime": self.ctime, "lver": self.lver}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> VolumeMetadata:
@@ -203,6 +212,7 @@ class VolumeMetadata:
                 parent_img=check_uuid(data["parent_image"], "parent_image"),
                 parent_vol=check_uuid(data["parent"], "parent"),
                 description=str(data.get("description", "")), ctime=int(data.get("ctime", 0)),
+                lver=int(data.get("lver", 0)),
             )
         except (KeyError, TypeError, ValueError, InvalidParams) as e:
             raise ValueError(f"volume metadata: {e!r}") from None

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
+from actors.storage.sd.stamp import stamping
 from actors.storage.spm.fence import FenceReader
 from actors.storage.spm.journal import Journal
 from messaging.errors import NotSPM
@@ -46,7 +47,8 @@ class FenceGuard:
                             "what": what[:120]})
         self.writes += 1
         try:
-            yield
+            with stamping(self.lver):  # the metadata written now carries the lver
+                yield
         finally:
             if journal is not None:
                 journal.append({"ev": "end", "seq": seq, "t": time.monotonic()})

@@ -91,6 +91,11 @@ class Keeper:
     def snapshot(self) -> dict[str, Any]:
         host = self.renewer.state
         leader = host.leader
+        if self.status == SPM:  # this keeper's own acquisition: newer than the last read of
+            spm_id, spm_lver = self.config.host_id, self.lver  # the leader record
+        else:
+            spm_id = leader.owner if leader and leader.held else -1
+            spm_lver = leader.lver if leader else -1
         return {
             "ev": "state", "pid": os.getpid(), "spUUID": self.config.sp_uuid,
             "hostId": {"state": host.state, "generation": host.generation,
@@ -100,8 +105,7 @@ class Keeper:
             "observingSince": host.observing_since, "observedAt": host.observed_at,
             "spm": {"status": self.status, "lver": self.lver, "reason": self.reason,
                     "releasing": self.releasing, "attempts": self.attempts,
-                    "spmId": (leader.owner if leader and leader.held else -1),
-                    "spmLver": leader.lver if leader else -1,
+                    "spmId": spm_id, "spmLver": spm_lver,
                     "ownerLiveness": host.owner_liveness},
             "writer": self.writer.describe() if self.writer else None,
             "fence": self._fence_now().to_wire(),

@@ -9,6 +9,7 @@ an expired lease.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.storage.sd.filelayout import META_SUFFIX
 from actors.storage.spm import procutil
 from messaging.errors import StorageError
 from tests.harness import Vdsmd, next_event, wait_for
@@ -500,6 +502,18 @@ def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> N
         assert made.spm_start(1)["taskResult"] == "success"
         writer = made.writer_pid(1)
         lver = made.spm_status(1)["spmLver"]
+
+        def created_lver(host: int) -> int:
+            """The lease version stamped in the metadata of a volume SPM ``host`` made."""
+            img, vol = new_id(), new_id()
+            task = made.call(host, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                             imageID=img, volumeID=vol, size=MiB, volFormat="cow",
+                             preallocate="sparse")
+            assert made.task(host, task)["taskResult"] == "success"
+            meta = made.shared / sd / "images" / img / f"{vol}{META_SUFFIX}"
+            return int(json.loads(meta.read_bytes())["lver"])
+
+        assert created_lver(1) == lver  # the fencing token, in the metadata it wrote
         assert made.call(1, "StoragePool.spmStop", storagepoolID=sp) is True
         assert made.spm_status(1)["spmStatus"] == "Free"
         wait_for(lambda: procutil.start_time(writer) is None, 10, what="the writer to end")
@@ -509,7 +523,9 @@ def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> N
         assert made.error(1, "Volume.create", **ids).code == 209
         status = made.spm_start(2)
         assert status["taskResult"] == "success", status
-        assert made.spm_status(2)["spmLver"] > lver
+        after = made.spm_status(2)
+        assert after["spmLver"] > lver, (lver, after, status, made.spm_status(1))
+        assert created_lver(2) == made.spm_status(2)["spmLver"]
         wait_for(lambda: made.spm_status(1)["spmId"] == 2, 10, what="host 1 to see host 2")
         made.check_journal()
     finally:
