@@ -246,6 +246,12 @@ def test_stopped_qemu_is_contained(
         assert control.stuck == 1
         with pytest.raises(GuestCallBusy):
             control.call("control", dom.resume, timeout=1.0, name="resume")
+        # The abandoned suspend reached qemu's monitor (and holds the domain's job) only
+        # once libvirt says the monitor is occupied: under load libvirtd can take longer than
+        # the call's 1 s to get that far, and a stats call that came first would take the
+        # job itself and then wait on the stopped qemu.
+        wait_until(lambda: dom.controlInfo()[0] == libvirt.VIR_DOMAIN_CONTROL_OCCUPIED, 30,
+                   "the suspend to occupy the monitor")
         # Calls that need no job still answer at once.
         started = time.monotonic()
         assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
