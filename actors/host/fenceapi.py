@@ -109,6 +109,10 @@ class FenceService:
 
     def _run(self, request: FenceRequest, program: Path,
              future: Future[dict[str, Any]]) -> None:
+        # The device is released before the reply goes out: a client that sends its next
+        # fence as soon as it has the answer must not find this one still running.
+        answer: dict[str, Any] | None = None
+        error: BaseException | None = None
         try:
             outcome = run_agent(program, request, self.settings.timeout)
             log.debug("fence agent %s for %s: exit %d in %.2f s; out %r; err %r",
@@ -117,17 +121,21 @@ class FenceService:
             answer = result(request, outcome)
             log.info("fence %s of %s: power %s (%s)", request.action, request.target,
                      answer["power"], answer["message"])
-            future.set_result(answer)
         except FenceError as e:
             log.warning("fence %s of %s failed: %s", request.action, request.target,
                         e.message)
-            future.set_exception(e)
+            error = e
         except Exception as e:  # a bug: logged with its traceback, the reply says so
             log.exception("fence %s of %s: unexpected failure", request.action,
                           request.target)
-            future.set_exception(e)
+            error = e
         finally:
             self._done(request.target)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert answer is not None
+            future.set_result(answer)
 
     def _done(self, target: str) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ import pytest
 
 from actors.config import DEFAULT_FENCE_AGENTS
 from actors.host import fencepolicy
+from actors.host.fenceapi import FenceService, FenceSettings
 from actors.host.fenceopts import IPMITOOL_AGENTS, parse_options
 from actors.host.fencerun import Outcome, result, run_agent
 from actors.host.fencing import (
@@ -27,7 +28,13 @@ from actors.host.fencing import (
     parse_request,
     root_program,
 )
-from messaging.errors import FenceAgentFailed, FenceAgentUnusable, FenceTimeout, InvalidParams
+from messaging.errors import (
+    FenceAgentFailed,
+    FenceAgentUnusable,
+    FenceBusy,
+    FenceTimeout,
+    InvalidParams,
+)
 from messaging.schema import SCHEMA
 
 pytestmark = pytest.mark.timeout(60)
@@ -224,3 +231,42 @@ def test_the_policy_skips_when_any_domain_sees_the_host_alive() -> None:
 def test_the_wrapper_is_executable_by_root_only_writers() -> None:
     mode = IPMITOOL_WRAPPER.stat().st_mode
     assert mode & stat.S_IXUSR and not mode & 0o022
+
+
+def test_a_fence_releases_its_device_before_its_answer_goes_out(tmp_path: Path) -> None:
+    # CI once saw "is being fenced already (status, for 0.2 s)" on the "off" a client sent
+    # right after the "status" answer: the answer went out before the device was released.
+    # A callback on the answer runs when the answer is given, on the fence's own thread.
+    agent(tmp_path, "cat > /dev/null\necho 'Status: ON'\n")
+    service = FenceService(FenceSettings(agent_dir=tmp_path, agents=KNOWN | {"stub"},
+                                         timeout=20.0, max_running=1),
+                           host_ids=None)
+    seen_at_answer: list[dict[str, Any]] = []
+    for _ in range(2):  # the second would be refused (max_running 1) if the first lingered
+        answer = service.fence_node(request(agent="stub", options=""))
+        assert not isinstance(answer, dict)
+        answer.add_done_callback(lambda _f: seen_at_answer.append(service.describe()))
+        assert answer.result(timeout=20) == {"power": "on", "operationStatus": "done",
+                                             "message": "Status: ON"}
+    assert seen_at_answer == [{}, {}]
+
+
+def test_a_second_fence_of_the_same_device_is_refused_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    agent(tmp_path, f"cat > /dev/null\nn=0\nwhile [ ! -e {gate} ] && [ $n -lt 200 ]; do "
+                    "sleep 0.1; n=$((n + 1)); done\necho 'Status: OFF'\nexit 2\n")
+    service = FenceService(FenceSettings(agent_dir=tmp_path, agents=KNOWN | {"stub"},
+                                         timeout=30.0, max_running=4),
+                           host_ids=None)
+    first = service.fence_node(request(agent="stub", options=""))
+    assert not isinstance(first, dict)
+    try:
+        with pytest.raises(FenceBusy, match=r"192\.0\.2\.7:623 is being fenced already \(status"):
+            service.fence_node(request(agent="stub", options="", action="off"))
+        assert list(service.describe()) == ["192.0.2.7:623"]
+    finally:
+        gate.touch()
+    assert first.result(timeout=30)["power"] == "off"
+    assert service.describe() == {}
