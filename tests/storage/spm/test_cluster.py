@@ -24,6 +24,7 @@ import pytest
 from actors.storage.sd.filelayout import META_SUFFIX
 from actors.storage.spm import procutil
 from messaging.errors import StorageError
+from tests.faultfs import FaultFSMount
 from tests.harness import Vdsmd, next_event, wait_for
 from tests.storage.helpers import detach, sh, sparse_file
 from tests.storage.rig import CONFIRM, ConfirmedSubscriber
@@ -203,32 +204,26 @@ def test_a_request_waits_for_the_next_spm(cluster: Cluster) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_eio_on_the_lease_area_fences_the_spm_within_the_bound(tmp_path: Path) -> None:
-    from tests.faultfs import faultfs_mount
-    from tests.faultfs.plugin import fuse_missing
-
-    reason = fuse_missing()
-    if reason:
-        pytest.skip(reason)
-    with faultfs_mount(tmp_path / "fs") as fs:
-        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
-        try:
-            made.start()
-            made.pool()
-            assert made.spm_start(1)["taskResult"] == "success"
-            writer = made.writer_pid(1)
-            keeper = made.keeper_pid(1)
-            fs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1's renewals fail
-            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
-                     what="host 1 to fence its writer")
-            wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
-                     what="host 1 to report it lost the role")
-            made.take_over(2, timeout=60)
-            fs.control.clear()
-            made.check_journal()
-        finally:
-            fs.control.clear()
-            made.cleanup()
+def test_eio_on_the_lease_area_fences_the_spm_within_the_bound(
+        tmp_path: Path, faultfs: FaultFSMount) -> None:
+    made = Cluster(tmp_path, hosts=2, shared=faultfs.mountpoint)
+    try:
+        made.start()
+        made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        writer = made.writer_pid(1)
+        keeper = made.keeper_pid(1)
+        faultfs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1's renewals fail
+        wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                 what="host 1 to fence its writer")
+        wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
+                 what="host 1 to report it lost the role")
+        made.take_over(2, timeout=60)
+        faultfs.control.clear()
+        made.check_journal()
+    finally:
+        faultfs.control.clear()
+        made.cleanup()
 
 
 @pytest.mark.timeout(240)
@@ -277,39 +272,33 @@ def _group_members(pgid: int) -> list[int]:
 
 
 @pytest.mark.timeout(240)
-def test_a_storage_command_of_the_writer_dies_with_it(tmp_path: Path) -> None:
+def test_a_storage_command_of_the_writer_dies_with_it(
+        tmp_path: Path, faultfs: FaultFSMount) -> None:
     """The writer's storage commands stay in its process group and die with it: here the
     qemu-img of a Volume.create is held in a write on the shared storage when the keeper
     is SIGKILLed (its writer dies with it); the qemu-img must not live on, orphaned, to
     write into the volume while another host may already be SPM."""
-    from tests.faultfs import faultfs_mount
-    from tests.faultfs.plugin import fuse_missing
-
-    reason = fuse_missing()
-    if reason:
-        pytest.skip(reason)
-    with faultfs_mount(tmp_path / "fs") as fs:
-        made = Cluster(tmp_path, hosts=1, shared=fs.mountpoint)
-        try:
-            made.start()
-            sp, sd = made.pool()
-            assert made.spm_start(1)["taskResult"] == "success"
-            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
-            img, vol = new_id(), new_id()
-            # the volume's data file: only qemu-img writes it (killable, as an NFS wait is)
-            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
-            made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
-                      volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
-            commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer],
-                                30, what="the writer's qemu-img to hang in its write")
-            os.kill(keeper, signal.SIGKILL)
-            wait_for(lambda: procutil.start_time(writer) is None, 10,
-                     what="the writer to die with its keeper")
-            wait_for(lambda: all(procutil.start_time(p) is None for p in commands), 10,
-                     what="the writer's command to die with it")
-        finally:
-            fs.control.clear()
-            made.cleanup()
+    made = Cluster(tmp_path, hosts=1, shared=faultfs.mountpoint)
+    try:
+        made.start()
+        sp, sd = made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+        img, vol = new_id(), new_id()
+        # the volume's data file: only qemu-img writes it (killable, as an NFS wait is)
+        faultfs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+        made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                  volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
+        commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer],
+                            30, what="the writer's qemu-img to hang in its write")
+        os.kill(keeper, signal.SIGKILL)
+        wait_for(lambda: procutil.start_time(writer) is None, 10,
+                 what="the writer to die with its keeper")
+        wait_for(lambda: all(procutil.start_time(p) is None for p in commands), 10,
+                 what="the writer's command to die with it")
+    finally:
+        faultfs.control.clear()
+        made.cleanup()
 
 
 @contextlib.contextmanager
@@ -406,89 +395,76 @@ def test_a_stopped_host_gives_the_role_up_and_writes_nothing_after(cluster: Clus
 
 @pytest.mark.timeout(240)
 def test_slow_lease_io_fences_the_spm_within_the_bound_and_only_its_writer(
-        tmp_path: Path) -> None:
+        tmp_path: Path, faultfs: FaultFSMount) -> None:
     """Every ids I/O of the SPM's keeper takes 3 x io_timeout (a slow, not failing, lease
     area): no renewal is confirmed in time, so the keeper kills its writer before its lease
     could run out for another host. Fencing kills only the writer: vdsmd and the keeper
     keep running, and another host becomes SPM."""
-    from tests.faultfs import faultfs_mount
-    from tests.faultfs.plugin import fuse_missing
-
-    reason = fuse_missing()
-    if reason:
-        pytest.skip(reason)
-    with faultfs_mount(tmp_path / "fs") as fs:
-        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
-        try:
-            made.start()
-            made.pool()
-            assert made.spm_start(1)["taskResult"] == "success"
-            writer, keeper = made.writer_pid(1), made.keeper_pid(1)
-            vdsmd = made.host(1).pid
-            fs.control.delay("*/dom_md/ids", 3 * IO, "any", pid=keeper)
-            slowed = time.monotonic()
-            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
-                     what="host 1 to fence its writer")
-            # killed before the lease (from its last renewal, before the fault) ran out,
-            # plus this test's polling on a loaded machine
-            assert time.monotonic() - slowed < LEASE + 5.0
-            wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
-                     what="host 1 to report it lost the role")
-            assert made.host(1).proc is not None and made.host(1).proc.poll() is None
-            assert made.host(1).pid == vdsmd and made.keeper_pid(1) == keeper
-            made.take_over(2, timeout=60)
-            made.check_journal()
-        finally:
-            fs.control.clear()
-            made.cleanup()
+    made = Cluster(tmp_path, hosts=2, shared=faultfs.mountpoint)
+    try:
+        made.start()
+        made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        writer, keeper = made.writer_pid(1), made.keeper_pid(1)
+        vdsmd = made.host(1).pid
+        faultfs.control.delay("*/dom_md/ids", 3 * IO, "any", pid=keeper)
+        slowed = time.monotonic()
+        wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                 what="host 1 to fence its writer")
+        # killed before the lease (from its last renewal, before the fault) ran out,
+        # plus this test's polling on a loaded machine
+        assert time.monotonic() - slowed < LEASE + 5.0
+        wait_for(lambda: made.spm_status(1)["spmStatus"] == "Free", 10,
+                 what="host 1 to report it lost the role")
+        assert made.host(1).proc is not None and made.host(1).proc.poll() is None
+        assert made.host(1).pid == vdsmd and made.keeper_pid(1) == keeper
+        made.take_over(2, timeout=60)
+        made.check_journal()
+    finally:
+        faultfs.control.clear()
+        made.cleanup()
 
 
 @pytest.mark.timeout(240)
-def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(tmp_path: Path) -> None:
+def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(
+        tmp_path: Path, faultfs: FaultFSMount) -> None:
     """A Volume.create running on the SPM's writer (its qemu-img held in a write): spmStop
     refuses while it runs; then the SPM is fenced (EIO on its keeper's lease I/O): the task
     fails on that host, its journal stays on the master domain, and the next SPM's writer
     finds it there and undoes the half-made volume."""
-    from tests.faultfs import faultfs_mount
-    from tests.faultfs.plugin import fuse_missing
-
-    reason = fuse_missing()
-    if reason:
-        pytest.skip(reason)
-    with faultfs_mount(tmp_path / "fs") as fs:
-        made = Cluster(tmp_path, hosts=2, shared=fs.mountpoint)
-        try:
-            made.start()
-            sp, sd = made.pool()
-            assert made.spm_start(1)["taskResult"] == "success"
-            keeper, writer = made.keeper_pid(1), made.writer_pid(1)
-            img, vol = new_id(), new_id()
-            fs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
-            task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
-                             imageID=img, volumeID=vol, size=16 * MiB, volFormat="cow",
-                             preallocate="sparse")
-            journals = made.shared / sd / "master" / "tasks"
-            wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
-                     what="the task's qemu-img to hang in its write")
-            assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
-            refused = made.error(1, "StoragePool.spmStop", storagepoolID=sp)
-            assert refused.code == StorageError.code and task in refused.message, refused
-            assert made.spm_status(1)["spmStatus"] == "SPM"  # spmStop gave nothing up
-            fs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1 loses its lease
-            wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
-                     what="host 1 to fence its writer")
-            status = made.task(1, task, timeout=30)
-            assert status["taskResult"] == "failure", status
-            assert (made.shared / sd / "images" / img).exists()  # left half made
-            fs.control.clear()
-            made.take_over(2, timeout=60)
-            wait_for(lambda: not list(journals.glob("*.json")), 30,
-                     what="the next SPM to recover the task's journal")
-            assert not (made.shared / sd / "images" / img / vol).exists()
-            made.check_journal()
-        finally:
-            fs.control.clear()
-            made.cleanup()
+    made = Cluster(tmp_path, hosts=2, shared=faultfs.mountpoint)
+    try:
+        made.start()
+        sp, sd = made.pool()
+        assert made.spm_start(1)["taskResult"] == "success"
+        keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+        img, vol = new_id(), new_id()
+        faultfs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+        task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
+                         imageID=img, volumeID=vol, size=16 * MiB, volFormat="cow",
+                         preallocate="sparse")
+        journals = made.shared / sd / "master" / "tasks"
+        wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
+                 what="the task's qemu-img to hang in its write")
+        assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
+        refused = made.error(1, "StoragePool.spmStop", storagepoolID=sp)
+        assert refused.code == StorageError.code and task in refused.message, refused
+        assert made.spm_status(1)["spmStatus"] == "SPM"  # spmStop gave nothing up
+        faultfs.control.eio("*/dom_md/ids", "any", pid=keeper)  # host 1 loses its lease
+        wait_for(lambda: procutil.start_time(writer) is None, LEASE + 10,
+                 what="host 1 to fence its writer")
+        status = made.task(1, task, timeout=30)
+        assert status["taskResult"] == "failure", status
+        assert (made.shared / sd / "images" / img).exists()  # left half made
+        faultfs.control.clear()
+        made.take_over(2, timeout=60)
+        wait_for(lambda: not list(journals.glob("*.json")), 30,
+                 what="the next SPM to recover the task's journal")
+        assert not (made.shared / sd / "images" / img / vol).exists()
+        made.check_journal()
+    finally:
+        faultfs.control.clear()
+        made.cleanup()
 
 
 def test_spm_stop_releases_the_role_to_another_host_at_once(tmp_path: Path) -> None:
