@@ -45,9 +45,9 @@ from typing import Any, Literal
 import pykka
 
 from actors.base import ActorContext, SupervisedActor, tell_or_drop
-from actors.clock import NamedTimers
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard
+from actors.vm.deadlines import RUNNING, Deadlines, Timer
 from actors.vm.desktop import GuestCommand
 from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
@@ -69,22 +69,11 @@ from messaging.errors import InvalidParams, MigrationNotInProgress, VMError
 log = logging.getLogger(__name__)
 
 Mode = Literal["create", "recover", "incoming"]
-RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
-TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
 
 
 @dataclass(frozen=True)
 class Attach:
     """Re-read the domain's state and params from libvirt (recovery, resync, restart)."""
-
-
-@dataclass(frozen=True, eq=False)
-class _Timer:
-    """A timer of the actor fired (:class:`NamedTimers` tells it from a stale one)."""
-
-    what: TimerKind
-    force: bool = False
-    reboots: int = 0  # reboot events seen when a reboot was asked for
 
 
 class VmActor(SupervisedActor):
@@ -117,14 +106,11 @@ class VmActor(SupervisedActor):
         self._inflight: InFlight | None = None
         self._lane: Lanes | None = None
         self._outcomes: Outcomes | None = None
-        me = self.actor_ref
-        self._timers: NamedTimers[_Timer] = NamedTimers(ctx.runtime.clock,
-                                                      lambda message: _tell(me, message))
+        self._deadlines: Deadlines | None = None
         self._events = 0
         self._launched = False
         self._agent: GuestAgent | None = None
         self._thin: Extender | None = None  # thin provisioning of its drives
-        self._reboots = 0  # libvirt reboot events seen
         self._balloon_target: int | None = None  # KiB, once VM.setBalloonTarget set one
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -156,7 +142,11 @@ class VmActor(SupervisedActor):
         self._outcomes = Outcomes(
             state, lanes=self._lane, ops=self._ops_impl, extender=self._thin,
             migrations=self._migrations, call_timeout=cfg.call_timeout,
-            retry=lambda delay: self._schedule("attach", delay))
+            retry=lambda delay: self._timers().schedule("attach", delay))
+        self._deadlines = Deadlines(
+            state, clock=clock, tell=lambda message: _tell(me, message),
+            powering_up=cfg.powering_up, ops=self._ops_impl, lanes=self._lane,
+            migrations=self._migrations, outcomes=self._outcomes)
         if self._mode == "incoming" and self.ctx.generation == 1:
             state.awaiting_launch = True  # its domain comes with the migration
             self._migrating().expect(self._incoming_job or "")
@@ -186,7 +176,8 @@ class VmActor(SupervisedActor):
         self.actor_ref.tell(Attach())
 
     def teardown(self) -> None:
-        self._timers.cancel_all()
+        if self._deadlines is not None:
+            self._deadlines.close()
         if self._migrations is not None:
             self._migrations.teardown()
         if self._inflight is not None:
@@ -207,7 +198,7 @@ class VmActor(SupervisedActor):
             "mode": self._mode,
             **(self._inflight.describe() if self._inflight else {}),
             **(self._migrations.describe() if self._migrations else {}),
-            "timers": self._timers.names(),
+            "timers": self._deadlines.names() if self._deadlines else [],
             "domainEvents": self._events,
             "guestAgent": self._guest().describe(),
             "thin": self._thin.describe() if self._thin is not None else {},
@@ -264,14 +255,15 @@ class VmActor(SupervisedActor):
         did not power off (or reboot) is destroyed (or reset) if ``force``."""
         agent = self._guest()
         through_agent = agent.shutdown if agent.usable else None
-        reboots = self._reboots
+        reboots = self._state.reboots
 
         def on_ok(_method: str) -> bool:
             if reboot:
-                self._schedule("reboot-deadline", float(delay), force=force, reboots=reboots)
+                self._timers().schedule("reboot-deadline", float(delay), force=force,
+                                        reboots=reboots)
             elif self._state.status != VmStatus.DOWN:  # not powered off already
                 self._state.set(Transition(VmStatus.POWERING_DOWN))
-                self._schedule("shutdown-deadline", float(delay), force=force)
+                self._timers().schedule("shutdown-deadline", float(delay), force=force)
             return True
 
         extra = agent.shutdown.timeout if through_agent is not None else 0.0
@@ -405,7 +397,7 @@ class VmActor(SupervisedActor):
                                     on_error=on_error, work=work)
 
     def schedule_incoming(self, delay: float) -> None:
-        self._schedule("incoming", delay)
+        self._timers().schedule("incoming", delay)
 
     def reattach(self) -> None:
         self._settle().attach()
@@ -431,8 +423,8 @@ class VmActor(SupervisedActor):
             self._running().finish(message, self._state.before_outcome)
         elif isinstance(message, Attach):
             self._settle().attach()
-        elif isinstance(message, _Timer):
-            self._on_timer(message)
+        elif isinstance(message, Timer):
+            self._timers().fired(message)
         elif isinstance(message, AgentMessage):
             self._guest().receive(message)
         elif isinstance(message, ThinMessage):
@@ -458,45 +450,10 @@ class VmActor(SupervisedActor):
             state, reason = event.args
             self._guest().on_lifecycle(state, reason)
         elif event.kind == "reboot":
-            self._reboots += 1
+            self._state.reboots += 1
             log.info("VM %s rebooted", self.vm_id)
         else:
             log.debug("VM %s: %s event %r", self._who, event.kind, event.args)
-
-    def _on_timer(self, timer: _Timer) -> None:
-        if not self._timers.fired(timer.what, timer):
-            return  # cancelled or replaced
-        state = self._state
-        if timer.what == "powered-up" and state.status == VmStatus.POWERING_UP:
-            state.set(Transition(VmStatus.UP))
-        elif timer.what == "shutdown-deadline" and state.status != VmStatus.DOWN:
-            if not timer.force:
-                log.warning("VM %s did not power off in time (not forced): it stays up",
-                            self._who)
-                if state.status == VmStatus.POWERING_DOWN:
-                    state.set(Transition(VmStatus.UP))
-                return
-            log.warning("VM %s did not power off in time: destroying it", self._who)
-            if not self._running().running(DESTROY):
-                params, lanes = state.params, self._lanes()
-                lanes.submit("shutdown deadline", DESTROY, timeout=lanes.destroy_timeout(),
-                             on_ok=self._settle().forced_off,
-                             work=lambda _c: self._ops_impl.destroy(params))
-        elif timer.what == "reboot-deadline" and self._reboots == timer.reboots:
-            if state.status not in RUNNING:
-                return
-            if not timer.force:
-                log.warning("VM %s did not reboot in time (not forced)", self.vm_id)
-                return
-            log.warning("VM %s did not reboot in time: resetting it", self.vm_id)
-            try:
-                self._control("reboot deadline", (), lambda _p: self._ops_impl.reset(), _true)
-            except VMError as e:
-                log.warning("VM %s: cannot reset it now: %s", self.vm_id, e)
-        elif timer.what == "attach":
-            self._settle().attach()
-        elif timer.what == "incoming" and self._migrations is not None:
-            self._migrations.on_deadline()
 
     # --- helpers (created in setup) ----------------------------------------------------------
 
@@ -524,6 +481,10 @@ class VmActor(SupervisedActor):
     def _settle(self) -> Outcomes:
         assert self._outcomes is not None, "used before setup"
         return self._outcomes
+
+    def _timers(self) -> Deadlines:
+        assert self._deadlines is not None, "used before setup"
+        return self._deadlines
 
     def _guest(self) -> GuestAgent:
         assert self._agent is not None, "used before setup"
@@ -553,13 +514,9 @@ class VmActor(SupervisedActor):
 
     def _after_change(self) -> None:
         status = self._state.status
-        if status == VmStatus.DOWN:
-            for what in ("powered-up", "shutdown-deadline", "reboot-deadline"):
-                self._cancel(what)
-            if self._agent is not None:
-                self._agent.on_down()
-        elif status == VmStatus.POWERING_UP and "powered-up" not in self._timers:
-            self._schedule("powered-up", self._env.config.powering_up)
+        self._timers().on_status(status)
+        if status == VmStatus.DOWN and self._agent is not None:
+            self._agent.on_down()
         self._state.publish()
         if self._mode == "incoming" and status != VmStatus.MIGRATION_DESTINATION:
             self._state.awaiting_launch = False  # the guest arrived (or was lost): attach may run
@@ -567,15 +524,6 @@ class VmActor(SupervisedActor):
             self._migrations.on_status(status)
         if self._thin is not None:
             self._thin.on_status()
-
-    # --- timers ------------------------------------------------------------------------------
-
-    def _schedule(self, what: TimerKind, delay: float, *, force: bool = False,
-                  reboots: int = 0) -> None:
-        self._timers.set(what, delay, _Timer(what, force, reboots))
-
-    def _cancel(self, what: str) -> None:
-        self._timers.cancel(what)
 
 
 def _true(_result: Any) -> bool:

@@ -38,6 +38,7 @@ class VmState:
         self.tracker = StatusTracker()
         self.agent: GuestAgent | None = None  # the actor's agent once set up: in the view
         self.lifecycle_events = 0  # libvirt lifecycle events seen
+        self.reboots = 0  # libvirt reboot events seen
         self.stale = False  # did lifecycle events arrive while the finishing op ran?
         self.awaiting_launch = False  # created, but its domain not started yet
         self._board = board
