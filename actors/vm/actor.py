@@ -5,9 +5,16 @@ thread); the actor checks the VM's state, hands the blocking part (hooks and lib
 :class:`~actors.vm.ops.VmOps`) to its :class:`~actors.vm.guestcall.GuestCaller`, which runs it
 on a thread of its own with a deadline, and returns a ``concurrent.futures.Future`` at once.
 The API worker waits on that future. When the call ends (or its deadline passes) the
-caller's callback ``tell``s the actor an ``_OpDone``; the actor updates its status, publishes
+caller's callback ``tell``s the actor an ``OpDone``; the actor updates its status, publishes
 it, and only then resolves the future, so a client that sees a verb succeed also sees its
 effect in ``VM.getStats``.
+
+The logic is in plain helpers that run on the actor's thread only, created in ``setup``:
+:class:`~actors.vm.vmstate.VmState` (the VM's params, status and its publishing, shared by
+the others), :class:`~actors.vm.lanes.Lanes` (which operation may start, with what
+deadline), :class:`~actors.vm.outcomes.Outcomes` (what an operation's result does to the
+state; re-attaching) and :class:`~actors.vm.deadlines.Deadlines` (the actor's timers). The
+actor owns them, routes its messages to them and answers the verbs.
 
 At most one operation of each kind runs at a time: ``control`` (pause, cont, reset,
 shutdown, reboot, setTicket, media, hibernate, balloon, create), ``destroy`` (its own kind,
@@ -18,8 +25,8 @@ abandoned as stuck, the GuestCaller answers ``GuestCallBusy`` until qemu returns
 
 Status comes from libvirt's events (:class:`~actors.vm.status.StatusTracker`), overlaid with
 what only the actor knows (a start in progress, ``Powering up`` for ``powering_up`` seconds,
-a requested shutdown, a save). Every change is written to the :class:`VmBoard` and published
-as ``|virt|VM_status|<vmID>``.
+a requested shutdown, a save). Every change is written to the
+:class:`~actors.vm.board.VmBoard` and published as ``|virt|VM_status|<vmID>``.
 
 The VM's guest agent is a component of the actor
 (:class:`~actors.vm.guestagent.GuestAgent`): its calls run on threads of its own, its
