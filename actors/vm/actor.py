@@ -54,7 +54,7 @@ import pykka
 from actors.base import ActorContext, SupervisedActor, tell_or_drop
 from actors.host.libvirtconn import DomainEvent
 from actors.vm.board import VmBoard
-from actors.vm.deadlines import RUNNING, Deadlines, Timer
+from actors.vm.deadlines import Deadlines, Timer
 from actors.vm.desktop import GuestCommand
 from actors.vm.extender import Extender, ThinMessage
 from actors.vm.guestagent import AgentMessage, GuestAgent
@@ -70,7 +70,7 @@ from actors.vm.outcomes import Outcomes
 from actors.vm.params import MemoryImage, VmParams
 from actors.vm.status import PauseCode, Transition, VmStatus
 from actors.vm.thinwork import ThinWork
-from actors.vm.vmstate import VmState
+from actors.vm.vmstate import RUNNING, VmState
 from messaging.errors import InvalidParams, MigrationNotInProgress, VMError
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,12 @@ from actors.vm.migcontrol import MigrationControl
 from actors.vm.ops import VmOps
 from actors.vm.outcomes import Outcomes
 from actors.vm.status import Transition, VmStatus
-from actors.vm.vmstate import VmState
+from actors.vm.vmstate import RUNNING, VmState
 from messaging.errors import VMError
 
 log = logging.getLogger(__name__)
 
 TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
-RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
 
 
 @dataclass(frozen=True, eq=False)

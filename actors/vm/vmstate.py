@@ -1,10 +1,11 @@
 """VmState: what one VM's actor knows of its VM, and the bookkeeping of its status.
 
 Owned by :class:`~actors.vm.actor.VmActor` and shared with its plain helpers
-(:class:`~actors.vm.lanes.Lanes`, :class:`~actors.vm.outcomes.Outcomes`); used on the
-actor's thread only (not thread-safe). It holds the VM's params, start time and displays, its
-:class:`~actors.vm.status.StatusTracker`, and what tells whether a state an operation read
-from libvirt is older than the lifecycle events that came meanwhile.
+(:class:`~actors.vm.lanes.Lanes`, :class:`~actors.vm.outcomes.Outcomes`,
+:class:`~actors.vm.deadlines.Deadlines`); used on the actor's thread only (not
+thread-safe). It holds the VM's params, start time and displays, its
+:class:`~actors.vm.status.StatusTracker`, the libvirt events seen, and what tells whether a
+state an operation read from libvirt is older than the lifecycle events that came meanwhile.
 
 :meth:`VmState.set` changes the status (Down is final: a late result must not bring the VM
 back) and calls the actor's ``on_change``; :meth:`VmState.publish` writes the VM's view to the
@@ -26,6 +27,8 @@ from actors.vm.params import VmParams
 from actors.vm.status import StatusTracker, Transition, VmStatus
 
 log = logging.getLogger(__name__)
+
+RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
 
 
 class VmState:
