@@ -1,9 +1,10 @@
 """A message as ``Actors.inspect`` shows it: its name and arguments, short, secrets masked.
 
 A proxy call shows as ``stop_task(task_id='5d0e...')``, a message object as
-``Timer(what='attach', force=False, reboots=0)``. Values are cut (:data:`VALUE_MAX` characters each, the
-whole at :data:`LINE_MAX`), and any argument or map key whose name suggests a secret
-(password, passwd, secret, token, ticket, key) shows as ``'***'``, nested ones included.
+``Timer(what='attach', force=False, reboots=0)``. Values are cut (:data:`VALUE_MAX`
+characters each, the whole at :data:`LINE_MAX`), and any argument or map key whose name
+suggests a secret (password, passwd, secret, token, ticket, key) shows as ``'***'``, nested
+ones included.
 """
 
 from __future__ import annotations
