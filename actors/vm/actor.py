@@ -118,7 +118,6 @@ class VmActor(SupervisedActor):
         self._launched = False
         self._agent: GuestAgent | None = None
         self._thin: Extender | None = None  # thin provisioning of its drives
-        self._balloon_target: int | None = None  # KiB, once VM.setBalloonTarget set one
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -287,7 +286,6 @@ class VmActor(SupervisedActor):
                                           f"({most} KiB)")
 
         def on_ok(_result: Any) -> bool:
-            self._balloon_target = target
             self._board.set_part(self.vm_id, "balloon",
                                  {"balloonInfo": {"balloon_target": target}})
             return True
