@@ -122,8 +122,11 @@ class VmActor(SupervisedActor):
                                                       lambda message: _tell(me, message))
         self._attach_delay = 1.0
         self._events = 0
-        self._lifecycle_events = 0
-        self._stale = False  # did lifecycle events arrive while the finishing op ran?
+        # libvirt's lifecycle events and the statuses the actor set itself (a save, a
+        # migration, a requested shutdown, the end of Powering up): a state an operation
+        # read from libvirt before one of them is stale.
+        self._changes_seen = 0
+        self._stale = False  # did such a change come while the finishing op ran?
         self._launched = False
         self._awaiting_launch = False  # created, but its domain not started yet
         self._agent: GuestAgent | None = None
@@ -449,7 +452,7 @@ class VmActor(SupervisedActor):
     def _on_domain_event(self, event: DomainEvent) -> None:
         self._events += 1
         if event.kind == "lifecycle":
-            self._lifecycle_events += 1
+            self._changes_seen += 1
             kind, detail = event.args
             if self._tracker.on_event(kind, detail):
                 self._after_change()
@@ -470,7 +473,7 @@ class VmActor(SupervisedActor):
 
     def _before_outcome(self, op: Op) -> None:
         # A state the operation read is older than lifecycle events that came meanwhile.
-        self._stale = op.events_at_start != self._lifecycle_events
+        self._stale = op.events_at_start != self._changes_seen
 
     def _on_timer(self, timer: _Timer) -> None:
         if not self._timers.fired(timer.what, timer):
@@ -540,7 +543,7 @@ class VmActor(SupervisedActor):
     ) -> Future[Any]:
         return self._running().submit(name, kind, timeout=timeout, work=work, on_ok=on_ok,
                                       on_error=on_error,
-                                      events_at_start=self._lifecycle_events)
+                                      events_at_start=self._changes_seen)
 
     def _running(self) -> InFlight:
         assert self._inflight is not None, "used before setup"
@@ -663,19 +666,25 @@ class VmActor(SupervisedActor):
 
     # --- status ------------------------------------------------------------------------------
 
-    def _set(self, transition: Transition) -> None:
+    def _set(self, transition: Transition, *, read: bool = False) -> None:
+        """``read``: a state an operation read from libvirt (see :meth:`_set_read`);
+        otherwise what the actor knows, newer than any read still in flight."""
         if transition.status is None:
             return
         if self._tracker.status == VmStatus.DOWN:
             return  # Down is final: a late result must not bring the VM back
+        if not read:
+            self._changes_seen += 1
         self._tracker.set(transition.status, pause_code=transition.pause_code,
                           exit_reason=transition.exit_reason)
         self._after_change()
 
     def _set_read(self, transition: Transition) -> None:
-        """A state an operation read from libvirt: events that came meanwhile are newer."""
+        """A state an operation read from libvirt: events and the actor's own status
+        changes that came meanwhile are newer (an attach that read a running domain must not
+        turn a save begun meanwhile back into Up)."""
         if not self._stale:
-            self._set(transition)
+            self._set(transition, read=True)
 
     def _after_change(self) -> None:
         status = self._tracker.status
