@@ -69,6 +69,10 @@ Mode = Literal["create", "recover", "incoming"]
 CONTROL, DESTROY, QUERY, READ = "control", "destroy", "query", "read"
 ATTACH_RETRY_MAX = 60.0
 RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
+# Statuses of an operation the actor began, which a read of a running domain cannot show.
+# (Not Up at the end of Powering up: a pause in flight then must still set Paused.)
+OWN_STATUSES = frozenset({VmStatus.SAVING_STATE, VmStatus.MIGRATION_SOURCE,
+                          VmStatus.POWERING_DOWN})
 TimerKind = Literal["powered-up", "shutdown-deadline", "reboot-deadline", "attach", "incoming"]
 
 
@@ -122,9 +126,8 @@ class VmActor(SupervisedActor):
                                                       lambda message: _tell(me, message))
         self._attach_delay = 1.0
         self._events = 0
-        # libvirt's lifecycle events and the statuses the actor set itself (a save, a
-        # migration, a requested shutdown, the end of Powering up): a state an operation
-        # read from libvirt before one of them is stale.
+        # libvirt's lifecycle events, and the statuses of an operation the actor began
+        # (OWN_STATUSES): a state an operation read from libvirt before one of them is stale.
         self._changes_seen = 0
         self._stale = False  # did such a change come while the finishing op ran?
         self._launched = False
@@ -667,22 +670,21 @@ class VmActor(SupervisedActor):
     # --- status ------------------------------------------------------------------------------
 
     def _set(self, transition: Transition, *, read: bool = False) -> None:
-        """``read``: a state an operation read from libvirt (see :meth:`_set_read`);
-        otherwise what the actor knows, newer than any read still in flight."""
+        """``read``: a state an operation read from libvirt (see :meth:`_set_read`)."""
         if transition.status is None:
             return
         if self._tracker.status == VmStatus.DOWN:
             return  # Down is final: a late result must not bring the VM back
-        if not read:
+        if not read and transition.status in OWN_STATUSES:
             self._changes_seen += 1
         self._tracker.set(transition.status, pause_code=transition.pause_code,
                           exit_reason=transition.exit_reason)
         self._after_change()
 
     def _set_read(self, transition: Transition) -> None:
-        """A state an operation read from libvirt: events and the actor's own status
-        changes that came meanwhile are newer (an attach that read a running domain must not
-        turn a save begun meanwhile back into Up)."""
+        """A state an operation read from libvirt: lifecycle events that came meanwhile are
+        newer, and so is an operation the actor began meanwhile (an attach that read a
+        running domain must not turn a save or a migration back into Up)."""
         if not self._stale:
             self._set(transition, read=True)
 
