@@ -133,6 +133,12 @@ class MigrationControl:
             self._host.set_status(Transition(VmStatus.MIGRATION_SOURCE))
 
     def on_ended(self, ended: MigrationEnded) -> None:
+        try:
+            self._ended(ended)
+        finally:
+            ended.applied.set()  # the migration's thread records the job's end now
+
+    def _ended(self, ended: MigrationEnded) -> None:
         if self.outgoing is None or self.outgoing.job_id != ended.job_id:
             return
         self.outgoing = None
