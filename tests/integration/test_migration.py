@@ -60,7 +60,6 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
     boot = counting(log_a, more_than=2)[-1][0]
     with a_agent.subscriber("|virt|VM_migration_status|", "|jobs|status|") as source, \
             b_agent.subscriber("|virt|VM_status|") as destination:
-        time.sleep(0.3)  # the subscriptions reach the publishers
         assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", downtime=300,
                             maxBandwidth=8) is True
         done = m.wait_migration(a_agent, vm_id)
