@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from messaging import codec, endpoints
 from messaging.curve import ClientCurve, apply_client
@@ -45,23 +46,31 @@ class _Connected:
     with the ZeroMQ context it made when none was given."""
 
     def __init__(self, endpoint: str, kind: int, *, curve: ClientCurve | None,
-                 context: zmq.Context[Any] | None, subscribe: Sequence[str] = ()) -> None:
+                 context: zmq.Context[Any] | None, subscribe: Sequence[str] = (),
+                 monitor: int = 0) -> None:
         self.endpoint = endpoint
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._sock: zmq.Socket[Any] = self._context.socket(kind)
+        self._monitor: zmq.Socket[Any] | None = None
         try:
             self._sock.linger = 0
             if curve is not None:
                 apply_client(self._sock, curve)
             for prefix in subscribe:
                 self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            if monitor:  # before connect: its first events are the ones that matter
+                self._monitor = self._sock.get_monitor_socket(monitor)
             self._sock.connect(self.endpoint)
         except BaseException:
             self.close()  # a bad endpoint or key: nothing left open (socket, own context)
             raise
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         self._sock.close(linger=0)
         if self._own_context:
             self._context.term()
@@ -122,8 +131,16 @@ class Client(_Connected):
             # a late reply to an earlier request that timed out: skip it
 
 
+_CONNECTED = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_NOT_CONNECTED = (zmq.EVENT_CLOSED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
 class Subscriber(_Connected):
-    """Reads events: ``for topic, payload in Subscriber(ep, ["|virt|"]).events(timeout)``."""
+    """Reads events: ``for topic, payload in Subscriber(ep, ["|virt|"]).events(timeout)``.
+
+    Like any SUB socket it misses what is published before its subscription reaches the
+    publisher: :meth:`wait_connected` before the request whose events are wanted."""
 
     def __init__(
         self,
@@ -134,7 +151,28 @@ class Subscriber(_Connected):
         context: zmq.Context[Any] | None = None,
     ) -> None:
         super().__init__(endpoint or endpoints.default_events_endpoint(), zmq.SUB, curve=curve,
-                         context=context, subscribe=prefixes or ("",))
+                         context=context, subscribe=prefixes or ("",),
+                         monitor=_CONNECTED | _NOT_CONNECTED)
+        self._connected = False
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the connection to the publisher has done its handshake, after which
+        this socket sends its subscriptions at once: events of a request sent from now on
+        reach it (the publisher reads the subscriptions, which left first, while that
+        request is being served). False, without waiting longer, when nothing accepts the
+        connection or the handshake fails (no agent there, a refused key), or after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._connected and self._monitor is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._monitor.poll(int(left * 1000) + 1):
+                return False
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == _CONNECTED:
+                self._connected = True
+            elif event & _NOT_CONNECTED:
+                return False
+        return self._connected
 
     def receive(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
         """The next event, or None if none came within ``timeout`` seconds."""

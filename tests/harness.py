@@ -111,7 +111,9 @@ class Vdsmd:
             return c.call(method, params)
 
     def subscriber(self, *prefixes: str) -> Subscriber:
-        return Subscriber(self.events, prefixes or ("",))
+        """Events of ``prefixes``, connected: what a request sent from now on publishes
+        reaches it (unless the daemon is not listening yet: it then connects by itself)."""
+        return connected(Subscriber(self.events, prefixes or ("",)))
 
     def log(self) -> str:
         try:
@@ -151,6 +153,14 @@ def running_vdsmd(workdir: Path, **kwargs: Any) -> Iterator[Vdsmd]:
             daemon.stop(timeout=30)
         finally:
             daemon.kill()
+
+
+def connected(sub: Subscriber, timeout: float = 30.0) -> Subscriber:
+    """``sub`` once its connection to the publisher did its handshake (a SUB socket misses
+    what is published before its subscription reaches the publisher), or at once when
+    nothing listens there yet."""
+    sub.wait_connected(timeout)
+    return sub
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> Any:

@@ -109,13 +109,24 @@ class Workers:
             if job is None:
                 return
             future, call = job
-            if future.set_running_or_notify_cancel():
+            ran = future.set_running_or_notify_cancel()
+            value: Any = None
+            error: BaseException | None = None
+            if ran:
                 try:
-                    future.set_result(call())
+                    value = call()
                 except BaseException as e:  # noqa: BLE001 - every outcome goes to the future
-                    future.set_exception(e)
+                    error = e
+            # Counted as done before its caller has the outcome: a caller that submits its
+            # next job as soon as it has this one's finds this thread idle (no new thread).
             with self._lock:
                 self._busy -= 1
+            if not ran:
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
     def threads(self) -> int:
         with self._lock:
@@ -136,41 +147,65 @@ class Workers:
             self._queue.put(None)
 
 
+class _Slot:
+    """One job's place in its key's lane (released once, by identity)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+
 class Lanes:
-    """A :class:`Workers` pool with at most ``per_key`` jobs per key in flight."""
+    """A :class:`Workers` pool with at most ``per_key`` jobs per key in flight.
+
+    A job leaves its lane on its worker thread when it returns, before its future resolves:
+    a caller that submits the next job on the key as soon as it has this one's outcome is
+    never refused because of it (a done-callback would run only after the caller waiting on
+    the future was woken)."""
 
     def __init__(self, name: str, *, workers: int, per_key: int) -> None:
         self.workers = Workers(name, workers)
         self.per_key = per_key
         self._lock = threading.Lock()
-        self._inflight: dict[str, list[float]] = {}
+        self._inflight: dict[str, list[_Slot]] = {}
 
     def submit(self, key: str, fn: Callable[..., T], *args: Any, what: str = "",
                ) -> Future[T]:
         """Run ``fn(*args)`` on the pool; :class:`StorageBusy` when ``key`` is at its bound."""
         now = time.monotonic()
+        slot = _Slot(now)
         with self._lock:
             started = self._inflight.setdefault(key, [])
             if len(started) >= self.per_key:
-                raise StorageBusy(what=what or key, pending=len(started), age=now - started[0])
-            started.append(now)
+                raise StorageBusy(what=what or key, pending=len(started),
+                                  age=now - started[0].started)
+            started.append(slot)
+
+        def job() -> T:
+            try:
+                return fn(*args)
+            finally:
+                self._release(key, slot)
+
         try:
-            future = self.workers.submit(fn, *args)
+            future = self.workers.submit(job)
         except BaseException:
-            self._release(key, now)
+            self._release(key, slot)
             raise
-        future.add_done_callback(lambda _f: self._release(key, now))
+        # A job cancelled before it ran never runs its own release.
+        future.add_done_callback(lambda _f: self._release(key, slot))
         return future
 
-    def _release(self, key: str, stamp: float) -> None:
+    def _release(self, key: str, slot: _Slot) -> None:
         with self._lock:
             started = self._inflight.get(key)
             if started is None:
                 return
-            try:
-                started.remove(stamp)
-            except ValueError:
-                pass  # released twice: nothing to do
+            for i, held in enumerate(started):
+                if held is slot:
+                    del started[i]
+                    break  # not there: released already
             if not started:
                 del self._inflight[key]
 

@@ -441,7 +441,7 @@ class VmActor(SupervisedActor):
     def _on_domain_event(self, event: DomainEvent) -> None:
         self._events += 1
         if event.kind == "lifecycle":
-            self._state.lifecycle_events += 1
+            self._state.changes_seen += 1
             kind, detail = event.args
             if self._state.tracker.on_event(kind, detail):
                 self._after_change()

@@ -80,7 +80,7 @@ class Lanes:
     ) -> Future[Any]:
         return self._inflight.submit(name, kind, timeout=timeout, work=work, on_ok=on_ok,
                                      on_error=on_error,
-                                     events_at_start=self._state.lifecycle_events)
+                                     events_at_start=self._state.changes_seen)
 
     def running(self, *kinds: str) -> bool:
         return self._inflight.running(*kinds)

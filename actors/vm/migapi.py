@@ -164,8 +164,8 @@ class MigrationApi:
         def failed(error: BaseException) -> None:
             message = error.message if isinstance(error, VdsmError) else repr(error)
             code = error.code if isinstance(error, VdsmError) else -32603
+            slots.release(job_id)  # free before the job's end is visible
             self._jobs.update(job_id, status=FAILED, code=code, message=message)
-            slots.release(job_id)
 
         try:
             vms.start_actor(vms.spec(vm, "incoming", incoming=job_id))

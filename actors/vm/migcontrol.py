@@ -133,6 +133,12 @@ class MigrationControl:
             self._host.set_status(Transition(VmStatus.MIGRATION_SOURCE))
 
     def on_ended(self, ended: MigrationEnded) -> None:
+        try:
+            self._ended(ended)
+        finally:
+            ended.applied.set()  # the migration's thread records the job's end now
+
+    def _ended(self, ended: MigrationEnded) -> None:
         if self.outgoing is None or self.outgoing.job_id != ended.job_id:
             return
         self.outgoing = None
@@ -265,12 +271,14 @@ class MigrationControl:
         jobs, slots = self._env.jobs, self._env.incoming
 
         def work(_c: Any) -> None:
+            # The slot is free before the job says so: a client that sends the next incoming
+            # migration as soon as it reads this job's end must not find the slot taken.
             try:
                 downtime = self._leased(lambda: self._ops.finish_incoming(params))
-                jobs.update(job_id, status=DONE, progress=100, message="the VM runs here",
-                            details={} if downtime is None else {"downtime": downtime})
             finally:
                 slots.release(job_id)
+            jobs.update(job_id, status=DONE, progress=100, message="the VM runs here",
+                        details={} if downtime is None else {"downtime": downtime})
 
         if self._submit("incoming migration arrived", QUERY, timeout=self._call_timeout
                         + self._ops.hook_budget("after_vm_migrate_destination"),
@@ -322,8 +330,8 @@ class MigrationControl:
             try:
                 undo()
             finally:
+                slots.release(job_id)  # free before the job's end is visible
                 jobs.update(job_id, status=FAILED, code=VMError.code, message=why)
-                slots.release(job_id)
 
         def done(_result: Any = None) -> None:
             self.incoming = None
@@ -357,9 +365,9 @@ class MigrationControl:
         jobs, slots = self._env.jobs, self._env.incoming
 
         def end() -> None:
+            slots.release(job_id)  # free before the job's end is visible
             jobs.update(job_id, status=ABORTED, code=VMError.code,
                         message="destroyed before the migration ended")
-            slots.release(job_id)
 
         return end
 

@@ -18,9 +18,12 @@
 
 The actor is told :class:`MigrationStarted` when the migration leaves the queue (its VM is
 then ``Migration Source``) and :class:`MigrationEnded` with where the guest is. The job's
-record (:class:`~actors.jobs.store.JobStore`) says the rest. A migration whose agent was
-restarted while libvirt went on migrating is *resumed* (``resume=True``): no queue, no
-preparation, only steps 3 (watching libvirt's job instead of calling it) and 4.
+record (:class:`~actors.jobs.store.JobStore`) says the rest; its end is recorded once the
+actor applied the outcome (or did not within ``APPLY_ATTEMPTS`` x ``APPLY_WAIT``): a client
+that reads the job's end finds the VM's status settled and may migrate it again at once.
+A migration whose agent was restarted while libvirt went on migrating is *resumed*
+(``resume=True``): no queue, no preparation, only steps 3 (watching libvirt's job instead of
+calling it) and 4.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from actors.host.libvirthandle import LibvirtHandle
@@ -56,6 +59,8 @@ log = logging.getLogger(__name__)
 
 Where = Literal["here", "there", "gone", "unknown"]
 LIMIT_BACKOFF = 0.5  # the first wait for a destination at its incoming limit (doubling)
+APPLY_WAIT = 1.0  # s: for the VM's actor to apply a migration's outcome, before telling again
+APPLY_ATTEMPTS = 3  # then the job's end is recorded anyway (the actor is gone or stuck)
 LIMIT_BACKOFF_MAX = 2.0
 #: answers of a destination worth asking again, and what the job says meanwhile
 AGAIN = {MigrationLimit.code: "{peer} runs as many incoming migrations as it allows: waiting",
@@ -79,6 +84,9 @@ class MigrationEnded:
     status: str  # done, failed or aborted
     where: Where
     error: VdsmError | None = None
+    applied: threading.Event = field(default_factory=threading.Event, compare=False,
+                                     repr=False)
+    """Set by the actor once it applied this outcome (or found it was not its migration's)."""
 
 
 class OutgoingMigration:
@@ -147,10 +155,23 @@ class OutgoingMigration:
                                    MigrationError(vmID=self.vm_id, reason=repr(e)))
         finally:
             self._env.outgoing.release(self.job_id)
+        self._hand_over(ended)
         self._record(ended)
         self._env.live.remove(self.job_id, self)
-        self._notify(ended)
         self._report(ended)
+
+    def _hand_over(self, ended: MigrationEnded) -> None:
+        """Tell the actor the outcome and wait until it applied it (its VM's status, no
+        migration running), before the job's end is recorded: the job's end must not show
+        while ``VM.migrate`` would still be refused as a migration in progress. Told again
+        after each ``APPLY_WAIT`` (an actor restarted meanwhile took this migration over:
+        it is still in ``live``, so its new incarnation is told)."""
+        for _ in range(APPLY_ATTEMPTS):
+            self._notify(ended)
+            if ended.applied.wait(APPLY_WAIT):
+                return
+        log.warning("VM %s: its actor did not apply the end of migration %s: recorded anyway",
+                    self.vm_id, self.job_id)
 
     def _run(self) -> MigrationEnded:
         jobs, spec = self._env.jobs, self.spec

@@ -29,6 +29,10 @@ from actors.vm.status import StatusTracker, Transition, VmStatus
 log = logging.getLogger(__name__)
 
 RUNNING = frozenset({VmStatus.UP, VmStatus.POWERING_UP, VmStatus.POWERING_DOWN})
+# Statuses of an operation the actor began, which a read of a running domain cannot show.
+# (Not Up at the end of Powering up: a pause in flight then must still set Paused.)
+OWN_STATUSES = frozenset({VmStatus.SAVING_STATE, VmStatus.MIGRATION_SOURCE,
+                          VmStatus.POWERING_DOWN})
 
 
 class VmState:
@@ -40,9 +44,11 @@ class VmState:
         self.display: tuple[dict[str, Any], ...] = ()
         self.tracker = StatusTracker()
         self.agent: GuestAgent | None = None  # the actor's agent once set up: in the view
-        self.lifecycle_events = 0  # libvirt lifecycle events seen
+        # libvirt's lifecycle events, and the statuses of an operation the actor began
+        # (OWN_STATUSES): a state an operation read from libvirt before one of them is stale.
+        self.changes_seen = 0
         self.reboots = 0  # libvirt reboot events seen
-        self.stale = False  # did lifecycle events arrive while the finishing op ran?
+        self.stale = False  # did such a change come while the finishing op ran?
         self.awaiting_launch = False  # created, but its domain not started yet
         self._board = board
         self._events = events
@@ -69,21 +75,26 @@ class VmState:
 
     def before_outcome(self, op: Op) -> None:
         # A state the operation read is older than lifecycle events that came meanwhile.
-        self.stale = op.events_at_start != self.lifecycle_events
+        self.stale = op.events_at_start != self.changes_seen
 
-    def set(self, transition: Transition) -> None:
+    def set(self, transition: Transition, *, read: bool = False) -> None:
+        """``read``: a state an operation read from libvirt (see :meth:`set_read`)."""
         if transition.status is None:
             return
         if self.tracker.status == VmStatus.DOWN:
             return  # Down is final: a late result must not bring the VM back
+        if not read and transition.status in OWN_STATUSES:
+            self.changes_seen += 1
         self.tracker.set(transition.status, pause_code=transition.pause_code,
                          exit_reason=transition.exit_reason)
         self.changed()
 
     def set_read(self, transition: Transition) -> None:
-        """A state an operation read from libvirt: events that came meanwhile are newer."""
+        """A state an operation read from libvirt: lifecycle events that came meanwhile are
+        newer, and so is an operation the actor began meanwhile (an attach that read a
+        running domain must not turn a save or a migration back into Up)."""
         if not self.stale:
-            self.set(transition)
+            self.set(transition, read=True)
 
     def changed(self) -> None:
         """The tracker's status changed: the actor reacts (timers, components) and publishes."""

@@ -274,6 +274,7 @@ class JobEvents:
     when it is not an endpoint at all."""
 
     WAIT = 2.0  # s for the job's last event to arrive once the poll no longer finds the job
+    CONNECT_WAIT = 5.0  # s for the subscription to connect before the verb is called
 
     def __init__(self, args: argparse.Namespace, job_id: str) -> None:
         self._sub: Subscriber | None = None
@@ -282,7 +283,11 @@ class JobEvents:
             self._sub = Subscriber(args.events, [f"|jobs|status|{job_id}"],
                                    curve=_curve_from(args))
         except zmq.ZMQError:
-            pass
+            return
+        # Connected before the verb is called: a job that ends (and is forgotten) at once
+        # must not have published its last event before the subscription was there. No
+        # agent at the endpoint: not waited for (the poll alone decides).
+        self._sub.wait_connected(self.CONNECT_WAIT)
 
     def last(self) -> dict[str, Any] | None:
         if self._sub is None:

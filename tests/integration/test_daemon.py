@@ -84,7 +84,6 @@ def test_actor_tree_is_listed_and_inspectable(vdsmd: Vdsmd) -> None:
 
 def test_crashed_actor_is_restarted_and_the_api_keeps_answering(vdsmd: Vdsmd) -> None:
     with vdsmd.subscriber("|actors|status|/host/stats") as sub:
-        time.sleep(0.3)  # let the subscription propagate
         libvirt_before = {a["path"]: a for a in vdsmd.call("Actors.list")}["/host/libvirt"]
         vdsmd.call("Actors.crash", path="/host/stats", reason="drill")
         _, failed = next_event(sub, lambda t, p: p["event"] == "failed", 10)
@@ -104,7 +103,6 @@ def test_actor_failing_past_its_intensity_is_given_up(tmp_path: Path) -> None:
               "[supervision]\nmax_restarts = 2\nwithin = 60\nbackoff_initial = 0.01\n")
     with running_vdsmd(tmp_path / "d", config=config) as vdsmd, \
             vdsmd.subscriber("|actors|status|") as sub:
-        time.sleep(0.3)
         seen = []
         for _ in range(3):
             wait_for(lambda: _state(vdsmd, "/host/stats") == "running", 10)

@@ -60,7 +60,6 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
     boot = counting(log_a, more_than=2)[-1][0]
     with a_agent.subscriber("|virt|VM_migration_status|", "|jobs|status|") as source, \
             b_agent.subscriber("|virt|VM_status|") as destination:
-        time.sleep(0.3)  # the subscriptions reach the publishers
         assert a_agent.call("VM.migrate", vmID=vm_id, dst="b", downtime=300,
                             maxBandwidth=8) is True
         done = m.wait_migration(a_agent, vm_id)
@@ -70,7 +69,10 @@ def test_a_counting_guest_migrates_there_and_back_paused_without_a_reboot(
         done = wait_for(lambda: "downtime" in (x := m.migration(a_agent, vm_id)) and x, 30,
                         what="the downtime")
         assert isinstance(done["downtime"], int), done
-        events = _events(source)
+        # up to the last progress event: it follows the downtime's record, and the thread
+        # that publishes it may not have run yet
+        events = _events(source, lambda t, p: t.startswith("|virt|VM_migration_status|")
+                         and p["status"] == "done")
         progress = [p for t, p in events if t.startswith("|virt|VM_migration_status|")]
         assert progress and progress[-1]["status"] == "done", progress
         assert any(0 < p["progress"] < 100 for p in progress), progress  # samples on the way
@@ -156,10 +158,19 @@ def _restarts(agent: Any, vm_id: str) -> int:
     return int(found[0]["restarts"]) if found and found[0]["state"] == "running" else -1
 
 
-def _events(sub: Subscriber) -> list[tuple[str, dict[str, Any]]]:
-    """The events received so far (until none came for 0.5 s)."""
-    found = []
-    while (event := sub.receive(0.5)) is not None:
+def _events(sub: Subscriber, last: Any = None,
+            timeout: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
+    """The events received so far: up to one for which ``last(topic, payload)`` holds
+    (within ``timeout``), then until none came for 0.5 s (at most 1000)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    while last is not None and not (found and last(*found[-1])):
+        left = deadline - time.monotonic()
+        event = sub.receive(left) if left > 0 else None
+        if event is None:
+            raise TimeoutError(f"no such event within {timeout} s; got {found}")
+        found.append(event)
+    while (event := sub.receive(0.5)) is not None and len(found) < 1000:
         found.append(event)
     return found
 

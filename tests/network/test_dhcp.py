@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +74,6 @@ def test_a_dhcp_network_gets_its_address_from_the_peer(tmp_path: Path) -> None:
         # without blockingdhcp the verb answers at once and the address comes later: the
         # change and then the lease are each announced on |net|host_conn|no_id
         with d.subscriber(TOPIC) as sub:
-            time.sleep(0.3)  # the subscription reaches the publisher
             assert d.call("Host.setupNetworks", networks={"lan": {
                 "nic": "veth_h1", "bootproto": "dhcp"}}) is True
             next_event(sub, lambda t, p: t == TOPIC, 10)  # the change

@@ -102,6 +102,11 @@ def test_the_actor_samples_and_writes(runtime: Runtime, tmp_path: Path) -> None:
     written = ref.proxy().tune(KsmSettings(run=1, pages_to_scan=300)).get(timeout=5)
     assert written.result(timeout=5).run == 1
     wait_for(lambda: board.host_stats()["ksmState"] is True, 5)
+    # The actor records a write when it is told the write's outcome, by a callback that may
+    # run after result() above returned: wait for that record before the next write, or
+    # the two records may come in either order.
+    wait_for(lambda: ref.proxy().describe().get(timeout=5)["lastWrites"], 5,
+             what="the first write's record")
     outcomes: list[BaseException | None] = []
     ref.tell(ApplyKsm(KsmSettings(run=0), "test", outcomes.append))
     wait_for(lambda: outcomes, 5)

@@ -15,7 +15,7 @@ from typing import Any
 
 from messaging.client import Client, Subscriber
 from messaging.curve import ClientCurve
-from tests.harness import Vdsmd
+from tests.harness import Vdsmd, connected
 from tests.testbed import netns
 
 API_PORT = 54321
@@ -73,7 +73,8 @@ class BedAgent(Vdsmd):
 
     def subscriber(self, *prefixes: str) -> Subscriber:
         with netns.entered(self.host.netns):
-            return Subscriber(self.events, prefixes or ("",), curve=self.curve)
+            sub = Subscriber(self.events, prefixes or ("",), curve=self.curve)
+        return connected(sub)
 
     def close(self) -> None:
         """Stop it (SIGKILL if it does not stop in time)."""

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,32 @@ def test_hibernate_saves_then_down_and_a_failure_restores_the_status(env: Env) -
     assert view is not None and view.status == VmStatus.DOWN
     assert view.exit_reason == ExitReason.SAVED
     assert env.sink.statuses() == ["Up", "Saving State", "Up", "Saving State", "Down"]
+
+
+@pytest.mark.timeout(30)
+def test_an_attach_that_read_a_running_domain_does_not_undo_a_save_begun_meanwhile(
+    env: Env,
+) -> None:
+    # The attach read "running" before the save began; its outcome came while the guest was
+    # being saved and set Up over Saving State (only lifecycle events made a read stale).
+    env.env = replace(env.env, config=replace(env.env.config, call_timeout=20.0))
+    reading, saving = threading.Event(), threading.Event()
+    ops = FakeOps(gates={"attach": reading, "hibernate": saving})
+    try:
+        ref = env.start(ops, mode="recover", initial=Transition(VmStatus.UP))
+        wait_for(lambda: "attach" in ops.calls, 5)  # the attach has read: running
+        hibernating: Future[Any] = ref.proxy().hibernate("/tmp/x.save").get(timeout=5)
+        assert env.status() == "Saving State"
+        reading.set()
+        wait_for(lambda: not [op for op in ref.proxy().describe().get(timeout=5)["operations"]
+                              if op["name"] == "attach"], 10, what="the attach's outcome")
+        assert env.status() == "Saving State"
+        saving.set()
+        assert hibernating.result(timeout=10) is True
+        assert env.sink.statuses() == ["Up", "Saving State", "Down"]
+    finally:
+        reading.set()
+        saving.set()
 
 
 @pytest.mark.timeout(20)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def _device(vdsmd: Vdsmd, name: str) -> dict[str, object] | None:
 
 def test_attached_loop_device_appears_without_a_rescan(vdsmd: Vdsmd, backing: Path) -> None:
     with vdsmd.subscriber("|host|block_device|") as sub:
-        time.sleep(0.3)  # let the subscription propagate
         dev = run("losetup", "--find", "--show", str(backing)).strip()
         name = dev.rsplit("/", 1)[-1]
         try:
