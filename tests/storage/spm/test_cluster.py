@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -271,6 +272,34 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+@dataclass(frozen=True)
+class _HeldCreate:
+    sp: str
+    sd: str
+    img: str
+    vol: str
+    task: str
+    keeper: int
+    writer: int
+    commands: list[int]  # the writer's storage commands (the held qemu-img)
+
+
+def _a_held_volume_create(made: Cluster, faultfs: FaultFSMount) -> _HeldCreate:
+    """Host 1 made SPM of a new pool, and a Volume.create running on its writer, its
+    qemu-img held in a write of the volume's data file (killable, as an NFS wait is)."""
+    made.start()
+    sp, sd = made.pool()
+    assert made.spm_start(1)["taskResult"] == "success"
+    keeper, writer = made.keeper_pid(1), made.writer_pid(1)
+    img, vol = new_id(), new_id()
+    faultfs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
+    task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
+                     volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
+    commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
+                        what="the writer's qemu-img to hang in its write")
+    return _HeldCreate(sp, sd, img, vol, task, keeper, writer, commands)
+
+
 @pytest.mark.timeout(240)
 def test_a_storage_command_of_the_writer_dies_with_it(
         tmp_path: Path, faultfs: FaultFSMount) -> None:
@@ -280,21 +309,11 @@ def test_a_storage_command_of_the_writer_dies_with_it(
     write into the volume while another host may already be SPM."""
     made = Cluster(tmp_path, hosts=1, shared=faultfs.mountpoint)
     try:
-        made.start()
-        sp, sd = made.pool()
-        assert made.spm_start(1)["taskResult"] == "success"
-        keeper, writer = made.keeper_pid(1), made.writer_pid(1)
-        img, vol = new_id(), new_id()
-        # the volume's data file: only qemu-img writes it (killable, as an NFS wait is)
-        faultfs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
-        made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd, imageID=img,
-                  volumeID=vol, size=16 * MiB, volFormat="cow", preallocate="sparse")
-        commands = wait_for(lambda: [p for p in _group_members(writer) if p != writer],
-                            30, what="the writer's qemu-img to hang in its write")
-        os.kill(keeper, signal.SIGKILL)
-        wait_for(lambda: procutil.start_time(writer) is None, 10,
+        held = _a_held_volume_create(made, faultfs)
+        os.kill(held.keeper, signal.SIGKILL)
+        wait_for(lambda: procutil.start_time(held.writer) is None, 10,
                  what="the writer to die with its keeper")
-        wait_for(lambda: all(procutil.start_time(p) is None for p in commands), 10,
+        wait_for(lambda: all(procutil.start_time(p) is None for p in held.commands), 10,
                  what="the writer's command to die with it")
     finally:
         faultfs.control.clear()
@@ -434,18 +453,10 @@ def test_a_task_cut_by_a_lost_lease_fails_and_the_next_spm_undoes_it(
     finds it there and undoes the half-made volume."""
     made = Cluster(tmp_path, hosts=2, shared=faultfs.mountpoint)
     try:
-        made.start()
-        sp, sd = made.pool()
-        assert made.spm_start(1)["taskResult"] == "success"
-        keeper, writer = made.keeper_pid(1), made.writer_pid(1)
-        img, vol = new_id(), new_id()
-        faultfs.control.hang(f"*/images/{img}/{vol}", "write", pid=writer, killable=True)
-        task = made.call(1, "Volume.create", storagepoolID=sp, storagedomainID=sd,
-                         imageID=img, volumeID=vol, size=16 * MiB, volFormat="cow",
-                         preallocate="sparse")
+        held = _a_held_volume_create(made, faultfs)
+        sp, sd, img, vol, task = held.sp, held.sd, held.img, held.vol, held.task
+        keeper, writer = held.keeper, held.writer
         journals = made.shared / sd / "master" / "tasks"
-        wait_for(lambda: [p for p in _group_members(writer) if p != writer], 30,
-                 what="the task's qemu-img to hang in its write")
         assert [p.name for p in journals.glob("*.json")] == [f"{task}.json"]
         refused = made.error(1, "StoragePool.spmStop", storagepoolID=sp)
         assert refused.code == StorageError.code and task in refused.message, refused
