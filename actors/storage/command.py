@@ -40,9 +40,20 @@ COUNT_INTERVAL = 0.5
 
 _new_session = True
 
-DIE_WITH_CALLER = ("setpriv", "--pdeathsig", "KILL", "--")
-"""The prefix of a command that must die with the process that runs it (util-linux's setpriv
-sets ``PR_SET_PDEATHSIG`` and execs the command: no Python runs in the forked child)."""
+_PARENT_CHECK = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'
+
+
+def die_with_caller(argv: Sequence[str], *, parent: int | None = None) -> tuple[str, ...]:
+    """``argv`` made to die with the process that runs it (``parent``: this one).
+
+    util-linux's setpriv sets ``PR_SET_PDEATHSIG`` and execs the rest: no Python runs in the
+    forked child. A parent killed after the fork but before that ``prctl`` would send no
+    signal, so ``sh`` then checks that its parent is still the caller (its ``$PPID`` is read
+    after the ``prctl``) and gives up (status 125) when it is not; else it execs ``argv``,
+    which is passed as arguments, never as shell text."""
+    caller = os.getpid() if parent is None else parent
+    return ("setpriv", "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _PARENT_CHECK, "sh",
+            str(caller), *argv)
 
 
 def set_new_session(new_session: bool) -> None:
@@ -218,7 +229,7 @@ def run(
         abort.check()
     started = time.monotonic()
     proc = subprocess.Popen(
-        argv if _new_session else DIE_WITH_CALLER + argv,
+        argv if _new_session else die_with_caller(argv),
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.storage.command import Aborter, display, run, stderr_tail
+from actors.storage.command import Aborter, die_with_caller, display, run, stderr_tail
 from messaging.errors import StorageCommandError, StorageTimeout, TaskAborted
 from tests.harness import TOP, wait_for
 
@@ -117,6 +117,25 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in path.read_text().split()]
     except OSError:
         return []
+
+
+@pytest.mark.timeout(30)
+def test_a_command_whose_caller_died_before_its_death_signal_was_set_does_not_run(
+    tmp_path: Path,
+) -> None:
+    """The window between the fork and setpriv's prctl: a caller killed there would send no
+    death signal, so the command checks that its parent is still the caller before it
+    starts. Here the "caller" named is another process (pid 1), as after such a death."""
+    marker = tmp_path / "ran"
+    argv = ("sh", "-c", 'touch "$0"', str(marker))
+    gone = subprocess.run(die_with_caller(argv, parent=1), check=False, timeout=20)
+    assert gone.returncode == 125 and not marker.exists()
+    here = subprocess.run(die_with_caller(argv), check=False, timeout=20)
+    assert here.returncode == 0 and marker.exists()
+    # the command's words stay words: no shell reads them
+    odd = tmp_path / "a b; touch pwned $(id)"
+    subprocess.run(die_with_caller(("touch", str(odd))), check=True, timeout=20, cwd=tmp_path)
+    assert odd.exists() and not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.timeout(30)
